@@ -1,0 +1,372 @@
+"""bioseg web demo: upload a scan or micrograph, pick a model, see target and prediction.
+
+    python app.py                             # offline, on the bundled weights and examples
+    python app.py --weights OWNER/NAME        # also offer published weights from the Hub
+    BIOSEG_WEIGHTS=OWNER/NAME python app.py   # the same, as a Hugging Face Space setting
+    gradio app.py                             # hot reload while editing
+
+Models load once and stay cached. Images are read on the server at full depth (TIFF, 16-bit
+PNG), outputs are PNG, and large images are predicted tile by tile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+import zoo
+from trainers import metrics
+from trainers.data import eval_transform
+from trainers.data.dataset import match_channels
+from trainers.data.readers import DataError, read_image, read_mask
+from trainers.plots import CLASS_COLOURS, display_rgb, error_map, overlay
+from zoo._hub import check_repo_id
+
+ROOT = Path(__file__).resolve().parent
+BUNDLED = ROOT / "weights"
+TILE = 1024  # larger images are predicted in overlapping tiles of this size
+MAX_PIXELS = int(os.environ.get("BIOSEG_APP_MAX_PIXELS", 8192 * 8192))  # refused before decoding
+METRIC_NAMES = ("dice", "iou", "hd95", "precision", "recall")
+OUTPUT_DIR = Path(tempfile.gettempdir()) / "bioseg-app"  # predicted masks to download
+SKIMAGE_EXAMPLES = {  # real biomedical images that scikit-image ships, and the model for each
+    "retina.jpg": "drive",
+    "ihc.png": "dsb2018",
+    "cell.png": "dsb2018",
+}
+
+
+def weight_choices(extra: list[str] | None = None) -> dict[str, str]:
+    """Label -> location of every model with weights: bundled, local runs, Hub ids."""
+    choices = {}
+    for folder in sorted(BUNDLED.glob("*/model.safetensors")):
+        choices[f"{folder.parent.name} (bundled)"] = str(folder.parent)
+    for folder in sorted((ROOT / "runs").glob("*/model.safetensors")):
+        choices[f"{folder.parent.name} (run)"] = str(folder.parent)
+    hub = [*os.environ.get("BIOSEG_WEIGHTS", "").split(","), *(extra or [])]
+    for repo_id in filter(None, (h.strip() for h in hub)):
+        choices[f"{repo_id} (Hub)"] = repo_id
+    return choices
+
+
+_load_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_model(location: str) -> zoo.SegmentationModel:
+    return zoo.from_pretrained(location)
+
+
+def load_model(location: str) -> zoo.SegmentationModel:
+    """Weights from a folder or the Hub, loaded once and then shared by every request."""
+    with _load_lock:
+        return _cached_model(location)
+
+
+def resolve_location(choice: str | None) -> str:
+    """A dropdown label, or a Hub id typed into the box (never a path on this server)."""
+    if not choice:
+        raise gr.Error("Pick a model first (no weights are bundled or listed).")
+    if choice in CHOICES:
+        return CHOICES[choice]
+    try:
+        return check_repo_id(choice.strip())
+    except ValueError as error:
+        raise gr.Error(f"{error}. Pick a listed model or type a Hub id OWNER/NAME.") from None
+
+
+def model_input(image: np.ndarray, model: zoo.SegmentationModel) -> torch.Tensor:
+    """An H x W x C image in [0, 1] as the 1 x C x H x W tensor the model expects, normalized
+    exactly as in evaluation."""
+    image = match_channels(image, model.in_channels)
+    blank = np.zeros(image.shape[:2], dtype=bool)
+    tensor, _, _ = eval_transform(mean=model.spec.mean, std=model.spec.std)(image, blank, blank)
+    return tensor[None]
+
+
+def predict(model: zoo.SegmentationModel, image: np.ndarray, progress=None) -> np.ndarray:
+    """Class probabilities K x H x W; images larger than TILE go through tiled inference."""
+    x = model_input(image, model)
+    report = (lambda done, total: progress((done, total), desc="tiles")) if progress else None
+    return zoo.sliding_window_predict(model, x, tile=TILE, progress=report)[0].numpy()
+
+
+@dataclass
+class Prediction:
+    """What the views are drawn from, kept between requests so the threshold needs no model."""
+
+    image: np.ndarray
+    probabilities: np.ndarray
+    target: np.ndarray | None
+    classes: list[str]
+    name: str
+
+
+def labels_of(prediction: Prediction, threshold: float) -> np.ndarray:
+    if prediction.probabilities.shape[0] == 1:
+        return (prediction.probabilities[0] > threshold).astype(np.int64)
+    return prediction.probabilities.argmax(0)
+
+
+def read_target(path: str, shape: tuple[int, int], binary: bool) -> np.ndarray:
+    target = read_mask(path, mode="binary" if binary else "labels", max_pixels=MAX_PIXELS)
+    if target.shape != shape:
+        raise DataError(
+            f"The target mask {Path(path).name} is {target.shape[1]}x{target.shape[0]} pixels "
+            f"but the image is {shape[1]}x{shape[0]}: a target must match its image."
+        )
+    return target.astype(np.int64)
+
+
+def metric_rows(labels: np.ndarray, target: np.ndarray, classes: list[str]) -> list[list]:
+    """One row per foreground class: the class, then Dice, IoU, HD95, precision and recall."""
+    rows = []
+    for c in range(1, max(len(classes), 2)):
+        values = metrics.binary_metrics(labels == c, target == c)
+        name = classes[c] if c < len(classes) else f"class {c}"
+        rows.append([name, *(round(float(values[m]), 4) for m in METRIC_NAMES)])
+    return rows
+
+
+def legend(classes: list[str]) -> str:
+    swatches = [
+        f"<span style='color:rgb{CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)]}'>&#9632;</span> "
+        f"{name}"
+        for c, name in enumerate(classes)
+        if c > 0
+    ]
+    errors = "<span style='color:rgb(0,190,0)'>&#9632;</span> true positive &nbsp; " + (
+        "<span style='color:rgb(230,40,40)'>&#9632;</span> false positive &nbsp; "
+        "<span style='color:rgb(40,110,255)'>&#9632;</span> false negative"
+    )
+    return f"**Overlay:** {' &nbsp; '.join(swatches)} &nbsp;&nbsp; **Error map:** {errors}"
+
+
+def save_mask(labels: np.ndarray, name: str, binary: bool) -> str:
+    """The predicted mask as a PNG at the image's resolution (0/255, or class ids).
+
+    Masks older than an hour are deleted, so the folder does not grow without bound.
+    """
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    for old in OUTPUT_DIR.glob("*-mask.png"):
+        if time.time() - old.stat().st_mtime > 3600:
+            old.unlink(missing_ok=True)
+    pixels = (labels * 255 if binary else labels).astype(np.uint8)
+    handle, path = tempfile.mkstemp(prefix=f"{name}-", suffix="-mask.png", dir=OUTPUT_DIR)
+    os.close(handle)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def render(prediction: Prediction | None, threshold: float):
+    """Target and prediction overlays, error map, slider, metrics and mask file."""
+    if prediction is None:
+        return None, None, None, None, [], None, ""
+    labels = labels_of(prediction, threshold)
+    rgb = display_rgb(prediction.image)
+    predicted = overlay(rgb, labels)
+    binary = prediction.probabilities.shape[0] == 1
+    mask_file = save_mask(labels, prediction.name, binary)
+    if prediction.target is None:
+        note = legend(prediction.classes) + "<br>No target given: add a mask to see the metrics."
+        return None, predicted, None, (rgb, predicted), [], mask_file, note
+    errors = error_map(labels > 0, prediction.target > 0) if binary else None
+    rows = metric_rows(labels, prediction.target, prediction.classes)
+    target_view = overlay(rgb, prediction.target)
+    return (
+        target_view,
+        predicted,
+        errors,
+        (rgb, predicted),
+        rows,
+        mask_file,
+        legend(prediction.classes),
+    )
+
+
+def read_inputs(image_path: str | None, image_file: str | None) -> tuple[np.ndarray, str]:
+    path = image_file or image_path
+    if not path:
+        raise gr.Error("Upload an image (or pick an example) first.")
+    try:
+        return read_image(path, max_pixels=MAX_PIXELS), Path(path).stem[:40]
+    except DataError as error:
+        raise gr.Error(str(error)) from None
+
+
+def segment(
+    choice: str,
+    image_path: str | None,
+    image_file: str | None,
+    mask_file: str | None,
+    threshold: float,
+    progress=gr.Progress(),  # noqa: B008 (Gradio's way to report progress)
+):
+    """Run the model on the image; the views and metrics come from `render`."""
+    image, name = read_inputs(image_path, image_file)
+    try:
+        model = load_model(resolve_location(choice))
+    except (
+        zoo.PretrainedWeightsError,
+        zoo.ModelBuildError,
+        ValueError,
+        TypeError,
+        KeyError,
+        OSError,
+    ) as error:
+        raise gr.Error(f"Could not load model {choice!r}: {error}") from None
+    config = getattr(model, "pretrained_config", {})
+    classes = list(config.get("classes") or ["background", "foreground"])
+    try:
+        probabilities = predict(model, image, progress)
+    except (ValueError, zoo.ModelBuildError) as error:  # a too small image, a broken plugin
+        raise gr.Error(f"{name}: {error}") from None
+    target, message = None, ""
+    if mask_file:
+        try:
+            target = read_target(mask_file, image.shape[:2], model.num_classes == 1)
+        except DataError as error:
+            message = f"**Target not used:** {error}"
+            gr.Warning(str(error))
+    prediction = Prediction(image, probabilities, target, classes, name)
+    *views, note = render(prediction, threshold)
+    return (*views, f"{note}<br>{message}" if message else note, prediction)
+
+
+def compare(choice_a: str, choice_b: str, image_path, image_file, mask_file, threshold: float):
+    """Two models on the same image, side by side, with their metrics."""
+    outputs, rows = [], []
+    for choice in (choice_a, choice_b):
+        _, predicted, _, _, model_rows, _, _, _ = segment(
+            choice, image_path, image_file, mask_file, threshold
+        )
+        outputs.append(predicted)
+        rows += [[choice, *row] for row in model_rows]
+    return outputs[0], outputs[1], rows
+
+
+def examples() -> list[list]:
+    """scikit-image's bundled images, then image/mask pairs under examples/ or BIOSEG_EXAMPLES."""
+    import skimage
+
+    # data set -> model: bundled folders are named <data set>-<model>; they win over runs.
+    by_dataset = {Path(loc).name.split("-")[0]: lab for lab, loc in reversed(CHOICES.items())}
+    default = next(iter(CHOICES), "")
+    rows = []
+    for file, dataset in SKIMAGE_EXAMPLES.items():
+        path = Path(skimage.data_dir) / file
+        if path.is_file():
+            rows.append([str(path), None, by_dataset.get(dataset, default)])
+    folder = Path(os.environ.get("BIOSEG_EXAMPLES", ROOT / "examples"))
+    for mask in sorted(folder.glob("**/*_mask.png")):
+        image = mask.with_name(mask.name.removesuffix("_mask.png") + ".png")
+        if image.is_file():
+            rows.append([str(image), str(mask), by_dataset.get(mask.parent.name, default)])
+    return rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="bioseg web demo")
+    parser.add_argument("--weights", action="append", default=[], help="a Hub id OWNER/NAME")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    return parser.parse_known_args(argv)[0]  # `gradio app.py` passes arguments of its own
+
+
+ARGS = parse_args()
+CHOICES = weight_choices(ARGS.weights)
+
+with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
+    gr.Markdown(
+        "# bioseg\nUpload a scan or micrograph, pick a model, and compare its prediction with "
+        "the target. TIFF and 16-bit images: use *Image file*, which keeps their full depth."
+    )
+    with gr.Tab("Segment"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                model_choice = gr.Dropdown(
+                    list(CHOICES),
+                    value=next(iter(CHOICES), None),
+                    label="Model (or type a Hub id OWNER/NAME)",
+                    allow_custom_value=True,
+                )
+                image_in = gr.Image(
+                    type="filepath",
+                    label="Image",
+                    sources=["upload", "clipboard"],
+                    format="png",
+                    image_mode=None,
+                )
+                image_file = gr.File(label="Image file (TIFF, 16-bit PNG...)", type="filepath")
+                mask_in = gr.File(label="Target mask (optional)", type="filepath")
+                threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
+                run = gr.Button("Segment", variant="primary")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    target_out = gr.Image(label="Target", format="png", interactive=False)
+                    pred_out = gr.Image(label="Prediction", format="png", interactive=False)
+                note_out = gr.Markdown()
+                metrics_out = gr.Dataframe(
+                    headers=["class", *METRIC_NAMES], label="Metrics", interactive=False
+                )
+                with gr.Row():
+                    error_out = gr.Image(label="Error map", format="png", interactive=False)
+                    slider_out = gr.ImageSlider(label="Image | prediction", format="png")
+                mask_out = gr.File(label="Predicted mask (PNG, full resolution)")
+        state = gr.State(time_to_live=1800)  # a visitor's last prediction, for the threshold
+        views = [target_out, pred_out, error_out, slider_out, metrics_out, mask_out, note_out]
+        inputs = [model_choice, image_in, image_file, mask_in, threshold]
+        run.click(segment, inputs, [*views, state], api_name="segment")
+        # A new threshold redraws the views from the kept probabilities: no model run.
+        threshold.release(render, [state, threshold], views, api_visibility="private")
+        gr.Examples(
+            examples(),
+            inputs=[image_in, mask_in, model_choice],
+            outputs=[*views, state],
+            fn=lambda image, mask, choice: segment(choice, image, None, mask, 0.5),
+            run_on_click=True,
+            cache_examples=False,
+            label="Examples (click one)",
+        )
+    with gr.Tab("Compare two models"):
+        with gr.Row():
+            choice_a = gr.Dropdown(list(CHOICES), value=next(iter(CHOICES), None), label="A")
+            choice_b = gr.Dropdown(
+                list(CHOICES), value=list(CHOICES)[-1] if CHOICES else None, label="B"
+            )
+        with gr.Row():
+            compare_image = gr.Image(type="filepath", label="Image", format="png", image_mode=None)
+            compare_mask = gr.File(label="Target mask (optional)", type="filepath")
+        compare_run = gr.Button("Compare", variant="primary")
+        with gr.Row():
+            out_a = gr.Image(label="Model A", format="png", interactive=False)
+            out_b = gr.Image(label="Model B", format="png", interactive=False)
+        compare_table = gr.Dataframe(headers=["model", "class", *METRIC_NAMES], label="Metrics")
+        compare_run.click(
+            lambda a, b, image, mask, t: compare(a, b, image, None, mask, t),
+            [choice_a, choice_b, compare_image, compare_mask, threshold],
+            [out_a, out_b, compare_table],
+            api_name="compare",
+        )
+
+demo.queue(default_concurrency_limit=2, max_size=64)
+
+
+def main() -> None:
+    for location in list(CHOICES.values())[:1]:
+        load_model(location)  # the default model is ready before the first visitor
+    demo.launch(server_name=ARGS.host, server_port=ARGS.port, max_file_size="64mb")
+
+
+if __name__ == "__main__":
+    main()

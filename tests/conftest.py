@@ -1,0 +1,37 @@
+"""Shared test helpers: run Python in a fresh interpreter, for tests of discovery and imports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def run_python() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run `code` in a fresh interpreter; `env` entries are added to a copy of the environment."""
+
+    def run(
+        code: str, *, cwd: Path = REPO, env: dict[str, str] | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        full_env = {**os.environ, "PYTHONWARNINGS": "default", **(env or {})}
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=cwd,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"subprocess failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    return run

@@ -1,0 +1,245 @@
+"""The web demo end to end: the app on localhost, driven by gradio_client and by Chromium."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import REPO, SHARED_DATA
+from tests.test_data import png_header
+from trainers import metrics
+
+DRIVE = SHARED_DATA / "DRIVE" / "test"
+CHROMIUM = Path("/usr/bin/chromium")
+SERVER_PIDS: dict[str, int] = {}  # app URL -> process id, for the memory figures
+pytestmark = pytest.mark.skipif(
+    not any((REPO / "weights").glob("*/model.safetensors")),
+    reason="no bundled weights in weights/ (the demo needs at least one model)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A DRIVE image/target pair laid out as the demo's examples folder expects."""
+    if not DRIVE.is_dir():
+        pytest.skip(f"shared data {DRIVE} is absent")
+    folder = tmp_path_factory.mktemp("examples") / "drive"
+    folder.mkdir()
+    Image.open(DRIVE / "images" / "01_test.tif").save(folder / "01_test.png")
+    mask = np.asarray(Image.open(DRIVE / "1st_manual" / "01_manual1.gif")) > 0
+    Image.fromarray(mask.astype(np.uint8) * 255).save(folder / "01_test_mask.png")
+    return folder.parent
+
+
+@pytest.fixture(scope="module")
+def app_url(examples: Path) -> Iterator[str]:
+    """`python app.py` on a free localhost port, stopped after the module's tests."""
+    port = free_port()
+    env = {**os.environ, "BIOSEG_EXAMPLES": str(examples), "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = examples.parent / "app.log"  # a file, not a pipe: an unread pipe would fill and block
+    process = subprocess.Popen(
+        [sys.executable, "app.py", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    SERVER_PIDS[url] = process.pid
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited early:\n{log.read_text()}")
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("app.py did not start within 180 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(app_url: str):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def segment(client, image: Path, mask: Path | None = None, file: Path | None = None):
+    from gradio_client import handle_file
+
+    model = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert "/segment" in model
+    return client.predict(
+        "drive-unet (bundled)",
+        handle_file(str(image)) if image else None,
+        handle_file(str(file)) if file else None,
+        handle_file(str(mask)) if mask else None,
+        0.5,
+        api_name="/segment",
+    )
+
+
+def test_api_returns_the_mask_and_metrics_that_match_it(client, examples: Path) -> None:
+    image, mask = examples / "drive" / "01_test.png", examples / "drive" / "01_test_mask.png"
+    target_view, predicted, errors, slider, table, mask_file, note = segment(client, image, mask)
+    predicted_mask = np.asarray(Image.open(mask_file))
+    assert predicted_mask.shape == (584, 565) and set(np.unique(predicted_mask)) <= {0, 255}
+    target = np.asarray(Image.open(mask)) > 0
+    expected = metrics.binary_metrics(predicted_mask > 0, target)
+    header, row = table["headers"], table["data"][0]
+    assert header == ["class", "dice", "iou", "hd95", "precision", "recall"]
+    assert row[0] == "vessel"
+    for name, value in zip(header[1:], row[1:], strict=True):
+        assert value == pytest.approx(expected[name], abs=1e-4)
+    assert row[1] > 0.6  # the bundled DRIVE model finds the vessels
+    for view in (target_view, predicted, errors, *slider):  # the slider: image | prediction
+        assert Image.open(view).size == (565, 584)
+    assert "vessel" in note
+
+
+def test_mismatched_target_gets_a_message_not_a_crash(client, tmp_path: Path, examples) -> None:
+    small = tmp_path / "small_mask.png"
+    Image.fromarray(np.zeros((100, 80), np.uint8)).save(small)
+    result = segment(client, examples / "drive" / "01_test.png", small)
+    assert "80x100 pixels but the image is 565x584" in result[-1]
+    assert result[1] is not None and result[4]["data"] in ([], None)  # prediction, no metrics
+
+
+def test_16_bit_png_and_a_4096_tiff_go_through(client, tmp_path: Path) -> None:
+    deep = tmp_path / "deep.png"
+    ramp = (np.linspace(0, 65535, 300 * 200).reshape(300, 200)).astype(np.uint16)
+    Image.fromarray(ramp).save(deep)
+    result = segment(client, None, file=deep)
+    assert np.asarray(Image.open(result[5])).shape == (300, 200)
+    large = tmp_path / "large.tif"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (4096, 4096), dtype=np.uint8)).save(large)
+    result = segment(client, None, file=large)
+    assert np.asarray(Image.open(result[5])).shape == (4096, 4096)
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    Image.fromarray(noise).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "message"),
+    [
+        ("empty.png", lambda p: p.write_bytes(b""), "empty"),
+        ("notes.png", lambda p: p.write_text("not an image"), "not a readable image"),
+        ("cut.png", lambda p: p.write_bytes(png_bytes()[:300]), "not a readable"),
+        ("bomb.png", lambda p: png_header(p, 100_000, 100_000), "exceeds the limit"),
+    ],
+)
+def test_bad_image_files_get_a_message_naming_them(client, tmp_path, name, make, message):
+    from gradio_client.exceptions import AppError
+
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(AppError, match=message) as caught:
+        segment(client, None, file=path)
+    assert name in str(caught.value)
+
+
+def test_a_1x1_image_gets_a_1x1_mask(client, tmp_path: Path) -> None:
+    tiny = tmp_path / "tiny.png"
+    Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(tiny)
+    assert np.asarray(Image.open(segment(client, None, file=tiny)[5])).shape == (1, 1)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+def test_browser_shows_target_prediction_and_metrics(app_url: str, tmp_path: Path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--no-first-run"]  # fmt: skip
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=flags)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(app_url, wait_until="load", timeout=120_000)
+        page.get_by_text("01_test_mask.png").first.click(timeout=60_000)  # the DRIVE pair
+        page.get_by_text("true positive").wait_for(timeout=180_000)
+        table = page.locator("table", has_text="vessel").first
+        table.wait_for(timeout=60_000)
+        assert "dice" in table.inner_text()
+        images = page.locator("img[src*='image.png']")  # the views the app drew
+        assert images.count() >= 3  # target, prediction and error map, side by side
+        boxes = [images.nth(i).bounding_box() for i in range(2)]
+        assert boxes[0]["x"] < boxes[1]["x"] and abs(boxes[0]["y"] - boxes[1]["y"]) < 50
+        page.screenshot(path=tmp_path / "demo.png", full_page=True)
+        browser.close()
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for process {pid}")
+
+
+@pytest.mark.slow
+def test_load_16_clients_by_10_requests_all_answered(app_url: str, tmp_path: Path) -> None:
+    """16 concurrent clients x 10 requests, bounded in count and time, on localhost only."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    rng = np.random.default_rng(0)
+    images = []  # one image per request, as real visitors send (identical outputs would share
+    for index in range(160):  # one file of Gradio's content-addressed cache)
+        images.append(tmp_path / f"visitor{index}.png")
+        Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(images[-1])
+
+    def client_session(session: int) -> list[float]:
+        client = Client(app_url, verbose=False)
+        latencies = []
+        for request in range(10):
+            image = images[session * 10 + request]
+            start = time.perf_counter()
+            result = client.predict(
+                "drive-unet (bundled)", handle_file(str(image)), None, None, 0.5,
+                api_name="/segment",
+            )  # fmt: skip
+            latencies.append(time.perf_counter() - start)
+            assert np.asarray(Image.open(result[5])).shape == (128, 128)
+        return latencies
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        sessions = list(pool.map(client_session, range(16), timeout=900))
+    wall = time.perf_counter() - started
+    latencies = np.sort(np.concatenate(sessions))
+    assert latencies.size == 160  # every request answered, none failed
+    peak = peak_rss_mb(SERVER_PIDS[app_url])
+    print(
+        f"\nload: 160 requests in {wall:.1f} s, p50 {np.percentile(latencies, 50):.2f} s, "
+        f"p95 {np.percentile(latencies, 95):.2f} s, server peak RSS {peak:.0f} MB"
+    )
+    assert peak < 4096  # bounded: the queue holds requests, not 160 images in flight

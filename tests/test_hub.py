@@ -1,0 +1,288 @@
+"""Saving, loading and publishing models: local folders, and the Hub through a local fake Hub.
+
+The Hub client runs in a fresh interpreter (huggingface_hub reads HF_ENDPOINT, HF_HOME and
+HF_HUB_OFFLINE when imported) against `hub_server.FakeHub` on 127.0.0.1: nothing leaves the
+machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hub_server import FakeHub
+from PIL import Image
+from safetensors.torch import save_file
+from torch import nn
+
+import zoo
+from trainers import push
+from trainers.model_card import model_card
+
+TINY = "timm/mobilenetv3_large_100"
+TINY_KWARGS = {"decoder_channels": (16, 16, 16, 16, 16)}
+REPO_ID = "owner/drive-unet"
+SUMMARY = {
+    "split": "test",
+    "n_images": 20,
+    "threshold": 0.5,
+    "metrics": {
+        "dice": {"mean": 0.8, "std": 0.05, "n": 20, "excluded": 0},
+        "iou": {"mean": 0.67, "std": 0.06, "n": 20, "excluded": 0},
+        "hd95": {"mean": 12.5, "std": 4.0, "n": 18, "excluded": 2},
+        "precision": {"mean": 0.82, "std": 0.04, "n": 20, "excluded": 0},
+        "recall": {"mean": 0.78, "std": 0.07, "n": 20, "excluded": 0},
+    },
+    "average_precision": 0.88,
+    "best_threshold": 0.45,
+    "auc": 0.97,
+}
+ROUND_TRIP = """
+import torch, zoo
+from safetensors.torch import load_file
+from trainers.push import main
+
+reference = load_file({reference!r})
+for repo_id in {push_to!r}:
+    assert main([{run!r}, repo_id]) == 0
+for repo_id in {load!r}:
+    model = zoo.from_pretrained(repo_id)
+    with torch.no_grad():
+        torch.testing.assert_close(model(reference["x"]), reference["y"], rtol=0, atol=1e-6)
+    assert not model.training and model.pretrained_config["threshold"] == 0.5
+for repo_id in {missing!r}:
+    try:
+        zoo.from_pretrained(repo_id)
+    except zoo.PretrainedWeightsError as error:
+        print("NOT FOUND:", error)
+"""
+
+
+def tiny_model(num_classes: int = 1) -> zoo.SegmentationModel:
+    """A small model with non-default batch-norm statistics, so unloaded buffers would show."""
+    torch.manual_seed(0)
+    model = zoo.create_model(TINY, num_classes=num_classes, **TINY_KWARGS)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def output(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x)
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    """A run folder as the trainer and evaluator write it; reference.safetensors beside it."""
+    run = tmp_path / "run"
+    model = tiny_model()
+    extra = {"input_size": [64, 64], "threshold": 0.5, "classes": ["background", "vessel"]}
+    zoo.save_pretrained(model, run, **extra, dataset="drive")
+    settings = {"model": TINY, "epochs": 2, "lr": 0.001, "model_kwargs": TINY_KWARGS}
+    (run / "train_config.json").write_text(json.dumps(settings))
+    (run / "metrics.csv").write_text(
+        "epoch,train_loss,val_dice,val_iou\n1,0.9,0.5,0.4\n2,0.7,0.6,0.45\n"
+    )
+    (run / "eval").mkdir()
+    (run / "eval" / "summary.json").write_text(json.dumps(SUMMARY))
+    Image.new("RGB", (8, 8), "white").save(run / "eval" / "pr_curve.png")
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    save_file({"x": x, "y": output(model, x)}, tmp_path / "reference.safetensors")
+    return run
+
+
+def client_env(hub_url: str, home: Path, offline: bool = False) -> dict[str, str]:
+    """The Hub client's environment: the fake Hub, a fake token, a private cache."""
+    return {
+        "HF_ENDPOINT": hub_url,
+        "HF_TOKEN": "fake",
+        "HF_HOME": str(home),
+        "HF_HUB_CACHE": str(home / "hub"),
+        "HF_HUB_OFFLINE": "1" if offline else "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+    }
+
+
+def front_matter(card: str) -> dict:
+    assert card.startswith("---\n")
+    return yaml.safe_load(card.split("---\n")[1])
+
+
+def test_push_then_load_from_hub_and_offline_cache(run_dir, tmp_path, run_python):
+    home = tmp_path / "hf_home"
+    paths = {"reference": str(tmp_path / "reference.safetensors"), "run": str(run_dir)}
+    with FakeHub(token="fake") as hub:
+        url = hub.url
+        code = ROUND_TRIP.format(
+            **paths, push_to=[REPO_ID] * 2, load=[REPO_ID], missing=["owner/never-pushed"]
+        )
+        result = run_python(code, env=client_env(url, home))
+    assert result.stdout.startswith(f"{url}/{REPO_ID}\n")  # the CLI prints the repo URL
+    assert "NOT FOUND: could not get config.json of Hub repo owner/never-pushed" in result.stdout
+    assert "check the repo id" in result.stdout
+    assert hub.unhandled == []
+    assert "HEAD /owner/drive-unet/resolve/main/model.safetensors" in hub.requests
+    repo = hub.repos[REPO_ID]
+    assert repo.summaries == ["Upload bioseg model"] * 2  # each push is one commit (2nd: exist_ok)
+    expected = {"model.safetensors", "config.json", "README.md", "pr_curve.png", "summary.json"}
+    assert set(repo.files) == expected and not repo.private
+    assert repo.files["model.safetensors"] == (run_dir / "model.safetensors").read_bytes()
+    card = repo.files["README.md"].decode()
+    assert card == model_card(run_dir, REPO_ID)
+    metadata = front_matter(card)
+    assert metadata["library_name"] == "bioseg" and metadata["pipeline_tag"] == "image-segmentation"
+    assert metadata["tags"] == ["image-segmentation", "medical-imaging", "bioseg", "timm"]
+    assert metadata["datasets"] == ["drive"]
+    scores = ["average_precision", "auc"]
+    assert metadata["metrics"] == ["dice", "iou", "hd95", "precision", "recall", *scores]
+    assert "| Dice | 0.8000 ± 0.0500 | 20 | 0 |" in card
+    assert "| HD95 (px) | 12.5000 ± 4.0000 | 18 | 2 |" in card
+    assert "| ROC AUC | 0.9700 |" in card
+
+    # The server is gone: the cached snapshot is used, with HF_HUB_OFFLINE=1 or without network.
+    # (An uncached repo is only tried offline: without network the client retries for ~25 s.)
+    for offline in (True, False):
+        missing = ["owner/never-pushed"] if offline else []
+        code = ROUND_TRIP.format(**paths, push_to=[], load=[REPO_ID], missing=missing)
+        result = run_python(code, env=client_env(url, home, offline=offline))
+        assert ("NOT FOUND: could not get config.json" in result.stdout) == offline
+        assert ("it is not in the Hub cache" in result.stdout) == offline
+
+
+def test_save_and_load_local_folder(tmp_path):
+    model = tiny_model()
+    folder = zoo.save_pretrained(model, tmp_path / "saved", threshold=0.3, classes=["bg", "fg"])
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors"]  # no temp files
+    x = torch.rand(2, 3, 64, 64)
+    for source in (folder, str(folder)):
+        loaded = zoo.from_pretrained(source)
+        torch.testing.assert_close(output(loaded, x), output(model, x), rtol=0, atol=0)
+        assert loaded.config() == {**model.config(), "model_kwargs": {"decoder_channels": [16] * 5}}
+        assert loaded.pretrained_config["threshold"] == 0.3
+        assert loaded.pretrained_config["bioseg_version"]
+
+
+def test_save_refuses_to_override_model_keys(tmp_path):
+    with pytest.raises(ValueError, match="cannot override num_classes"):
+        zoo.save_pretrained(tiny_model(), tmp_path, num_classes=3)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors"])
+def test_missing_file_is_named(tmp_path, name):
+    zoo.save_pretrained(tiny_model(), tmp_path)
+    (tmp_path / name).unlink()
+    with pytest.raises(FileNotFoundError, match=f"has no {name}"):
+        zoo.from_pretrained(tmp_path)
+
+
+def test_weights_for_another_class_count_are_refused(tmp_path):
+    zoo.save_pretrained(tiny_model(num_classes=2), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_classes": 3}))
+    with pytest.raises(ValueError, match="num_classes=3") as error:
+        zoo.from_pretrained(tmp_path)
+    assert str(tmp_path / "model.safetensors") in str(error.value)
+    assert "net.head.weight (file [2, 16, 3, 3], model [3, 16, 3, 3])" in str(error.value)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    model = tiny_model()
+    with torch.no_grad():
+        model.net.head.bias.fill_(float("nan"))
+    zoo.save_pretrained(model, tmp_path)
+    with pytest.raises(ValueError, match=r"NaN or infinite values in net\.head\.bias") as error:
+        zoo.from_pretrained(tmp_path)
+    assert str(tmp_path / "model.safetensors") in str(error.value)
+
+
+def test_only_safetensors_are_read(tmp_path):
+    zoo.save_pretrained(tiny_model(), tmp_path)
+    torch.save(tiny_model().state_dict(), tmp_path / "model.safetensors")  # a pickle
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        zoo.from_pretrained(tmp_path)
+
+
+def test_config_without_required_keys(tmp_path):
+    zoo.save_pretrained(tiny_model(), tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model": TINY, "num_classes": 1}))
+    with pytest.raises(ValueError, match="lacks in_channels, model_kwargs"):
+        zoo.from_pretrained(tmp_path)
+
+
+def test_revision_is_for_hub_repos_only(tmp_path):
+    zoo.save_pretrained(tiny_model(), tmp_path)
+    with pytest.raises(ValueError, match="applies to Hub repos"):
+        zoo.from_pretrained(tmp_path, revision="v1")
+
+
+@pytest.mark.parametrize("bad", ["../x", "owner/../x", "owner/a..b", "a/b/c", "owner/na me", "x"])
+def test_invalid_repo_ids(bad):
+    with pytest.raises(ValueError, match="neither an existing folder nor a Hub repo id"):
+        zoo.from_pretrained(bad)
+
+
+def test_model_card_leaves_out_absent_sections(tmp_path):
+    zoo.save_pretrained(tiny_model(), tmp_path)
+    card = model_card(tmp_path, "owner/bare")
+    assert set(front_matter(card)) == {"library_name", "tags", "pipeline_tag"}
+    assert 'zoo.from_pretrained("owner/bare")' in card
+    assert "mask = probabilities[:, 0] > 0.5" in card
+    for absent in ("## Training", "## Evaluation", "## Data set", "![", "threshold |", "None"):
+        assert absent not in card
+
+
+def test_model_card_of_a_full_run(run_dir):
+    (run_dir / "eval" / "grid.png").write_bytes((run_dir / "eval" / "pr_curve.png").read_bytes())
+    card = model_card(run_dir, REPO_ID)
+    assert "| `lr` | 0.001 |" in card and "| `model_kwargs` | {" in card
+    assert "Best validation Dice at epoch 2 of 2: val_dice 0.6, val_iou 0.45." in card
+    assert "| classes | background, vessel |" in card
+    assert "trained at 64 x 64 pixels" in card
+    assert "![PR curve](pr_curve.png)" in card and "![grid](grid.png)" in card
+    assert "Staal J. et al." in card
+
+
+def test_cli_reports_bad_input_in_one_line(run_dir, tmp_path, capsys, monkeypatch):
+    cases = [
+        ([str(tmp_path / "missing"), REPO_ID], "does not exist"),
+        ([str(run_dir), "../x"], "invalid Hub repo id '../x'"),
+        ([str(tmp_path), REPO_ID], "has no config.json"),
+    ]
+    monkeypatch.setattr(push, "get_token", lambda: None)  # and no --token: fails before the Hub
+    cases.append(([str(run_dir), REPO_ID], "no Hugging Face token"))
+    for argv, message in cases:
+        assert push.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_export_writes_the_upload_into_a_new_folder(run_dir, tmp_path):
+    from trainers.push import export_run
+
+    folder = export_run(run_dir, "my-lab/drive-unet", tmp_path / "bundle")
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "pr_curve.png",
+        "summary.json",
+    ]
+    assert (folder / "model.safetensors").read_bytes() == (
+        run_dir / "model.safetensors"
+    ).read_bytes()
+    assert "my-lab/drive-unet" in (folder / "README.md").read_text()
+    model = zoo.from_pretrained(folder)
+    assert model.pretrained_config["classes"] == ["background", "vessel"]
+    with pytest.raises(FileExistsError, match="already exists"):  # nothing is overwritten
+        export_run(run_dir, "my-lab/drive-unet", folder)

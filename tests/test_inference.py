@@ -1,0 +1,42 @@
+"""Tiled sliding-window prediction agrees with one-pass prediction and covers every pixel."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import zoo
+
+
+def pointwise_model(num_classes: int) -> zoo.SegmentationModel:
+    """A 1x1-conv model: every pixel depends on itself only, so tiling must not change it."""
+    torch.manual_seed(0)
+    spec = zoo.ModelSpec(name="pointwise", summary="1x1 conv", builder=lambda **kw: None)
+    net = nn.Conv2d(3, num_classes, 1)
+    return zoo.SegmentationModel(net, spec, num_classes=num_classes, in_channels=3, build_kwargs={})
+
+
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_tiles_blend_back_to_the_one_pass_prediction(num_classes: int) -> None:
+    model = pointwise_model(num_classes)
+    image = torch.randn(1, 3, 301, 517)
+    calls = []
+    tiled = zoo.sliding_window_predict(
+        model, image, tile=128, overlap=0.25, batch_size=3, progress=lambda d, t: calls.append(d)
+    )
+    assert tiled.shape == (1, num_classes, 301, 517)
+    assert torch.allclose(tiled, model.predict(image), atol=1e-5)
+    # 128-pixel tiles at most 96 apart: ceil((301 - 128) / 96) + 1 = 3 rows and
+    # ceil((517 - 128) / 96) + 1 = 6 columns, so 18 tiles in 6 batches of 3.
+    assert calls == [3, 6, 9, 12, 15, 18]
+
+
+def test_small_image_is_one_pass_and_bad_input_is_refused() -> None:
+    model = pointwise_model(1)
+    image = torch.randn(1, 3, 40, 50)
+    assert torch.equal(zoo.sliding_window_predict(model, image), model.predict(image))
+    with pytest.raises(ValueError, match="1 x C x H x W"):
+        zoo.sliding_window_predict(model, torch.randn(2, 3, 40, 50))
+    with pytest.raises(ValueError, match="overlap"):
+        zoo.sliding_window_predict(model, image, overlap=1.0)

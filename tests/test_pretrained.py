@@ -1,0 +1,99 @@
+"""pretrained=True through torchvision's and timm's own loaders, offline, on planted caches.
+
+No ImageNet weights can be downloaded here, so each test plants a state dict it made itself under
+the cache file name the library looks for, and checks that exactly those weights arrive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+NO_NETWORK = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+
+
+def plant_vgg16(torch_home: Path) -> dict[str, torch.Tensor]:
+    from torchvision.models import VGG16_Weights, vgg16
+
+    torch.manual_seed(123)
+    state = vgg16().state_dict()
+    checkpoints = torch_home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(state, checkpoints / Path(VGG16_Weights.IMAGENET1K_V1.url).name)
+    return state
+
+
+def test_torchvision_weights_load_from_a_warm_cache(tmp_path: Path, run_python) -> None:
+    state = plant_vgg16(tmp_path)
+    out_file = tmp_path / "loaded.pt"
+    run_python(
+        "import torch, zoo\n"
+        "fcn = zoo.create_model('fcn8s', pretrained=True, in_channels=1).net\n"
+        "small = zoo.create_model('vgg16_fcn', pretrained=True).net\n"
+        "conv5_3 = fcn.encoder['to_pool5'][4].weight  # features[28]\n"
+        "torch.save({'conv1': fcn.encoder['to_pool3'][0].weight, 'fc6': fcn.fc[0].weight,\n"
+        "            'conv5_3': conv5_3, 'vgg16_fcn': small.encoder[28].weight},\n"
+        f"           {str(out_file)!r})\n",
+        env={"TORCH_HOME": str(tmp_path), **NO_NETWORK},
+    )
+    loaded = torch.load(out_file)
+    assert torch.equal(loaded["conv5_3"], state["features.28.weight"])
+    assert torch.equal(loaded["vgg16_fcn"], state["features.28.weight"])
+    assert torch.equal(loaded["fc6"], state["classifier.0.weight"].view(4096, 512, 7, 7))
+    # in_channels=1: the grey filter is the sum of the RGB filters.
+    assert torch.allclose(loaded["conv1"], state["features.0.weight"].sum(1, keepdim=True))
+
+
+def test_torchvision_weights_missing_offline_name_the_file(tmp_path: Path, run_python) -> None:
+    result = run_python(
+        "import zoo\ntry:\n    zoo.create_model('vgg16_fcn', pretrained=True)\n"
+        "except zoo.PretrainedWeightsError as e:\n    print(e)\n",
+        env={"TORCH_HOME": str(tmp_path), **NO_NETWORK},
+    )
+    expected = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    assert f"to {expected}. With no network, copy that file there" in result.stdout
+
+
+def plant_timm(hf_home: Path, name: str) -> tuple[str, dict[str, torch.Tensor]]:
+    import timm
+    from safetensors.torch import save_file
+
+    hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
+    torch.manual_seed(7)
+    state = timm.create_model(name).state_dict()
+    repo = hf_home / "hub" / f"models--{hub_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    save_file(state, repo / "snapshots" / commit / "model.safetensors")
+    return hub_id, state
+
+
+@pytest.mark.parametrize("decoder", ["unet", "fcn"])
+def test_timm_weights_load_from_a_warm_hub_cache(tmp_path: Path, run_python, decoder) -> None:
+    _, state = plant_timm(tmp_path, "resnet18")
+    out_file = tmp_path / "loaded.pt"
+    run_python(
+        "import torch, zoo\n"
+        f"m = zoo.create_model('timm/resnet18', pretrained=True, decoder={decoder!r}).net\n"
+        "layer4 = m.encoder.layer4[1].conv2.weight\n"
+        "torch.save({'conv1': m.encoder.conv1.weight, 'layer4': layer4},\n"
+        f"           {str(out_file)!r})\n",
+        env={"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1", **NO_NETWORK},
+    )
+    loaded = torch.load(out_file)
+    assert torch.equal(loaded["conv1"], state["conv1.weight"])
+    assert torch.equal(loaded["layer4"], state["layer4.1.conv2.weight"])
+
+
+def test_timm_weights_missing_offline_name_the_hub_file(tmp_path: Path, run_python) -> None:
+    result = run_python(
+        "import zoo\ntry:\n    zoo.create_model('timm/resnet18', pretrained=True)\n"
+        "except zoo.PretrainedWeightsError as e:\n    print(e)\n",
+        env={"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"},
+    )
+    assert "model.safetensors of the Hub repository timm/resnet18" in result.stdout
+    assert str(tmp_path / "hub" / "models--timm--resnet18") in result.stdout

@@ -1,0 +1,191 @@
+"""The trainer: settings, checkpoints, a real run, resume, DDP on two CPU processes, evaluation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from tests.conftest import REPO
+from trainers import checkpoint
+from trainers.config import PRESETS, TrainConfig, build_parser, load_config_file, resolve
+from trainers.train import main
+from zoo._files import atomic_write
+
+TINY_MODEL = [
+    "--model",
+    "timm/mobilenetv3_large_100",
+    "--model-kwargs",
+    '{"decoder_channels": [8]}',
+]
+
+
+def disc_dataset(root: Path, count: int = 6, size: int = 48) -> Path:
+    """images/ and masks/ of bright discs on noise, split into train/ and test/ folders."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for index in range(count):
+        split = "test" if index >= count - 2 else "train"
+        (cy, cx), r = rng.integers(12, size - 12, 2).tolist(), int(rng.integers(5, 10))
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        image = rng.normal(60, 20, (size, size, 3)) + mask[..., None] * 120
+        for kind, array in (("images", image.clip(0, 255)), ("masks", mask * 255)):
+            folder = root / split / kind
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array.astype(np.uint8)).save(folder / f"disc{index}.png")
+    return root
+
+
+def run_args(data: Path, output: Path, *extra: str) -> list[str]:
+    return [
+        *TINY_MODEL,
+        "--data", f"folder:{data}",
+        "--output", str(output),
+        "--image-size", "32",
+        "--batch-size", "2",
+        "--workers", "0",
+        "--val-fraction", "0.25",
+        "--deterministic",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_settings_precedence_and_rejection(tmp_path: Path) -> None:
+    parser = build_parser("t", "t")
+    config = resolve(parser.parse_args(["--preset", "report", "--epochs", "3", "--data", "x:y"]))
+    assert (config.model, config.batch_size, config.image_size) == ("vgg16_fcn", 128, 224)
+    assert config.epochs == 3  # an explicit flag beats the preset
+    assert config.lr == PRESETS["report"]["lr"] == 1e-3
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"epochs": 2, "learning_rate": 0.1}))
+    with pytest.raises(ValueError, match=r"bad.json: unknown setting\(s\) learning_rate"):
+        load_config_file(bad)
+    bad.write_text(json.dumps({"epochs": "two"}))
+    with pytest.raises(ValueError, match="epochs must be int, got str 'two'"):
+        load_config_file(bad)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--no-such-flag", "1"])
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> None:
+    target = tmp_path / "weights.safetensors"
+    atomic_write(target, lambda tmp: save_file({"w": torch.ones(2)}, str(tmp)))
+
+    def broken(path: Path) -> None:
+        path.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, broken)
+    assert torch.equal(load_file(target)["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["weights.safetensors"]
+    assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_checkpoints_keep_only_the_latest_complete_epoch(tmp_path: Path) -> None:
+    for epoch in (1, 2):
+        state = {"optimizer": {}, "scheduler": {}, "best_dice": 0.1 * epoch}
+        checkpoint.save_checkpoint(tmp_path, epoch, {"w": torch.full((2,), epoch)}, state)
+    assert (tmp_path / "checkpoints" / "LATEST").read_text() == "epoch-2"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "epoch-2"]
+    weights, state = checkpoint.load_checkpoint(tmp_path)
+    assert torch.equal(weights["w"], torch.full((2,), 2)) and state["epoch"] == 2
+    assert state["best_dice"] == pytest.approx(0.2)
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_run_writes_weights_config_metrics_and_evaluation(tmp_path: Path, capsys) -> None:
+    data = disc_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    main(run_args(data, run, "--epochs", "2"))
+    out = capsys.readouterr().out
+    assert "epoch 2/2" in out and "img_s=" in out  # the progress bar
+    assert [row["epoch"] for row in read_metrics(run)] == ["1", "2"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == "timm/mobilenetv3_large_100" and config["num_classes"] == 1
+    assert config["classes"] == ["background", "foreground"]
+    assert json.loads((run / "train_config.json").read_text())["epochs"] == 2
+    assert (run / "model.safetensors").is_file()
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert summary["n_images"] == 2 and 0 <= summary["metrics"]["dice"]["mean"] <= 1
+    for name in ("per_image.csv", "pr_curve.png", "grid.png"):
+        assert (run / "eval" / name).stat().st_size > 0
+    with pytest.raises(SystemExit):  # a second run into the same folder refuses to overwrite
+        main(run_args(data, run, "--epochs", "1"))
+    assert "already holds files" in capsys.readouterr().err
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(tmp_path: Path) -> None:
+    """One step per epoch here, so the cosine's first step is the same for 1 and 2 epochs and the
+    extended run must match a 2-epoch run exactly (test_reliability kills and resumes a run)."""
+    data = disc_dataset(tmp_path / "data")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    main(run_args(data, straight, "--epochs", "2", "--no-evaluate"))
+    main(run_args(data, resumed, "--epochs", "1", "--no-evaluate"))
+    main(["--resume", str(resumed), "--epochs", "2"])
+    assert [row["epoch"] for row in read_metrics(resumed)] == ["1", "2"]
+    assert read_metrics(resumed)[1]["val_dice"] == read_metrics(straight)[1]["val_dice"]
+    a, _ = checkpoint.load_checkpoint(straight)
+    b, _ = checkpoint.load_checkpoint(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
+    data = disc_dataset(tmp_path / "data", count=10)
+    run = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", "29517", "-m", "trainers.train",
+               *run_args(data, run, "--epochs", "2", "--no-evaluate")]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_metrics(run)
+    assert [row["epoch"] for row in rows] == ["1", "2"]  # rank 0 alone writes
+    assert result.stdout.count("run folder:") == 1
+    assert (run / "checkpoints" / "LATEST").read_text() == "epoch-2"
+
+
+def class_map_dataset(root: Path, palette: bool) -> Path:
+    """Three classes (background, ring, core) as integer maps or RGB colours, with classes.json."""
+    colours = [(0, 0, 0), (255, 0, 0), (0, 0, 255)]
+    yy, xx = np.mgrid[:40, :40]
+    for index in range(6):
+        split = "test" if index >= 4 else "train"
+        radius = np.hypot(yy - 20 - index, xx - 20)
+        labels = np.where(radius < 6, 2, np.where(radius < 12, 1, 0)).astype(np.uint8)
+        image = np.stack([labels * 80 + 20] * 3, axis=-1).astype(np.uint8)
+        mask = np.array(colours, np.uint8)[labels] if palette else labels
+        for kind, array in (("images", image), ("masks", mask)):
+            (root / split / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(root / split / kind / f"ring{index}.png")
+    spec = {"classes": ["background", "ring", "core"]}
+    if palette:
+        spec["palette"] = {",".join(map(str, c)): i for i, c in enumerate(colours)}
+    (root / "classes.json").write_text(json.dumps(spec))
+    return root
+
+
+@pytest.mark.parametrize("palette", [False, True])
+def test_multiclass_run_from_class_maps_or_a_palette(tmp_path: Path, palette: bool) -> None:
+    data = class_map_dataset(tmp_path / "data", palette)
+    run = tmp_path / "run"
+    main(run_args(data, run, "--epochs", "1"))
+    config = json.loads((run / "config.json").read_text())
+    assert config["num_classes"] == 3 and config["classes"] == ["background", "ring", "core"]
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert summary["metrics"]["dice"]["n"] == 2 * 2  # two test images, two foreground classes
+    with (run / "eval" / "per_image.csv").open() as handle:
+        assert {row["class"] for row in csv.DictReader(handle)} == {"1", "2"}

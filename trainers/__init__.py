@@ -1,0 +1,1 @@
+"""Training, evaluation, losses and metrics for bioseg models."""

@@ -1,0 +1,101 @@
+"""Checkpoints that are never half-written: a temporary file or folder, then a rename.
+
+A run folder holds the best weights (`model.safetensors`, by validation Dice) beside
+`config.json`, and `checkpoints/epoch-N/` (weights + optimizer, scheduler, epoch and RNG state)
+for the last epoch, named by `checkpoints/LATEST`. Each is complete or absent, whenever the
+process dies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from zoo._files import atomic_write
+
+WEIGHTS = "model.safetensors"
+STATE = "state.pt"
+LATEST = "LATEST"
+
+
+def write_json(path: Path, value: Any) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch random states, in types `torch.load(weights_only=True)` accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, epoch: int, weights: dict, training_state: dict) -> Path:
+    """Write checkpoints/epoch-N as a whole, point LATEST at it, then drop older epochs."""
+    folder = run_dir / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"epoch-{epoch}"
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".epoch-{epoch}."))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp / WEIGHTS)
+        torch.save({**training_state, "epoch": epoch, "rng": rng_state()}, tmp / STATE)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write(folder / LATEST, lambda path: path.write_text(final.name))
+    for old in [*folder.glob("epoch-*"), *folder.glob(".epoch-*")]:  # older, or half-written
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def trim_metrics(path: Path, last_epoch: int) -> None:
+    """Drop rows of `metrics.csv` past `last_epoch` (a run killed after logging, before saving)."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [
+        line
+        for line in lines[1:]
+        if line.split(",", 1)[0].isdigit()
+        and int(line.split(",", 1)[0]) <= last_epoch
+        and line.endswith("\n")
+    ]
+    atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+
+
+def load_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The weights and training state of the last complete epoch of `run_dir`."""
+    pointer = run_dir / "checkpoints" / LATEST
+    if not pointer.is_file():
+        raise FileNotFoundError(
+            f"{run_dir} has no checkpoint to resume from ({pointer} is missing): "
+            "was it started with python -m trainers.train, and did it finish an epoch?"
+        )
+    folder = run_dir / "checkpoints" / pointer.read_text().strip()
+    weights = load_file(folder / WEIGHTS)
+    state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
+    return weights, state

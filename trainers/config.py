@@ -1,0 +1,162 @@
+"""The training configuration: one flat dataclass, presets, a JSON file and command-line overrides.
+
+Precedence, lowest first: the dataclass defaults, `--preset`, `--config FILE`, explicit flags.
+Unknown keys in a config file and unknown flags are rejected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The report: ImageNet-pretrained, frozen VGG16 FCN, Adam at 1e-3 with a cosine schedule over
+    # the run, batch 128, 10 epochs at 224x224, Dice and IoU losses weighted equally.
+    "report": {
+        "model": "vgg16_fcn",
+        "pretrained": True,
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "batch_size": 128,
+        "epochs": 10,
+        "image_size": 224,
+        "dice_weight": 0.5,
+        "iou_weight": 0.5,
+        "model_kwargs": {"freeze_backbone": True},
+    },
+}
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; the resolved values are saved as train_config.json."""
+
+    model: str = "timm/resnet18"  # a zoo name (python -m zoo lists them)
+    data: str = ""  # KIND:PATH, e.g. drive:../shared/data/DRIVE (python -m trainers.data info)
+    output: str = ""  # run folder; empty: runs/<timestamp>-<model>
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra builder options (JSON)
+    pretrained: bool = False  # start the encoder from ImageNet weights (needs network or cache)
+    in_channels: int = 3  # grey data sets can use 1
+    epochs: int = 10
+    batch_size: int = 8  # per process; the global batch is batch_size * world size
+    optimizer: str = "adam"  # adam or adamw
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    image_size: int = 256  # side of the square training crops
+    patches_per_image: int = 1  # random crops per image and epoch (large images: more)
+    dice_weight: float = 0.5  # loss = dice_weight * Dice loss + iou_weight * IoU loss
+    iou_weight: float = 0.5
+    val_fraction: float = 0.2  # held out of train when the data set has no val split
+    threshold: float = 0.5  # probability above which a pixel is foreground (binary models)
+    workers: int = 2  # DataLoader processes
+    seed: int = 0
+    deterministic: bool = False  # deterministic kernels: reproducible, slower
+    compile: bool = False  # torch.compile the model (CUDA)
+    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
+    channels_last: bool = True  # NHWC memory format on CUDA (ignored on the CPU)
+    evaluate: bool = True  # evaluate the best weights on the test split at the end
+    push_to_hub: str = ""  # OWNER/NAME: publish the run to the Hugging Face Hub at the end
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "image_size", "patches_per_image", "in_channels")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("lr", "weight_decay", "dice_weight", "iou_weight"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
+                raise ValueError(f"{name} must be a finite number >= 0 (lr > 0), got {value!r}")
+        if self.dice_weight == self.iou_weight == 0:
+            raise ValueError("dice_weight and iou_weight are both 0: the loss would be 0")
+        if self.optimizer not in ("adam", "adamw"):
+            raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def from_dict(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Check that `values` (from `source`, for messages) only has known keys of the right types."""
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ValueError(
+            f"{source}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}"
+        )
+    defaults = TrainConfig().to_dict()
+    for key, value in values.items():
+        expected = type(defaults[key])
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ValueError(
+                f"{source}: {key} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+            )
+    return values
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Settings from a JSON file (e.g. a run's train_config.json), validated."""
+    try:
+        values = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"config file {path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"config file {path} must hold a JSON object, got {type(values).__name__}")
+    return from_dict(values, str(path))
+
+
+def _json_dict(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with one flag per TrainConfig field; flags not given stay absent."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
+    parser.add_argument("--config", type=Path, help="a JSON file of settings")
+    parser.add_argument("--resume", type=Path, help="continue the run in this folder")
+    for name, spec in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        default = spec.default if spec.default is not dataclasses.MISSING else {}
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
+        if isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, dict):
+            kwargs["type"] = _json_dict
+        else:
+            kwargs["type"] = type(default)
+        parser.add_argument(flag, help=f"default: {default!r}", **kwargs)
+    return parser
+
+
+def resolve(args: argparse.Namespace, base: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults < base (a resumed run's settings) < preset < config file < explicit flags."""
+    values: dict[str, Any] = dict(base or {})
+    if getattr(args, "preset", None):
+        values.update(PRESETS[args.preset])
+    if getattr(args, "config", None):
+        values.update(load_config_file(args.config))
+    values.update({k: v for k, v in vars(args).items() if k in FIELDS})
+    return TrainConfig(**from_dict(values, "settings"))

@@ -1,0 +1,38 @@
+"""Data loading for bioseg: readers, data set layouts, joint transforms, a Dataset, downloads.
+
+from trainers.data import SegmentationDataset, parse_spec, train_transform
+
+source = parse_spec("drive:../shared/data/DRIVE")
+splits = source.splits()  # {"train": [Sample, ...], "test": [...]}
+transform = train_transform(256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+dataset = SegmentationDataset(splits["train"], transform, patches_per_image=8)
+"""
+
+from .dataset import SegmentationDataset
+from .download import DOWNLOADS, Download, data_home, download, samples
+from .layouts import KINDS, SPLITS, DatasetSource, Sample, parse_spec, train_val_split
+from .readers import DataError, read_image, read_mask, read_masks_union, read_sample
+from .transforms import SegmentationTransform, eval_transform, train_transform
+
+__all__ = [
+    "DOWNLOADS",
+    "KINDS",
+    "SPLITS",
+    "DataError",
+    "DatasetSource",
+    "Download",
+    "Sample",
+    "SegmentationDataset",
+    "SegmentationTransform",
+    "data_home",
+    "download",
+    "eval_transform",
+    "parse_spec",
+    "read_image",
+    "read_mask",
+    "read_masks_union",
+    "read_sample",
+    "samples",
+    "train_transform",
+    "train_val_split",
+]

@@ -1,0 +1,91 @@
+"""A torch Dataset over ``Sample`` lists: lazy reading, channel matching, random patches."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from .layouts import Sample
+from .readers import MaskMode, Palette, read_sample
+from .transforms import SegmentationTransform
+
+__all__ = ["SegmentationDataset"]
+
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
+    """Items ``{"image": float32 C x H x W, "mask": int64 H x W, "roi": bool H x W, "id": str}``.
+
+    The mask holds 0/1 (binary) or class ids (labels); the roi is all True where a sample has none
+    (the transform pads it with False). Images are converted to ``in_channels`` (grey repeated to
+    RGB, RGB averaged to grey). With ``patches_per_image`` > 1 every sample appears that many
+    times, each index a fresh random crop. Files are read on first use; the last ``cache_size``
+    decoded samples are kept.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: SegmentationTransform,
+        *,
+        in_channels: int = 3,
+        mask_mode: MaskMode = "binary",
+        palette: Palette | None = None,
+        patches_per_image: int = 1,
+        cache_size: int = 8,
+    ):
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        if mask_mode not in ("binary", "labels"):
+            raise ValueError(f"mask_mode must be 'binary' or 'labels', got {mask_mode!r}")
+        if patches_per_image < 1 or cache_size < 0:
+            raise ValueError(
+                f"patches_per_image must be >= 1 and cache_size >= 0, "
+                f"got {patches_per_image} and {cache_size}"
+            )
+        self.samples = list(samples)
+        self.transform = transform
+        self.in_channels = in_channels
+        self.mask_mode = mask_mode
+        self.palette = palette
+        self.patches_per_image = patches_per_image
+        self.cache_size = cache_size
+        self._cache: OrderedDict[int, Arrays] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.patches_per_image
+
+    def __getitem__(self, index: int) -> dict[str, Tensor | str]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        position = (index % len(self)) // self.patches_per_image
+        image, mask, roi = self.transform(*self._arrays(position))
+        return {"image": image, "mask": mask, "roi": roi, "id": self.samples[position].id}
+
+    def _arrays(self, position: int) -> Arrays:
+        if position in self._cache:
+            self._cache.move_to_end(position)
+            return self._cache[position]
+        image, mask, roi = read_sample(
+            self.samples[position], mask_mode=self.mask_mode, palette=self.palette
+        )
+        arrays = (match_channels(image, self.in_channels), mask, roi)
+        if self.cache_size:
+            self._cache[position] = arrays
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return arrays
+
+
+def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """An H x W x C image with `channels` channels: grey repeated, or colour averaged."""
+    if image.shape[2] == channels:
+        return image
+    if channels == 1:
+        return image.mean(axis=2, keepdims=True, dtype=np.float32)
+    return np.repeat(image, channels, axis=2)

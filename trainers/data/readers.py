@@ -1,0 +1,263 @@
+"""Read images and masks from files into numpy arrays, with errors that name the file.
+
+Images become float32 H x W x C arrays in [0, 1] (C = 1 or 3); masks become H x W arrays, bool
+for binary masks and int64 for label maps. The pixel count is checked from the file header before
+any decoding, so a decompression bomb is refused without being decoded.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    from .layouts import Sample
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MAX_PIXELS_ENV",
+    "DataError",
+    "MaskMode",
+    "Palette",
+    "read_image",
+    "read_mask",
+    "read_masks_union",
+    "read_sample",
+]
+
+DEFAULT_MAX_PIXELS = 20_000 * 20_000
+MAX_PIXELS_ENV = "BIOSEG_MAX_PIXELS"
+MaskMode = Literal["binary", "labels"]
+Palette = dict[tuple[int, int, int], int]
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": 32-bit, values 0..65535
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
+_PIL_LIMIT_LOCK = threading.Lock()
+_MAX_LISTED = 10
+
+
+class DataError(ValueError):
+    """A data file or data set that cannot be used as given; the message names the file."""
+
+
+def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image as float32 H x W x C in [0, 1], C = 1 (grey) or 3 (colour).
+
+    8-bit images are divided by 255 and 16-bit ones by 65535 (full depth kept). Alpha is
+    dropped; palette, CMYK and other colour modes are converted to RGB. ``max_pixels``
+    defaults to ``$BIOSEG_MAX_PIXELS`` or 20,000 x 20,000.
+    """
+    path = Path(path)
+    image = _open(path, max_pixels)
+    if image.mode in _SIXTEEN_BIT_MODES:
+        pixels = _sixteen_bit(path, image).astype(np.float32) / 65535.0
+    else:
+        pixels = np.asarray(_eight_bit(image), dtype=np.float32) / 255.0
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def read_mask(
+    path: str | Path,
+    *,
+    mode: MaskMode = "binary",
+    palette: Palette | None = None,
+    threshold: int = 128,
+    max_pixels: int | None = None,
+) -> np.ndarray:
+    """Read a mask as an H x W array: bool for ``mode="binary"``, int64 for ``"labels"``.
+
+    Binary: colour masks are converted to grey; a mask whose maximum is 1 is read as 0/1,
+    any other as ``value >= threshold`` (so JPEG-compressed 0/255 masks come out clean).
+    Labels: integer class maps are read as they are (palette images give their indices); with
+    ``palette`` every pixel's RGB colour is mapped to its class, and a colour missing from the
+    palette is an error.
+    """
+    path = Path(path)
+    if mode not in ("binary", "labels"):
+        raise ValueError(f"mask mode must be 'binary' or 'labels', got {mode!r}")
+    if palette is not None and mode != "labels":
+        raise ValueError("a palette maps colours to class ids: use it with mode='labels'")
+    image = _open(path, max_pixels)
+    if palette is not None:
+        return _map_palette(path, np.asarray(image.convert("RGB")), palette)
+    if image.mode in _SIXTEEN_BIT_MODES:
+        values = _sixteen_bit(path, image)
+    elif mode == "labels" and image.mode in ("L", "P", "1"):
+        values = np.asarray(image)
+    elif mode == "labels":
+        raise DataError(
+            f"{path}: a {image.mode} label mask needs a palette mapping colours to classes"
+        )
+    else:
+        values = np.asarray(image.convert("L"))
+    if mode == "labels":
+        return values.astype(np.int64)
+    if image.format != "JPEG":  # lossless: a binary mask holds two levels, nothing in between
+        _check_binary_levels(path, values)
+    return values == 1 if values.max(initial=0) == 1 else values >= threshold
+
+
+def _check_binary_levels(path: Path, values: np.ndarray) -> None:
+    if values.dtype == np.uint8:
+        levels = set(np.flatnonzero(np.bincount(values.ravel(), minlength=256)).tolist())
+    else:
+        levels = set(np.unique(values).tolist())
+    if not any(levels <= {0, top} for top in (1, 255, 65535)):
+        shown = ", ".join(str(v) for v in sorted(levels)[:_MAX_LISTED])
+        raise DataError(
+            f"{path}: a binary mask holds 0/255 or 0/1, this one has the values {shown}"
+            f"{' ...' if len(levels) > _MAX_LISTED else ''}; a class map is read with "
+            "mode='labels' (JPEG masks are thresholded instead)"
+        )
+
+
+def read_masks_union(paths: Sequence[str | Path], *, threshold: int = 128) -> np.ndarray:
+    """Union of binary masks of one image (e.g. one mask per nucleus), as a bool H x W array."""
+    if not paths:
+        raise DataError("no mask files to merge")
+    union = read_mask(paths[0], threshold=threshold)
+    for path in paths[1:]:
+        mask = read_mask(path, threshold=threshold)
+        if mask.shape != union.shape:
+            raise DataError(
+                f"{path}: mask is {_size(mask)} but {paths[0]} is {_size(union)}; "
+                "all masks of one image must have the same size"
+            )
+        union |= mask
+    return union
+
+
+def read_sample(
+    sample: Sample, *, mask_mode: MaskMode = "binary", palette: Palette | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image (float32 H x W x C), mask (bool or int64 H x W) and roi (bool H x W) of a sample.
+
+    Several masks are merged by union; ``sample.invert`` makes the foreground the mask's zeros;
+    a sample without a roi gets an all-True one. Sizes must agree.
+    """
+    if mask_mode == "labels" and (sample.invert or len(sample.masks) != 1):
+        raise DataError(
+            f"{sample.image}: label masks need exactly one mask file and no inversion; "
+            "use mask_mode='binary' for this data set"
+        )
+    image = read_image(sample.image)
+    if len(sample.masks) == 1:
+        mask = read_mask(sample.masks[0], mode=mask_mode, palette=palette)
+    else:
+        mask = read_masks_union(sample.masks)
+    if sample.invert:
+        mask = ~mask
+    roi = np.ones(mask.shape, bool) if sample.roi is None else read_mask(sample.roi)
+    for path, array in ((sample.masks[0], mask), (sample.roi, roi)):
+        if array.shape != image.shape[:2]:
+            raise DataError(
+                f"{path}: mask is {_size(array)} but image {sample.image} is {_size(image)}"
+            )
+    return image, mask, roi
+
+
+def _max_pixels(max_pixels: int | None) -> int:
+    if max_pixels is not None:
+        return max_pixels
+    value = os.environ.get(MAX_PIXELS_ENV)
+    if value is None:
+        return DEFAULT_MAX_PIXELS
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV}={value!r} must be an integer pixel count") from None
+
+
+@contextmanager
+def _pillow_limit_lifted(limit: int) -> Iterator[None]:
+    """Lift Pillow's own bomb check when ours (applied by ``_open``) is the larger one.
+
+    Pillow's limit is process-wide, so it is lifted under a lock and only when needed: with a
+    limit within Pillow's (as the web demo sets), nothing global changes.
+    """
+    if Image.MAX_IMAGE_PIXELS is None or limit <= Image.MAX_IMAGE_PIXELS:
+        yield
+        return
+    with _PIL_LIMIT_LOCK:
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open(path: Path, max_pixels: int | None) -> Image.Image:
+    """Open, check the pixel count from the header, then decode (first frame)."""
+    limit = _max_pixels(max_pixels)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
+    try:
+        with _pillow_limit_lifted(limit), Image.open(path) as image:
+            width, height = image.size
+            if width * height > limit:
+                raise DataError(
+                    f"{path}: {width} x {height} = {width * height:,} pixels exceeds the limit "
+                    f"of {limit:,}; raise it with {MAX_PIXELS_ENV} if the file is trusted"
+                )
+            image.load()
+    except Image.DecompressionBombError as error:  # Pillow's own limit, when it is the smaller
+        raise DataError(
+            f"{path}: the image exceeds the limit of {Image.MAX_IMAGE_PIXELS:,} pixels ({error})"
+        ) from None
+    except _DECODE_ERRORS as error:
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"{path}: not a readable image ({error})") from None
+    if image.mode == "F":
+        raise DataError(f"{path}: 32-bit float images are not supported; save it as 8 or 16 bit")
+    return image
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """Grey images stay grey (L); every other mode becomes RGB, alpha dropped."""
+    if image.mode in ("1", "L", "LA"):
+        return image.convert("L")
+    if image.mode in ("P", "PA") and ("transparency" in image.info or image.mode == "PA"):
+        return image.convert("RGBA").convert("RGB")
+    return image.convert("RGB")
+
+
+def _sixteen_bit(path: Path, image: Image.Image) -> np.ndarray:
+    values = np.asarray(image).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise DataError(
+            f"{path}: {image.mode} values span {values.min()}..{values.max()}, "
+            "outside the 16-bit range 0..65535"
+        )
+    return values
+
+
+def _map_palette(path: Path, rgb: np.ndarray, palette: Palette) -> np.ndarray:
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    colours, inverse = np.unique(codes, return_inverse=True)
+    lookup = {(r << 16) | (g << 8) | b: label for (r, g, b), label in palette.items()}
+    unexpected = [int(c) for c in colours if int(c) not in lookup]
+    if unexpected:
+        listed = ", ".join(
+            str((c >> 16, (c >> 8) & 255, c & 255)) for c in unexpected[:_MAX_LISTED]
+        )
+        raise DataError(
+            f"{path}: {len(unexpected)} colour(s) not in the palette: {listed}; "
+            f"palette colours are {sorted(palette)}"
+        )
+    labels = np.array([lookup[int(c)] for c in colours], dtype=np.int64)
+    return labels[inverse.reshape(codes.shape)]
+
+
+def _size(array: np.ndarray) -> str:
+    return f"{array.shape[1]} x {array.shape[0]}"

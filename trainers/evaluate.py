@@ -1,0 +1,178 @@
+"""Evaluate trained weights on a data set split: per-image CSV, summary JSON, PR curve, grid.
+
+    python -m trainers.evaluate --weights runs/drive --data drive:../shared/data/DRIVE
+    python -m trainers.evaluate --weights OWNER/NAME --data folder:my_data --split val
+
+Writes into --output (default: RUN_DIR/eval, or eval-<name> for a Hub id):
+per_image.csv, summary.json (mean and std of each metric, with the number of excluded cases),
+pr_curve.png (binary models: precision-recall curve with average precision and the best-F1
+threshold) and grid.png (image | target | prediction | error map).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import zoo
+from trainers import metrics
+from trainers.checkpoint import write_json
+from trainers.data import SegmentationDataset, eval_transform, parse_spec, read_image
+from trainers.plots import error_grid, pr_curve_plot
+
+METRICS = ("dice", "iou", "precision", "recall", "specificity", "hd", "hd95")
+
+
+def default_output(weights: str) -> Path:
+    folder = Path(weights)
+    return folder / "eval" if folder.is_dir() else Path(f"eval-{weights.replace('/', '-')}")
+
+
+def evaluate(
+    weights: str,
+    data: str,
+    *,
+    split: str = "test",
+    output: Path | None = None,
+    threshold: float | None = None,
+    grid_images: int = 4,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Evaluate `weights` (a run folder or Hub id) on `split` of `data`; returns the summary."""
+    output = Path(output) if output else default_output(weights)
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise ValueError(f"{output} already holds files; pass --overwrite or another --output")
+    model = zoo.from_pretrained(weights)
+    config = model.pretrained_config
+    threshold = threshold if threshold is not None else config.get("threshold", 0.5)
+    source = parse_spec(data)
+    splits = source.splits()
+    if split not in splits:
+        raise ValueError(f"{data} has no split '{split}'; it has: {', '.join(splits)}")
+    samples = splits[split]
+    binary = model.num_classes == 1
+    if (len(source.class_names) == 2) != binary:
+        raise ValueError(
+            f"{weights} predicts {model.num_classes} class channel(s), but {data} has the "
+            f"classes {', '.join(source.class_names)}"
+        )
+    dataset = SegmentationDataset(
+        samples,
+        eval_transform(mean=model.spec.mean, std=model.spec.std),
+        in_channels=model.in_channels,
+        mask_mode=source.mask_mode,
+        palette=source.palette,
+    )
+    rows, scores, targets, shown = [], [], [], []
+    for index in range(len(dataset)):
+        item = dataset[index]
+        probabilities = model.predict(item["image"][None])[0].numpy()
+        target, roi = item["mask"].numpy(), item["roi"].numpy()
+        if binary:
+            pred = probabilities[0] > threshold
+            row = metrics.binary_metrics(pred, target == 1, roi=roi)
+            rows.append({"id": item["id"], **row})
+            scores.append(probabilities[0][roi])
+            targets.append(target[roi] == 1)
+        else:
+            pred = probabilities.argmax(0)
+            per_class = metrics.multiclass_metrics(pred, target, model.num_classes, roi=roi)
+            rows += [{"id": item["id"], "class": c, **row} for c, row in per_class.items()]
+        if len(shown) < grid_images:
+            shown.append((read_image(samples[index].image), target, pred, roi, item["id"]))
+
+    output.mkdir(parents=True, exist_ok=True)
+    write_rows(output / "per_image.csv", rows)
+    summary: dict[str, Any] = {
+        "weights": weights,
+        "data": data,
+        "split": split,
+        "n_images": len(dataset),
+        "threshold": threshold,
+        "metrics": metrics.summarize(rows_without_ids(rows)),
+    }
+    if binary:
+        all_scores, all_targets = np.concatenate(scores), np.concatenate(targets)
+        pooled = metrics.confusion(all_scores[None] > threshold, all_targets[None])  # 1 x N
+        summary["pooled"] = {  # all pixels of the split at once, as DRIVE results are reported
+            name: getattr(metrics, name)(pooled) for name in ("dice", "iou", "precision", "recall")
+        }
+        try:  # undefined when the split has no foreground (or no background) pixels
+            curve = metrics.precision_recall_curve(all_scores, all_targets)
+            summary["average_precision"] = curve.average_precision
+            summary["best_f1"] = curve.best_f1
+            summary["best_threshold"] = curve.best_threshold
+            summary["auc"] = metrics.roc_auc(all_scores, all_targets)
+            pr_curve_plot(curve, output / "pr_curve.png", title=f"{config['model']} on {split}")
+        except ValueError as error:
+            summary["curves_undefined"] = str(error)
+    error_grid(shown, output / "grid.png", binary=binary)
+    write_json(output / "summary.json", json_safe(summary))
+    return summary
+
+
+def rows_without_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k not in ("id", "class")} for row in rows]
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN becomes null, so summary.json is strict JSON."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m trainers.evaluate", description=__doc__)
+    parser.add_argument("--weights", required=True, help="a run folder or a Hub id OWNER/NAME")
+    parser.add_argument("--data", required=True, help="KIND:PATH, e.g. drive:../shared/data/DRIVE")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--threshold", type=float, help="default: the one saved with the weights")
+    parser.add_argument("--grid", type=int, default=4, help="images shown in grid.png")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation")
+    args = parser.parse_args(argv)
+    try:
+        summary = evaluate(
+            args.weights,
+            args.data,
+            split=args.split,
+            output=args.output,
+            threshold=args.threshold,
+            grid_images=args.grid,
+            overwrite=args.overwrite,
+        )
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for name in METRICS:
+        if name in summary["metrics"]:
+            stats = summary["metrics"][name]
+            print(
+                f"{name:12s} {stats['mean']:.4f} ± {stats['std']:.4f} "
+                f"(n={stats['n']}, excluded {stats['excluded']})"
+            )
+    if "auc" in summary:
+        print(
+            f"AP {summary['average_precision']:.4f}, AUC {summary['auc']:.4f}, "
+            f"best F1 {summary['best_f1']:.4f} at {summary['best_threshold']:.3f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

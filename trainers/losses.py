@@ -1,0 +1,241 @@
+"""Soft Dice and IoU losses computed from logits.
+
+Binary mode: logits (N, 1, H, W) go through a sigmoid and the target holds values in [0, 1].
+Multi-class mode: logits (N, C, H, W) with C >= 2 go through a softmax over the class dimension
+and the target holds integer class indices. Pixels equal to ``ignore_index`` count towards
+neither the prediction nor the target.
+
+Empty-mask rule: the score is computed per image and per class, then averaged. With
+``smooth > 0`` an image whose target and prediction are both empty for a class scores 1 (loss
+0), and an empty target with predicted mass ``p`` scores ``smooth / (p + smooth)``. With
+``smooth == 0`` the both-empty ratio would be 0/0; it is defined as 1 (perfect agreement),
+never NaN. An image whose pixels are all ignored is both-empty for every class.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.nn.functional import one_hot
+
+__all__ = ["DiceIoULoss", "DiceLoss", "IoULoss", "dice_loss", "iou_loss", "overlap_terms"]
+
+OverlapTerms = tuple[Tensor, Tensor, Tensor]
+
+
+def overlap_terms(
+    logits: Tensor, target: Tensor, *, ignore_index: int | None = None
+) -> OverlapTerms:
+    """Soft intersection I, prediction sum P and target sum T per image and class.
+
+    Shape:
+        - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
+        - target: binary (N, 1, H, W) or (N, H, W) with values in [0, 1]; multi-class
+          (N, H, W) integer class indices in [0, C) or equal to ignore_index.
+        - output: I, P and T, each (N, C).
+    """
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise TypeError(f"logits must be a floating-point tensor, got {_describe(logits)}")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a tensor, got {type(target).__name__}")
+    if ignore_index is not None and (
+        isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+    ):
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    if logits.dim() != 4:
+        raise ValueError(f"logits must have shape (N, C, H, W), got {tuple(logits.shape)}")
+    if logits.shape[1] == 1:
+        probs = torch.sigmoid(logits)
+        onehot, valid = _binary_target(target, logits.shape, ignore_index)
+    else:
+        probs = torch.softmax(logits, dim=1)
+        onehot, valid = _multiclass_target(target, logits.shape, ignore_index)
+    onehot = onehot.to(probs.dtype)
+    if valid is not None:
+        probs = probs * valid
+        onehot = onehot * valid
+    return (probs * onehot).sum((2, 3)), probs.sum((2, 3)), onehot.sum((2, 3))
+
+
+def _describe(x: object) -> str:
+    return f"tensor of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+
+
+def _binary_target(
+    target: Tensor, shape: torch.Size, ignore_index: int | None
+) -> tuple[Tensor, Tensor | None]:
+    """Target as (N, 1, H, W) plus the (N, 1, H, W) mask of pixels that count (None: all)."""
+    n, _, h, w = shape
+    full = target.unsqueeze(1) if target.dim() == 3 else target
+    if full.shape != shape:
+        raise ValueError(
+            f"binary target must have shape {(n, 1, h, w)} or {(n, h, w)} to match logits "
+            f"{tuple(shape)}, got {tuple(target.shape)}"
+        )
+    valid = None if ignore_index is None else full != ignore_index
+    counted = full if valid is None else full[valid]
+    in_range = (counted >= 0) & (counted <= 1)
+    if not in_range.all():
+        raise ValueError(
+            f"binary target values must lie in [0, 1] (or equal ignore_index={ignore_index}), "
+            f"got {counted[~in_range].unique()[:8].tolist()}"
+        )
+    return full, valid
+
+
+def _multiclass_target(
+    target: Tensor, shape: torch.Size, ignore_index: int | None
+) -> tuple[Tensor, Tensor | None]:
+    """One-hot target (N, C, H, W) plus the (N, 1, H, W) mask of pixels that count (None: all)."""
+    n, c, h, w = shape
+    if target.shape != (n, h, w):
+        raise ValueError(
+            f"multi-class target must have shape {(n, h, w)} to match logits {tuple(shape)}, "
+            f"got {tuple(target.shape)}"
+        )
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"multi-class target must hold integer class indices, got {target.dtype}")
+    valid = None if ignore_index is None else target != ignore_index
+    bad = (target < 0) | (target >= c)
+    if valid is not None:
+        bad &= valid
+    if bad.any():
+        raise ValueError(
+            f"multi-class target values must lie in [0, {c}) (or equal "
+            f"ignore_index={ignore_index}), got {target[bad].unique()[:8].tolist()}"
+        )
+    indices = target if valid is None else target.masked_fill(~valid, 0)
+    onehot = one_hot(indices.long(), c).permute(0, 3, 1, 2)
+    return onehot, None if valid is None else valid.unsqueeze(1)
+
+
+def _check_smooth(smooth: float) -> float:
+    if isinstance(smooth, bool) or not isinstance(smooth, int | float):
+        raise TypeError(f"smooth must be a number, got {type(smooth).__name__}")
+    if not (math.isfinite(smooth) and smooth >= 0):
+        raise ValueError(f"smooth must be a finite number >= 0, got {smooth!r}")
+    return float(smooth)
+
+
+def _score(num: Tensor, den: Tensor) -> Tensor:
+    """num / den, with 0 / 0 (both empty and smooth == 0) defined as 1; gradients stay finite."""
+    defined = den > 0
+    safe_den = torch.where(defined, den, torch.ones_like(den))
+    return torch.where(defined, num / safe_den, torch.ones_like(num))
+
+
+def _dice_from_terms(terms: OverlapTerms, smooth: float) -> Tensor:
+    inter, pred_sum, target_sum = terms
+    return 1 - _score(2 * inter + smooth, pred_sum + target_sum + smooth).mean()
+
+
+def _iou_from_terms(terms: OverlapTerms, smooth: float) -> Tensor:
+    inter, pred_sum, target_sum = terms
+    return 1 - _score(inter + smooth, pred_sum + target_sum - inter + smooth).mean()
+
+
+def dice_loss(
+    logits: Tensor, target: Tensor, *, smooth: float = 1.0, ignore_index: int | None = None
+) -> Tensor:
+    """Soft Dice loss: 1 - mean over images and classes of (2I + smooth) / (P + T + smooth).
+
+    Shape:
+        - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
+        - target: binary (N, 1, H, W) or (N, H, W) in [0, 1]; multi-class (N, H, W) indices.
+        - output: scalar.
+    """
+    terms = overlap_terms(logits, target, ignore_index=ignore_index)
+    return _dice_from_terms(terms, _check_smooth(smooth))
+
+
+def iou_loss(
+    logits: Tensor, target: Tensor, *, smooth: float = 1.0, ignore_index: int | None = None
+) -> Tensor:
+    """Soft IoU (Jaccard) loss: 1 - mean of (I + smooth) / (P + T - I + smooth).
+
+    Shape:
+        - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
+        - target: binary (N, 1, H, W) or (N, H, W) in [0, 1]; multi-class (N, H, W) indices.
+        - output: scalar.
+    """
+    terms = overlap_terms(logits, target, ignore_index=ignore_index)
+    return _iou_from_terms(terms, _check_smooth(smooth))
+
+
+class _OverlapLoss(nn.Module):
+    """Holds the options shared by the overlap losses."""
+
+    def __init__(self, smooth: float = 1.0, ignore_index: int | None = None) -> None:
+        super().__init__()
+        self.smooth = _check_smooth(smooth)
+        self.ignore_index = ignore_index
+
+    def extra_repr(self) -> str:
+        return f"smooth={self.smooth}, ignore_index={self.ignore_index}"
+
+
+class DiceLoss(_OverlapLoss):
+    """Module form of `dice_loss`.
+
+    Shape:
+        - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
+        - target: binary (N, 1, H, W) or (N, H, W) in [0, 1]; multi-class (N, H, W) indices.
+        - output: scalar.
+    """
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return dice_loss(logits, target, smooth=self.smooth, ignore_index=self.ignore_index)
+
+
+class IoULoss(_OverlapLoss):
+    """Module form of `iou_loss`.
+
+    Shape:
+        - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
+        - target: binary (N, 1, H, W) or (N, H, W) in [0, 1]; multi-class (N, H, W) indices.
+        - output: scalar.
+    """
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return iou_loss(logits, target, smooth=self.smooth, ignore_index=self.ignore_index)
+
+
+class DiceIoULoss(_OverlapLoss):
+    """Weighted sum dice_weight * dice_loss + iou_weight * iou_loss (overlap terms shared).
+
+    Weights must be >= 0 and not both 0.
+
+    Shape:
+        - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
+        - target: binary (N, 1, H, W) or (N, H, W) in [0, 1]; multi-class (N, H, W) indices.
+        - output: scalar.
+    """
+
+    def __init__(
+        self,
+        dice_weight: float = 0.5,
+        iou_weight: float = 0.5,
+        smooth: float = 1.0,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__(smooth, ignore_index)
+        for name, weight in (("dice_weight", dice_weight), ("iou_weight", iou_weight)):
+            if not (math.isfinite(weight) and weight >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {weight!r}")
+        if dice_weight == 0 and iou_weight == 0:
+            raise ValueError("dice_weight and iou_weight are both 0; at least one must be > 0")
+        self.dice_weight = float(dice_weight)
+        self.iou_weight = float(iou_weight)
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        terms = overlap_terms(logits, target, ignore_index=self.ignore_index)
+        dice = _dice_from_terms(terms, self.smooth)
+        iou = _iou_from_terms(terms, self.smooth)
+        return self.dice_weight * dice + self.iou_weight * iou
+
+    def extra_repr(self) -> str:
+        return f"dice_weight={self.dice_weight}, iou_weight={self.iou_weight}, " + (
+            super().extra_repr()
+        )

@@ -1,0 +1,235 @@
+"""The Hub model card (README.md) of a training run folder, from what the folder holds.
+
+Reads `config.json` (required), and when present `train_config.json`, `metrics.csv`,
+`eval/summary.json`, `eval/pr_curve.png` and `eval/grid.png`. A section whose data is absent is
+left out; nothing is filled in with placeholders.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import ModelCardData
+
+import zoo
+
+EVAL_IMAGES = {"pr_curve.png": "PR curve", "grid.png": "grid"}
+"""Images of `RUN/eval/` shown in the card (and uploaded beside it), with their alt text."""
+
+DATASETS = {
+    "drive": (
+        "DRIVE (retinal vessels in colour fundus photographs)",
+        "research and education, with the citation below",
+        [
+            'Staal J. et al., "Ridge-based vessel segmentation in color images of the retina", '
+            "IEEE Transactions on Medical Imaging 23(4), 2004.",
+        ],
+    ),
+    "isbi2012": (
+        "ISBI 2012 EM segmentation challenge (neuronal membranes, Drosophila larva VNC)",
+        "research and education, with the citations below",
+        [
+            "Cardona A. et al., PLoS Biology 8(10), 2010.",
+            'Arganda-Carreras I. et al., "Crowdsourcing the creation of image segmentation '
+            'algorithms for connectomics", Frontiers in Neuroanatomy, 2015.',
+        ],
+    ),
+    "dsb2018": (
+        "2018 Data Science Bowl, stage 1 train, fixed annotations (cell nuclei)",
+        "CC0 (public domain), images and fixed annotations",
+        [
+            'Caicedo J.C. et al., "Nucleus segmentation across imaging experiments: the 2018 '
+            'Data Science Bowl", Nature Methods 16, 2019.',
+        ],
+    ),
+}
+"""Data sets with a known name, terms and citation, by the `dataset` key of config.json."""
+
+LABELS = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "hd": "HD (px)",
+    "hd95": "HD95 (px)",
+    "precision": "Precision",
+    "recall": "Recall",
+    "average_precision": "Average precision",
+    "best_f1": "Best F1",
+    "best_threshold": "Best threshold (max F1)",
+    "auc": "ROC AUC",
+}
+SCORES = ("average_precision", "best_f1", "auc")
+"""Scores of the whole split in summary.json: shown after the per-image metrics, and listed."""
+SCALARS = (*SCORES, "best_threshold")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+
+
+def _number(value: Any) -> str:
+    """Four decimals for floats, 'n/a' for a missing or NaN value (a metric with no case left)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _finite(text: str | None) -> bool:
+    try:
+        return math.isfinite(float(text or "nan"))
+    except ValueError:
+        return False
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text.replace("|", "\\|")
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = [header, tuple("---" for _ in header), *rows]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
+def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
+    n = config["num_classes"]
+    rows = [
+        ("bioseg model", f"`{config['model']}`"),
+        ("architecture", spec.summary),
+        ("output", f"{n} channel{'s' if n > 1 else ''}, {'softmax' if n > 1 else 'sigmoid'}"),
+    ]
+    if "classes" in config:
+        rows.append(("classes", ", ".join(config["classes"])))
+    size = config.get("input_size")
+    size_text = f", trained at {size[0]} x {size[1]} pixels" if size else ""
+    rows.append(("input", f"{config['in_channels']} channels{size_text}"))
+    if "mean" in config and "std" in config:
+        normalization = f"pixels scaled to [0, 1], then (x - {config['mean']}) / {config['std']}"
+        rows.append(("normalization", normalization))
+    if "threshold" in config:
+        rows.append(("threshold", _number(config["threshold"])))
+    if config["model_kwargs"]:
+        options = ", ".join(f"{k}={_cell(v)}" for k, v in config["model_kwargs"].items())
+        rows.append(("options", f"`{options}`"))
+    if "bioseg_version" in config:
+        rows.append(("bioseg version", config["bioseg_version"]))
+    return "## Model\n\n" + _table(("", ""), [(k, _cell(v)) for k, v in rows])
+
+
+def _usage_section(config: dict[str, Any], repo_id: str) -> str:
+    height, width = config.get("input_size") or (512, 512)
+    if config["num_classes"] == 1:
+        mask = f"mask = probabilities[:, 0] > {config.get('threshold', 0.5)}"
+    else:
+        mask = "mask = probabilities.argmax(dim=1)  # class index per pixel"
+    code = [
+        "import torch",
+        "import zoo  # pip install bioseg",
+        "",
+        f'model = zoo.from_pretrained("{repo_id}")  # cached: later loads work offline',
+        f"image = torch.rand(1, {config['in_channels']}, {height}, {width})  "
+        "# N x C x H x W, normalized as above",
+        "probabilities = model.predict(image)",
+        mask,
+    ]
+    return "## How to use\n\n```python\n" + "\n".join(code) + "\n```"
+
+
+def _training_section(run_dir: Path, dataset: str | None, settings: dict[str, Any]) -> str | None:
+    parts = []
+    if dataset:
+        name = DATASETS[dataset][0] if dataset in DATASETS else f"`{dataset}`"
+        parts.append(f"Trained on {name}.")
+    if settings:
+        rows = [(f"`{key}`", _cell(value)) for key, value in settings.items()]
+        parts.append(_table(("setting", "value"), rows))
+    if (run_dir / "metrics.csv").is_file():
+        with (run_dir / "metrics.csv").open(newline="", encoding="utf-8") as file:
+            epochs = list(csv.DictReader(file))
+        scored = [row for row in epochs if _finite(row.get("val_dice"))]
+        if scored:
+            best = max(scored, key=lambda row: float(row["val_dice"]))
+            scores = ", ".join(f"{k} {v}" for k, v in best.items() if k.startswith("val_"))
+            parts.append(
+                f"Best validation Dice at epoch {best.get('epoch', '?')} of {len(epochs)}: "
+                f"{scores}."
+            )
+    return "## Training\n\n" + "\n\n".join(parts) if parts else None
+
+
+def _evaluation_section(summary: dict[str, Any]) -> str:
+    split = summary.get("split", "evaluation")
+    count = f", {summary['n_images']} images" if "n_images" in summary else ""
+    parts = [f"## Evaluation\n\nOn the {split} split{count}, per image:"]
+    rows = [
+        (
+            LABELS.get(name, name),
+            f"{_number(stats.get('mean'))} ± {_number(stats.get('std'))}",
+            _number(stats.get("n")),
+            _number(stats.get("excluded")),
+        )
+        for name, stats in summary.get("metrics", {}).items()
+    ]
+    parts.append(_table(("metric", "mean ± std", "n", "excluded"), rows))
+    scalars = [
+        (f"Pooled {LABELS.get(k, k)} (all pixels)", _number(v))
+        for k, v in summary.get("pooled", {}).items()
+    ]
+    scalars += [(LABELS[key], _number(summary[key])) for key in SCALARS if key in summary]
+    if scalars:
+        parts.append(_table(("over the whole split", "value"), scalars))
+    return "\n\n".join(parts)
+
+
+def _dataset_section(dataset: str) -> str:
+    name, terms, citations = DATASETS[dataset]
+    lines = [f"## Data set\n\n{name}. Terms of use: {terms}.\n"]
+    lines += [f"- {citation}" for citation in citations]
+    return "\n".join(lines)
+
+
+def model_card(run_dir: Path, repo_id: str) -> str:
+    """README.md for the Hub repo `repo_id` of run folder `run_dir`: YAML metadata, then text."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{run_dir} has no config.json; expected a training run folder (config.json, "
+            "model.safetensors, train_config.json, ...) as written by trainers.train"
+        )
+    config = _read_json(run_dir / "config.json")
+    spec = zoo.get_spec(config["model"])
+    dataset = config.get("dataset")
+    summary_path = run_dir / "eval" / "summary.json"
+    summary = _read_json(summary_path) if summary_path.is_file() else None
+    settings_path = run_dir / "train_config.json"
+    settings = _read_json(settings_path) if settings_path.is_file() else {}
+    metrics = [*summary.get("metrics", {}), *(k for k in SCORES if k in summary)] if summary else []
+    metadata = ModelCardData(
+        library_name="bioseg",
+        license=config.get("license") or settings.get("license"),
+        tags=["image-segmentation", "medical-imaging", "bioseg", spec.family],
+        datasets=[dataset] if dataset in DATASETS else None,
+        metrics=metrics or None,
+        pipeline_tag="image-segmentation",
+    )
+    sections = [
+        f"---\n{metadata.to_yaml()}\n---",
+        f"# {repo_id}\n\nA bioseg segmentation model: {spec.summary}.",
+        _model_section(config, spec),
+        _usage_section(config, repo_id),
+        _training_section(run_dir, dataset, settings),
+        _evaluation_section(summary) if summary else None,
+        *(
+            f"![{alt}]({name})"
+            for name, alt in EVAL_IMAGES.items()
+            if (run_dir / "eval" / name).is_file()
+        ),
+        _dataset_section(dataset) if dataset in DATASETS else None,
+    ]
+    return "\n\n".join(section for section in sections if section) + "\n"

@@ -1,0 +1,327 @@
+"""Train a zoo model on a segmentation data set with Dice + IoU loss.
+
+    python -m trainers.train --model timm/resnet18 --data drive:../shared/data/DRIVE --epochs 1
+    python -m trainers.train --preset report --data isbi2012:../shared/data/ISBI2012-membrane
+    torchrun --nproc-per-node 2 -m trainers.train --model timm/resnet34 --data ...   # DDP
+
+Reads top to bottom: settings, data, model, loop (train, validate, checkpoint), evaluation, push.
+On CUDA: bf16 autocast, channels_last and optional torch.compile; on the CPU: float32.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+import zoo
+from trainers import metrics
+from trainers.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+    trim_metrics,
+    write_json,
+)
+from trainers.config import TrainConfig, build_parser, load_config_file, resolve
+from trainers.data import (
+    SegmentationDataset,
+    eval_transform,
+    parse_spec,
+    train_transform,
+    train_val_split,
+)
+from trainers.losses import DiceIoULoss
+
+CSV_FIELDS = ["epoch", "lr", "train_loss", "val_dice", "val_iou", "images_per_s", "seconds"]
+
+
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """Rank, world size and device; a process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}" if cuda else "cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    if world > 1:
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world, device
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{config.model.replace('/', '-')}"
+
+
+def make_loaders(config: TrainConfig, spec: zoo.ModelSpec, world: int, rank: int):
+    """Training and validation loaders, the number of classes and the class names."""
+    source = parse_spec(config.data)
+    splits = source.splits()
+    train, val = splits["train"], splits.get("val") or []
+    if not val and config.val_fraction > 0:
+        train, val = train_val_split(train, config.val_fraction, seed=config.seed)
+    binary = len(source.class_names) == 2  # one output channel, sigmoid
+    common = {
+        "in_channels": config.in_channels,
+        "mask_mode": source.mask_mode,
+        "palette": source.palette,
+    }
+    norm = {"mean": spec.mean, "std": spec.std}
+    train_set = SegmentationDataset(
+        train,
+        train_transform(config.image_size, **norm),
+        patches_per_image=config.patches_per_image,
+        **common,
+    )
+    val_set = SegmentationDataset(val, eval_transform(**norm), **common)
+    sampler = DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else None
+    generator = torch.Generator().manual_seed(config.seed + rank)
+    train_loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=config.workers,
+        generator=generator,
+        drop_last=len(train_set) >= config.batch_size * world,
+    )
+    val_loader = DataLoader(val_set, batch_size=1, num_workers=config.workers)
+    return train_loader, val_loader, (1 if binary else len(source.class_names)), source
+
+
+@torch.inference_mode()
+def validate(model, loader, device, num_classes: int, threshold: float) -> tuple[float, float]:
+    """Mean Dice and IoU over the validation images, inside their regions of interest."""
+    model.eval()
+    dices, ious = [], []
+    for batch in loader:
+        logits = model(batch["image"].to(device)).float()
+        if num_classes == 1:
+            pred = (logits.sigmoid()[0, 0] > threshold).cpu().numpy()
+            target = batch["mask"][0].numpy() == 1
+        else:  # mean over the foreground classes
+            pred = logits.argmax(1)[0].cpu().numpy()
+            target = batch["mask"][0].numpy()
+        roi = batch["roi"][0].numpy()
+        rows = (
+            [metrics.confusion(pred, target, roi)]
+            if num_classes == 1
+            else [metrics.confusion(pred == c, target == c, roi) for c in range(1, num_classes)]
+        )
+        dices.append(np.mean([metrics.dice(cm) for cm in rows]))
+        ious.append(np.mean([metrics.iou(cm) for cm in rows]))
+    model.train()
+    return float(np.mean(dices)) if dices else math.nan, float(np.mean(ious)) if ious else math.nan
+
+
+def append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def train(config: TrainConfig, resume: bool = False) -> Path:
+    """Run the training described by `config`; returns the run folder."""
+    rank, world, device = setup_distributed()
+    main_process = rank == 0
+    seed_everything(config.seed + rank, config.deterministic)
+    cuda = device.type == "cuda"
+    run_dir = Path(config.output) if config.output else default_run_dir(config)
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(
+            f"run folder {run_dir} already holds files; continue it with --resume {run_dir}, "
+            "or choose another --output (nothing is overwritten)"
+        )
+    config.output = str(run_dir)
+
+    # Data and model.
+    spec = zoo.get_spec(config.model)
+    train_loader, val_loader, num_classes, source = make_loaders(config, spec, world, rank)
+    model = zoo.create_model(
+        config.model,
+        num_classes=num_classes,
+        in_channels=config.in_channels,
+        pretrained=config.pretrained and not resume,
+        **config.model_kwargs,
+    ).to(device)
+    if cuda and config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    # Cosine annealing from lr to 0 over the run, in closed form (CosineAnnealingLR's curve):
+    # a resumed run whose --epochs was raised follows the cosine to the new end.
+    steps = max(config.epochs * len(train_loader), 1)
+
+    def cosine(step: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    # The loss sees every pixel, outside a region of interest too (DRIVE's black surround is
+    # background a model must learn); the region of interest applies to the metrics.
+    loss_fn = DiceIoULoss(config.dice_weight, config.iou_weight)
+
+    start_epoch, best_dice = 1, -1.0
+    if resume:
+        weights, state = load_checkpoint(run_dir)
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        for group in optimizer.param_groups:  # the learning rate of this step on this schedule
+            group["lr"] = group["initial_lr"] * cosine(scheduler.last_epoch)
+        start_epoch, best_dice = state["epoch"] + 1, state["best_dice"]
+        set_rng_state(state["rng"])
+        if main_process:  # what a killed run may have left: a log line, temporary files
+            trim_metrics(run_dir / "metrics.csv", state["epoch"])
+            for leftover in run_dir.glob(".*.tmp"):
+                leftover.unlink()
+        if main_process:
+            print(f"resuming {run_dir} after epoch {state['epoch']} (best Dice {best_dice:.4f})")
+    net = torch.compile(model) if config.compile else model
+    net = DistributedDataParallel(net) if world > 1 else net
+
+    if main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "train_config.json", config.to_dict())
+        print(f"run folder: {run_dir}\nsettings: {config.to_dict()}")
+        print(f"data: {len(train_loader.dataset)} training, {len(val_loader.dataset)} validation")
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config.amp)
+    for epoch in range(start_epoch, config.epochs + 1):
+        # Shuffling and augmentation seeded by epoch: a resumed run sees the same batches.
+        if isinstance(train_loader.sampler, DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        train_loader.generator.manual_seed(config.seed + 1000 * epoch + rank)
+        net.train()
+        started, seen, total_loss = time.perf_counter(), 0, 0.0
+        bar = tqdm(
+            train_loader,
+            desc=f"epoch {epoch}/{config.epochs}",
+            disable=not main_process,
+            file=sys.stdout,
+            dynamic_ncols=True,
+        )
+        for batch in bar:
+            images = batch["image"].to(device, non_blocking=True)
+            if cuda and config.channels_last:
+                images = images.to(memory_format=torch.channels_last)
+            target = batch["mask"].to(device, non_blocking=True)
+            with autocast:
+                logits = net(images)
+            loss = loss_fn(logits.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            seen += len(images) * world
+            total_loss += loss.item() * len(images) * world  # rank 0's batches stand for all
+            rate = seen / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+        seconds = time.perf_counter() - started
+        if not main_process:
+            continue
+        val_dice, val_iou = validate(model, val_loader, device, num_classes, config.threshold)
+        print(f"epoch {epoch}: val Dice {val_dice:.4f}, val IoU {val_iou:.4f}")
+        append_csv(
+            run_dir / "metrics.csv",
+            {
+                "epoch": epoch,
+                "lr": f"{optimizer.param_groups[0]['lr']:.3g}",
+                "train_loss": f"{total_loss / max(seen, 1):.5f}",
+                "val_dice": f"{val_dice:.5f}",
+                "val_iou": f"{val_iou:.5f}",
+                "images_per_s": f"{seen / seconds:.2f}",
+                "seconds": f"{seconds:.1f}",
+            },
+        )
+        if val_dice > best_dice or math.isnan(val_dice):
+            best_dice = val_dice if not math.isnan(val_dice) else best_dice
+            zoo.save_pretrained(  # the best weights, ready for from_pretrained and the Hub
+                model,
+                run_dir,
+                input_size=[config.image_size, config.image_size],
+                threshold=config.threshold,
+                classes=list(source.class_names),
+                dataset=source.kind,
+            )
+        save_checkpoint(
+            run_dir,
+            epoch,
+            model.state_dict(),
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "best_dice": best_dice,
+            },
+        )
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if main_process:
+        finish(config, run_dir, source)
+    return run_dir
+
+
+def finish(config: TrainConfig, run_dir: Path, source: Any) -> None:
+    """Evaluate the best weights on the test split and publish the run, as configured."""
+    if config.evaluate and "test" in source.splits():
+        from trainers.evaluate import evaluate
+
+        summary = evaluate(  # a resumed or extended run replaces its earlier evaluation
+            str(run_dir), config.data, split="test", output=run_dir / "eval", overwrite=True
+        )
+        print(f"test: Dice {summary['metrics']['dice']['mean']:.4f} ({run_dir / 'eval'})")
+    if config.push_to_hub:
+        from trainers.push import push_run
+
+        print(f"published: {push_run(run_dir, config.push_to_hub)}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser("python -m trainers.train", __doc__.splitlines()[0])
+    args = parser.parse_args(argv)
+    try:
+        base = None
+        if args.resume:
+            base = load_config_file(args.resume / "train_config.json")
+            base["output"] = str(args.resume)
+        config = resolve(args, base)
+        if not config.data:
+            parser.error("--data is required, e.g. --data drive:../shared/data/DRIVE")
+        train(config, resume=args.resume is not None)
+    except (ValueError, FileNotFoundError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""bioseg's model zoo: segmentation models as plugins, built by name.
+
+    >>> import zoo
+    >>> zoo.list_models()
+    >>> model = zoo.create_model("fcn8s", num_classes=1)
+
+A plugin is one `.py` file in this folder (found with no reinstall), in a folder named by
+`BIOSEG_PLUGIN_PATH`, or a module listed under the entry point group `bioseg.models`.
+Importing `zoo` imports neither timm nor gradio; plugins load on the first lookup.
+"""
+
+from ._hub import from_pretrained, save_pretrained
+from ._inference import sliding_window_predict
+from ._model import ModelBuildError, SegmentationModel, create_model
+from ._pretrained import PretrainedWeightsError, adapt_input_conv
+from ._registry import (
+    PluginWarning,
+    add_spec,
+    get_spec,
+    list_models,
+    register_model,
+    register_prefix,
+)
+from ._spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelBuildError",
+    "ModelSpec",
+    "PluginWarning",
+    "PretrainedWeightsError",
+    "SegmentationModel",
+    "adapt_input_conv",
+    "add_spec",
+    "create_model",
+    "from_pretrained",
+    "get_spec",
+    "list_models",
+    "register_model",
+    "register_prefix",
+    "save_pretrained",
+    "sliding_window_predict",
+]

@@ -1,0 +1,229 @@
+"""Save a model as `config.json` + `model.safetensors`; load one from a folder or the Hub.
+
+    >>> zoo.save_pretrained(model, "runs/drive", threshold=0.5)
+    >>> model = zoo.from_pretrained("runs/drive")          # a local folder
+    >>> model = zoo.from_pretrained("owner/drive-unet")    # a Hub repo (works offline once cached)
+
+Weights are read only from safetensors (never pickle) and must fit the rebuilt model exactly.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import re
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ._files import atomic_write
+from ._model import SegmentationModel, create_model
+from ._pretrained import PretrainedWeightsError
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+REQUIRED_KEYS = {"model": str, "num_classes": int, "in_channels": int, "model_kwargs": dict}
+_REPO_ID = re.compile(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+")
+_REPO_ID_RULE = "'owner/name' made of letters, digits, '.', '_' and '-' (no '..')"
+_LISTED = 5
+"""How many keys an error lists before it says how many more there are."""
+
+
+def bioseg_version() -> str:
+    """The installed bioseg version, or the source tree's when it is not installed."""
+    try:
+        return importlib.metadata.version("bioseg")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+def _is_repo_id(value: str) -> bool:
+    return bool(_REPO_ID.fullmatch(value)) and ".." not in value
+
+
+def check_repo_id(repo_id: str) -> str:
+    """Return `repo_id` if it has the shape `owner/name`, else raise a ValueError saying why."""
+    if not _is_repo_id(repo_id):
+        raise ValueError(
+            f"invalid Hub repo id {repo_id!r}: expected {_REPO_ID_RULE}, e.g. 'my-lab/drive-unet'"
+        )
+    return repo_id
+
+
+def save_pretrained(model: SegmentationModel, folder: str | Path, **extra_config: object) -> Path:
+    """Write `model.safetensors` and `config.json` (model.config(), bioseg_version, extra_config).
+
+    `extra_config` holds what the model itself does not know: threshold, classes, input_size...
+    """
+    config = model.config()
+    clashes = sorted(set(extra_config) & set(config))
+    if clashes:
+        raise ValueError(
+            f"extra_config cannot override {', '.join(clashes)}: they come from the model "
+            "(model.config()); rebuild the model with the values you want instead"
+        )
+    config = {**config, "bioseg_version": bioseg_version(), **extra_config}
+    text = json.dumps(config, indent=2) + "\n"  # serialise first: a TypeError writes nothing
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    atomic_write(folder / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, {"format": "pt"}))
+    atomic_write(folder / CONFIG_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return folder
+
+
+def _download(repo_id: str, revision: str | None) -> tuple[Path, Path, str]:
+    """config.json and model.safetensors of a Hub repo, through the Hub cache (works offline)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    paths = []
+    for filename in (CONFIG_NAME, WEIGHTS_NAME):
+        try:
+            paths.append(Path(hf_hub_download(repo_id, filename, revision=revision)))
+        except (HfHubHTTPError, EntryNotFoundError) as error:
+            if isinstance(error, LocalEntryNotFoundError):
+                hint = (
+                    "it is not in the Hub cache (HF_HOME / HF_HUB_CACHE) and the Hub could not "
+                    "be reached (no network, or HF_HUB_OFFLINE=1); load it once while online"
+                )
+            elif isinstance(error, RepositoryNotFoundError):
+                hint = "check the repo id; for a private repo set HF_TOKEN or run `hf auth login`"
+            elif isinstance(error, RevisionNotFoundError):
+                hint = "the repo has no such branch, tag or commit"
+            elif isinstance(error, EntryNotFoundError):
+                hint = "the repo has no such file: was it pushed with bioseg (trainers.push)?"
+            else:
+                hint = "the Hub answered with an error"
+            first_line = (str(error).strip().splitlines() or [""])[0]
+            raise PretrainedWeightsError(
+                f"could not get {filename} of Hub repo {repo_id} (revision "
+                f"{revision or 'main'}): {hint}. {type(error).__name__}: {first_line}"
+            ) from error
+    return paths[0], paths[1], f" (Hub repo {repo_id}, revision {revision or 'main'})"
+
+
+def _resolve(id_or_path: str | Path, revision: str | None) -> tuple[Path, Path, str]:
+    """Config and weights paths of a local folder, else of a Hub repo, and where they came from."""
+    path = Path(id_or_path)
+    if path.is_dir():
+        missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (path / name).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{path} has no {' and no '.join(missing)}; a bioseg model folder holds "
+                f"{CONFIG_NAME} and {WEIGHTS_NAME}, as written by zoo.save_pretrained"
+            )
+        if revision is not None:
+            raise ValueError(
+                f"revision={revision!r} applies to Hub repos, but {path} is a local folder; "
+                "drop revision, or pass a repo id 'owner/name'"
+            )
+        return path / CONFIG_NAME, path / WEIGHTS_NAME, ""
+    if path.exists():
+        raise ValueError(
+            f"{path} is a file; from_pretrained expects a folder holding {CONFIG_NAME} and "
+            f"{WEIGHTS_NAME}, or a Hub repo id 'owner/name'"
+        )
+    if isinstance(id_or_path, Path) or not _is_repo_id(id_or_path):
+        raise ValueError(
+            f"{str(id_or_path)!r} is neither an existing folder nor a Hub repo id: expected a "
+            f"folder holding {CONFIG_NAME} and {WEIGHTS_NAME}, or a repo id {_REPO_ID_RULE}"
+        )
+    return _download(id_or_path, revision)
+
+
+def _read_config(path: Path, origin: str) -> dict[str, object]:
+    """config.json as a dict, checked for the keys that rebuild the model."""
+    where = f"{path}{origin}"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{where} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise ValueError(f"{where} must hold a JSON object, got {type(config).__name__}")
+    missing = sorted(set(REQUIRED_KEYS) - set(config))
+    if missing:
+        raise ValueError(
+            f"{where} lacks {', '.join(missing)}; a bioseg config.json needs "
+            f"{', '.join(REQUIRED_KEYS)} (written by zoo.save_pretrained)"
+        )
+    for key, kind in REQUIRED_KEYS.items():
+        if not isinstance(config[key], kind) or isinstance(config[key], bool):
+            raise ValueError(f"{where}: '{key}' must be a {kind.__name__}, got {config[key]!r}")
+    return config
+
+
+def _listing(keys: list[str]) -> str:
+    more = f" and {len(keys) - _LISTED} more" if len(keys) > _LISTED else ""
+    return ", ".join(keys[:_LISTED]) + more
+
+
+def _check_weights(weights: dict[str, torch.Tensor], model: SegmentationModel, source: str) -> None:
+    """Raise a ValueError naming `source` if `weights` hold NaN/inf or do not fit `model`."""
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise ValueError(
+            f"{source} holds NaN or infinite values in {_listing(bad)}; refusing to load them "
+            "(the training run probably diverged: use an earlier checkpoint)"
+        )
+    expected = model.state_dict()
+    problems = []
+    if missing := sorted(set(expected) - set(weights)):
+        problems.append(f"missing keys {_listing(missing)}")
+    if unexpected := sorted(set(weights) - set(expected)):
+        problems.append(f"unexpected keys {_listing(unexpected)}")
+    shapes = [
+        f"{key} (file {list(weights[key].shape)}, model {list(value.shape)})"
+        for key, value in expected.items()
+        if key in weights and weights[key].shape != value.shape
+    ]
+    if shapes:
+        problems.append(f"other shapes for {_listing(shapes)}")
+    if problems:
+        raise ValueError(
+            f"{source} does not fit {model.spec.name} with num_classes={model.num_classes}, "
+            f"in_channels={model.in_channels}, options {model.build_kwargs}: "
+            f"{'; '.join(problems)}. The weights were saved for another model or class count "
+            "than config.json describes"
+        )
+
+
+def from_pretrained(
+    id_or_path: str | Path,
+    *,
+    revision: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> SegmentationModel:
+    """The model saved in a local folder or a Hub repo `owner/name`, in eval mode.
+
+    A Hub repo is read through the Hub cache, so a cached one loads with no network or with
+    HF_HUB_OFFLINE=1. `revision` (branch, tag or commit) applies to Hub repos only. The config
+    is attached as `model.pretrained_config` (threshold, classes, input_size when saved).
+    """
+    config_path, weights_path, origin = _resolve(id_or_path, revision)
+    config = _read_config(config_path, origin)
+    model = create_model(
+        config["model"],
+        num_classes=config["num_classes"],
+        in_channels=config["in_channels"],
+        **config["model_kwargs"],
+    )
+    try:
+        weights = load_file(weights_path, device="cpu")
+    except SafetensorError as error:
+        raise ValueError(
+            f"{weights_path}{origin} is not a valid safetensors file ({error}); bioseg loads "
+            "weights only from safetensors, as written by zoo.save_pretrained"
+        ) from error
+    _check_weights(weights, model, f"{weights_path}{origin}")
+    model.load_state_dict(weights, strict=True)
+    model.pretrained_config = config
+    return model.to(map_location).eval()

@@ -1,0 +1,73 @@
+"""Prediction on images of any size: tiled sliding-window inference with overlap blending."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ._model import SegmentationModel
+
+
+def _starts(length: int, tile: int, stride: int) -> list[int]:
+    """Evenly spaced tile origins covering [0, length), no further apart than `stride`."""
+    if length <= tile:
+        return [0]
+    count = -(-(length - tile) // stride) + 1
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def _gaussian(length: int, device: torch.device) -> Tensor:
+    """Weights along one side of a tile, peaking at the centre (sigma = length / 8, floored)."""
+    axis = torch.arange(length, device=device, dtype=torch.float32) - (length - 1) / 2
+    return torch.exp(-0.5 * (axis / (length / 8)) ** 2).clamp_min(1e-3)
+
+
+@torch.inference_mode()
+def sliding_window_predict(
+    model: SegmentationModel,
+    image: Tensor,
+    *,
+    tile: int = 512,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """Class probabilities (1 x K x H x W) of a normalized 1 x C x H x W image, tile by tile.
+
+    Tiles of `tile` pixels overlap by `overlap` of their side and are blended with a Gaussian
+    weight, so seams do not show; memory stays bounded by the tile batch plus the output.
+    An image no larger than one tile is predicted in one pass. `progress(done, total)` is called
+    after each batch of tiles.
+    """
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"expected one image of shape 1 x C x H x W, got {tuple(image.shape)}")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    model.eval()
+    _, _, height, width = image.shape
+    if height <= tile and width <= tile:
+        if progress:
+            progress(1, 1)
+        return model.predict(image)
+    tile = max(tile, model.spec.min_size)
+    stride = max(int(tile * (1 - overlap)), 1)
+    boxes = [
+        (y, x, min(tile, height), min(tile, width))
+        for y in _starts(height, tile, stride)
+        for x in _starts(width, tile, stride)
+    ]
+    out = torch.zeros(1, model.num_classes, height, width, device=image.device)
+    norm = torch.zeros(1, 1, height, width, device=image.device)
+    for first in range(0, len(boxes), batch_size):
+        chunk = boxes[first : first + batch_size]
+        tiles = torch.cat([image[..., y : y + h, x : x + w] for y, x, h, w in chunk])
+        probabilities = model.predict(tiles)
+        for (y, x, h, w), p in zip(chunk, probabilities, strict=True):
+            weight = _gaussian(h, image.device)[:, None] * _gaussian(w, image.device)[None, :]
+            out[..., y : y + h, x : x + w] += p * weight
+            norm[..., y : y + h, x : x + w] += weight
+        if progress:
+            progress(min(first + batch_size, len(boxes)), len(boxes))
+    return out / norm

@@ -1,0 +1,137 @@
+"""One model contract for every plugin: `create_model` wraps what a builder returns."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import Tensor, nn
+
+from ._pretrained import PretrainedWeightsError
+from ._registry import get_spec
+from ._spec import ModelSpec
+
+
+class ModelBuildError(RuntimeError):
+    """A plugin's builder failed or returned something that is not a model."""
+
+
+class SegmentationModel(nn.Module):
+    """A plugin's network with the checks and conveniences every bioseg model shares.
+
+    `forward` returns logits N x num_classes x H x W for an N x in_channels x H x W input, and
+    raises a clear error if the plugin's network answers at another shape.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        spec: ModelSpec,
+        *,
+        num_classes: int,
+        in_channels: int,
+        build_kwargs: dict[str, object],
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.spec = spec
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.build_kwargs = build_kwargs
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self.spec.name} expects a batch N x {self.in_channels} x H x W, "
+                f"got shape {tuple(x.shape)}"
+            )
+        n, _, h, w = x.shape
+        if min(h, w) < self.spec.min_size:
+            raise ValueError(
+                f"{self.spec.name} needs images of at least {self.spec.min_size}x"
+                f"{self.spec.min_size} pixels, got {h}x{w}"
+            )
+        logits = self.net(x)
+        expected = (n, self.num_classes, h, w)
+        if not isinstance(logits, Tensor) or tuple(logits.shape) != expected:
+            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise ModelBuildError(
+                f"model '{self.spec.name}' ({self.spec.origin}) returned {got} for an input of "
+                f"shape {tuple(x.shape)}; a bioseg model must return logits of shape {expected}"
+            )
+        return logits
+
+    @torch.inference_mode()
+    def predict(self, x: Tensor) -> Tensor:
+        """Class probabilities in eval mode: sigmoid for one class, else softmax over classes."""
+        self.eval()
+        logits = self(x)
+        return logits.sigmoid() if self.num_classes == 1 else logits.softmax(dim=1)
+
+    def config(self) -> dict[str, object]:
+        """What rebuilds this model: zoo name, classes, channels, options, normalization."""
+        return {
+            "model": self.spec.name,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "model_kwargs": dict(self.build_kwargs),
+            "mean": list(self.spec.mean),
+            "std": list(self.spec.std),
+        }
+
+
+def _check_kwargs(spec: ModelSpec, kwargs: dict[str, object]) -> None:
+    parameters = inspect.signature(spec.builder).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    accepted = {p.name for p in parameters} - {"num_classes", "in_channels", "pretrained"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise TypeError(
+            f"model '{spec.name}' does not accept {', '.join(unknown)}; "
+            f"its options are: {', '.join(sorted(accepted)) or 'none'}"
+        )
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 1,
+    in_channels: int = 3,
+    pretrained: bool = False,
+    **kwargs: object,
+) -> SegmentationModel:
+    """Build registered model `name` (see `list_models()`), or any `timm/<encoder>`.
+
+    `pretrained=True` starts the encoder from ImageNet weights, through torchvision's or timm's
+    own loaders (a warm cache works offline). Extra keyword arguments go to the model's builder.
+    """
+    spec = get_spec(name)
+    for label, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    if pretrained and not spec.pretrained_sources:
+        raise ValueError(f"model '{name}' has no pretrained weights; use pretrained=False")
+    build_kwargs = {**spec.default_kwargs, **kwargs}
+    _check_kwargs(spec, build_kwargs)
+    try:
+        net = spec.builder(
+            num_classes=num_classes, in_channels=in_channels, pretrained=pretrained, **build_kwargs
+        )
+    except PretrainedWeightsError:
+        raise
+    except (ValueError, TypeError, KeyError) as error:  # bad options: same type, model named
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise type(error)(f"model '{name}' ({spec.origin}): {message}") from error
+    except Exception as error:
+        raise ModelBuildError(
+            f"building model '{name}' ({spec.origin}) failed: {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(net, nn.Module):
+        raise ModelBuildError(
+            f"the builder of '{name}' ({spec.origin}) returned {type(net).__name__}, "
+            "not a torch.nn.Module"
+        )
+    return SegmentationModel(
+        net, spec, num_classes=num_classes, in_channels=in_channels, build_kwargs=build_kwargs
+    )

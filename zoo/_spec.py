@@ -1,0 +1,50 @@
+"""What the registry knows about a model: a flat dataclass kept apart from the architecture."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: how to build it and what its weights expect.
+
+    `builder(num_classes=, in_channels=, pretrained=, **kwargs)` returns an `nn.Module` whose
+    output is N x num_classes x H x W for an N x in_channels x H x W input.
+    """
+
+    name: str
+    summary: str
+    builder: Builder
+    family: str = "other"
+    min_size: int = 1
+    """Smallest height and width the model accepts; any size at or above it works."""
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    pretrained_sources: tuple[str, ...] = ()
+    """Where `pretrained=True` takes weights, e.g. 'torchvision:VGG16_Weights.IMAGENET1K_V1'."""
+    default_kwargs: dict[str, object] = field(default_factory=dict)
+    origin: str = "runtime"
+    """'built-in', 'drop-in <file>', 'entry point <dist> <version>' or 'runtime'."""
+    module: str = ""
+
+    def describe(self) -> dict[str, object]:
+        """The spec as plain data (no builder), for tables and config files."""
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "family": self.family,
+            "origin": self.origin,
+            "min_size": self.min_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "pretrained_sources": list(self.pretrained_sources),
+        }
