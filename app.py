@@ -12,8 +12,11 @@ PNG), outputs are PNG, and large images are predicted tile by tile.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
+import re
+import shutil
 import tempfile
 import threading
 import time
@@ -152,20 +155,24 @@ def legend(classes: list[str]) -> str:
     return f"**Overlay:** {' &nbsp; '.join(swatches)} &nbsp;&nbsp; **Error map:** {errors}"
 
 
-def save_mask(labels: np.ndarray, name: str, binary: bool) -> str:
-    """The predicted mask as a PNG at the image's resolution (0/255, or class ids).
-
-    Masks older than an hour are deleted, so the folder does not grow without bound.
-    """
+def answer_folder(name: str) -> Path:
+    """A new folder for the files of one answer; folders older than an hour are deleted, so
+    the output folder does not grow without bound."""
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    for old in OUTPUT_DIR.glob("*-mask.png"):
-        if time.time() - old.stat().st_mtime > 3600:
-            old.unlink(missing_ok=True)
-    pixels = (labels * 255 if binary else labels).astype(np.uint8)
-    handle, path = tempfile.mkstemp(prefix=f"{name}-", suffix="-mask.png", dir=OUTPUT_DIR)
-    os.close(handle)
+    cutoff = time.time() - 3600
+    for old in OUTPUT_DIR.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # another request may delete it first
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=OUTPUT_DIR))
+
+
+def write_png(pixels: np.ndarray, path: Path) -> str:
+    """Views go to Gradio as PNG files, not arrays: Gradio copies a file into its cache
+    atomically, but rewrites an array's cache file in place, where a concurrent request with
+    the same answer (two visitors on one example) can read it half-written."""
     Image.fromarray(pixels).save(path)
-    return path
+    return str(path)
 
 
 def render(prediction: Prediction | None, threshold: float):
@@ -173,22 +180,23 @@ def render(prediction: Prediction | None, threshold: float):
     if prediction is None:
         return None, None, None, None, [], None, ""
     labels = labels_of(prediction, threshold)
-    rgb = display_rgb(prediction.image)
-    predicted = overlay(rgb, labels)
     binary = prediction.probabilities.shape[0] == 1
-    mask_file = save_mask(labels, prediction.name, binary)
+    folder = answer_folder(prediction.name)
+    rgb = display_rgb(prediction.image)
+    image = write_png(rgb, folder / "image.png")
+    predicted = write_png(overlay(rgb, labels), folder / "prediction.png")
+    mask = (labels * 255 if binary else labels).astype(np.uint8)  # 0/255, or class ids
+    mask_file = write_png(mask, folder / f"{prediction.name}_predicted_mask.png")
     if prediction.target is None:
         note = legend(prediction.classes) + "<br>No target given: add a mask to see the metrics."
-        return None, predicted, None, (rgb, predicted), [], mask_file, note
+        return None, predicted, None, (image, predicted), [], mask_file, note
     errors = error_map(labels > 0, prediction.target > 0) if binary else None
-    rows = metric_rows(labels, prediction.target, prediction.classes)
-    target_view = overlay(rgb, prediction.target)
     return (
-        target_view,
+        write_png(overlay(rgb, prediction.target), folder / "target.png"),
         predicted,
-        errors,
-        (rgb, predicted),
-        rows,
+        None if errors is None else write_png(errors, folder / "errors.png"),
+        (image, predicted),
+        metric_rows(labels, prediction.target, prediction.classes),
         mask_file,
         legend(prediction.classes),
     )
@@ -199,9 +207,11 @@ def read_inputs(image_path: str | None, image_file: str | None) -> tuple[np.ndar
     if not path:
         raise gr.Error("Upload an image (or pick an example) first.")
     try:
-        return read_image(path, max_pixels=MAX_PIXELS), Path(path).stem[:40]
+        image = read_image(path, max_pixels=MAX_PIXELS)
     except DataError as error:
         raise gr.Error(str(error)) from None
+    # The name labels the output files; it never chooses a folder.
+    return image, re.sub(r"[^\w.-]", "_", Path(path).stem)[:40].lstrip(".") or "image"
 
 
 def segment(

@@ -172,6 +172,25 @@ def test_a_1x1_image_gets_a_1x1_mask(client, tmp_path: Path) -> None:
     assert np.asarray(Image.open(segment(client, None, file=tiny)[5])).shape == (1, 1)
 
 
+def test_answers_go_to_fresh_folders_and_old_ones_are_pruned(tmp_path, monkeypatch) -> None:
+    import app
+
+    monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "out")
+    (tmp_path / "out").mkdir()
+    stale = tmp_path / "out" / "stale-answer"
+    stale.mkdir()
+    (stale / "prediction.png").write_bytes(b"old")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    (tmp_path / "out" / "deleted-meanwhile").symlink_to(tmp_path / "gone")  # listed, then gone
+    first, second = app.answer_folder("scan"), app.answer_folder("scan")
+    assert not stale.exists()  # older than an hour: deleted; another request's race: ignored
+    assert first != second and {first.parent, second.parent} == {tmp_path / "out"}
+    odd = tmp_path / "..a scan;rm -rf.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(odd)
+    assert app.read_inputs(None, str(odd))[1] == "a_scan_rm_-rf"  # a label, never a path
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 def test_browser_shows_target_prediction_and_metrics(app_url: str, tmp_path: Path) -> None:
@@ -187,10 +206,14 @@ def test_browser_shows_target_prediction_and_metrics(app_url: str, tmp_path: Pat
         table = page.locator("table", has_text="vessel").first
         table.wait_for(timeout=60_000)
         assert "dice" in table.inner_text()
-        images = page.locator("img[src*='image.png']")  # the views the app drew
-        assert images.count() >= 3  # target, prediction and error map, side by side
-        boxes = [images.nth(i).bounding_box() for i in range(2)]
-        assert boxes[0]["x"] < boxes[1]["x"] and abs(boxes[0]["y"] - boxes[1]["y"]) < 50
+        views = {  # the views the app drew, by the file names it gives them
+            name: page.locator(f"img[src$='/{name}.png']").first
+            for name in ("target", "prediction", "errors")
+        }
+        boxes = {name: view.bounding_box(timeout=30_000) for name, view in views.items()}
+        target, prediction = boxes["target"], boxes["prediction"]
+        assert target["x"] + target["width"] <= prediction["x"]  # side by side, target left
+        assert abs(target["y"] - prediction["y"]) < 50 and boxes["errors"]["width"] > 100
         page.screenshot(path=tmp_path / "demo.png", full_page=True)
         browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
@@ -211,24 +234,22 @@ def test_load_16_clients_by_10_requests_all_answered(app_url: str, tmp_path: Pat
 
     from gradio_client import Client, handle_file
 
-    rng = np.random.default_rng(0)
-    images = []  # one image per request, as real visitors send (identical outputs would share
-    for index in range(160):  # one file of Gradio's content-addressed cache)
-        images.append(tmp_path / f"visitor{index}.png")
-        Image.fromarray(rng.integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(images[-1])
+    image = tmp_path / "visitor.png"  # every visitor sends the same image, as when they all
+    noise = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(image)  # click one example: identical outputs at the same time
 
     def client_session(session: int) -> list[float]:
         client = Client(app_url, verbose=False)
         latencies = []
-        for request in range(10):
-            image = images[session * 10 + request]
+        for _ in range(10):
             start = time.perf_counter()
             result = client.predict(
                 "drive-unet (bundled)", handle_file(str(image)), None, None, 0.5,
                 api_name="/segment",
             )  # fmt: skip
             latencies.append(time.perf_counter() - start)
-            assert np.asarray(Image.open(result[5])).shape == (128, 128)
+            for view in (result[1], *result[3], result[5]):  # prediction, slider, mask: whole
+                assert np.asarray(Image.open(view)).shape[:2] == (128, 128)
         return latencies
 
     started = time.perf_counter()
