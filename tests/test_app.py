@@ -238,7 +238,7 @@ def test_load_16_clients_by_10_requests_all_answered(app_url: str, tmp_path: Pat
     noise = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
     Image.fromarray(noise).save(image)  # click one example: identical outputs at the same time
 
-    def client_session(session: int) -> list[float]:
+    def client_session(_: int) -> list[float]:
         client = Client(app_url, verbose=False)
         latencies = []
         for _ in range(10):
