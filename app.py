@@ -62,7 +62,8 @@ def weight_choices(extra: list[str] | None = None) -> dict[str, str]:
     return choices
 
 
-_load_lock = threading.Lock()
+_load_locks: dict[str, threading.Lock] = {}
+_load_locks_guard = threading.Lock()
 
 
 @functools.lru_cache(maxsize=8)
@@ -71,8 +72,13 @@ def _cached_model(location: str) -> zoo.SegmentationModel:
 
 
 def load_model(location: str) -> zoo.SegmentationModel:
-    """Weights from a folder or the Hub, loaded once and then shared by every request."""
-    with _load_lock:
+    """Weights from a folder or the Hub, loaded once and then shared by every request.
+
+    One lock per location: requests for a model wait for its one load, while a slow Hub
+    download holds up no other model."""
+    with _load_locks_guard:
+        lock = _load_locks.setdefault(location, threading.Lock())
+    with lock:
         return _cached_model(location)
 
 
@@ -214,16 +220,10 @@ def read_inputs(image_path: str | None, image_file: str | None) -> tuple[np.ndar
     return image, re.sub(r"[^\w.-]", "_", Path(path).stem)[:40].lstrip(".") or "image"
 
 
-def segment(
-    choice: str,
-    image_path: str | None,
-    image_file: str | None,
-    mask_file: str | None,
-    threshold: float,
-    progress=gr.Progress(),  # noqa: B008 (Gradio's way to report progress)
-):
-    """Run the model on the image; the views and metrics come from `render`."""
-    image, name = read_inputs(image_path, image_file)
+def run_model(
+    choice: str, image: np.ndarray, name: str, mask_file: str | None, progress=None
+) -> tuple[Prediction, str]:
+    """The chosen model's prediction for the image, and a message if the target was not used."""
     try:
         model = load_model(resolve_location(choice))
     except (
@@ -248,20 +248,37 @@ def segment(
         except DataError as error:
             message = f"**Target not used:** {error}"
             gr.Warning(str(error))
-    prediction = Prediction(image, probabilities, target, classes, name)
+    return Prediction(image, probabilities, target, classes, name), message
+
+
+def segment(
+    choice: str,
+    image_path: str | None,
+    image_file: str | None,
+    mask_file: str | None,
+    threshold: float,
+    progress=gr.Progress(),  # noqa: B008 (Gradio's way to report progress)
+):
+    """Run the model on the image; the views and metrics come from `render`."""
+    image, name = read_inputs(image_path, image_file)
+    prediction, message = run_model(choice, image, name, mask_file, progress)
     *views, note = render(prediction, threshold)
     return (*views, f"{note}<br>{message}" if message else note, prediction)
 
 
 def compare(choice_a: str, choice_b: str, image_path, image_file, mask_file, threshold: float):
     """Two models on the same image, side by side, with their metrics."""
+    image, name = read_inputs(image_path, image_file)
+    rgb = display_rgb(image)
     outputs, rows = [], []
     for choice in (choice_a, choice_b):
-        _, predicted, _, _, model_rows, _, _, _ = segment(
-            choice, image_path, image_file, mask_file, threshold
-        )
-        outputs.append(predicted)
-        rows += [[choice, *row] for row in model_rows]
+        prediction, _ = run_model(choice, image, name, mask_file)
+        labels = labels_of(prediction, threshold)
+        outputs.append(write_png(overlay(rgb, labels), answer_folder(name) / "prediction.png"))
+        if prediction.target is not None:
+            rows += [
+                [choice, *row] for row in metric_rows(labels, prediction.target, prediction.classes)
+            ]
     return outputs[0], outputs[1], rows
 
 

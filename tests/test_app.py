@@ -119,6 +119,21 @@ def test_api_returns_the_mask_and_metrics_that_match_it(client, examples: Path) 
     assert "vessel" in note
 
 
+def test_compare_shows_two_models_side_by_side_with_their_metrics(client, examples) -> None:
+    from gradio_client import handle_file
+
+    image, mask = examples / "drive" / "01_test.png", examples / "drive" / "01_test_mask.png"
+    models = ["drive-unet (bundled)", "isbi2012-unet (bundled)"]
+    view_a, view_b, table = client.predict(
+        *models, handle_file(str(image)), handle_file(str(mask)), 0.5, api_name="/compare"
+    )
+    assert Image.open(view_a).size == Image.open(view_b).size == (565, 584)
+    assert not np.array_equal(np.asarray(Image.open(view_a)), np.asarray(Image.open(view_b)))
+    assert [row[:2] for row in table["data"]] == [[models[0], "vessel"], [models[1], "membrane"]]
+    dice = {row[0]: row[2] for row in table["data"]}
+    assert dice[models[0]] > 0.6 > dice[models[1]]  # the DRIVE model wins on a DRIVE image
+
+
 def test_mismatched_target_gets_a_message_not_a_crash(client, tmp_path: Path, examples) -> None:
     small = tmp_path / "small_mask.png"
     Image.fromarray(np.zeros((100, 80), np.uint8)).save(small)
