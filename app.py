@@ -5,8 +5,8 @@
     BIOSEG_WEIGHTS=OWNER/NAME python app.py   # the same, as a Hugging Face Space setting
     gradio app.py                             # hot reload while editing
 
-Models load once and stay cached. Images are read on the server at full depth (TIFF, 16-bit
-PNG), outputs are PNG, and large images are predicted tile by tile.
+Models load once and stay cached. Images are read on the server (16-bit grey TIFF and PNG at
+full depth), outputs are PNG, and large images are predicted tile by tile.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import logging
 import os
 import re
 import shutil
@@ -36,12 +37,14 @@ from trainers.data.readers import DataError, read_image, read_mask
 from trainers.plots import CLASS_COLOURS, display_rgb, error_map, overlay
 from zoo._hub import check_repo_id
 
+LOG = logging.getLogger("bioseg.app")
 ROOT = Path(__file__).resolve().parent
 BUNDLED = ROOT / "weights"
 TILE = 1024  # larger images are predicted in overlapping tiles of this size
 MAX_PIXELS = int(os.environ.get("BIOSEG_APP_MAX_PIXELS", 8192 * 8192))  # refused before decoding
 METRIC_NAMES = ("dice", "iou", "hd95", "precision", "recall")
-OUTPUT_DIR = Path(tempfile.gettempdir()) / "bioseg-app"  # predicted masks to download
+_OUTPUT = tempfile.TemporaryDirectory(prefix="bioseg-app-")  # private (0700), gone at exit
+OUTPUT_DIR = Path(_OUTPUT.name)  # the files of each answer: views and the mask to download
 SKIMAGE_EXAMPLES = {  # real biomedical images that scikit-image ships, and the model for each
     "retina.jpg": "drive",
     "ihc.png": "dsb2018",
@@ -66,20 +69,28 @@ _load_locks: dict[str, threading.Lock] = {}
 _load_locks_guard = threading.Lock()
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_model(location: str) -> zoo.SegmentationModel:
-    return zoo.from_pretrained(location)
+@functools.cache
+def _listed_model(location: str) -> zoo.SegmentationModel:
+    return zoo.from_pretrained(location, hub_only=not Path(location).is_absolute())
+
+
+@functools.lru_cache(maxsize=2)
+def _typed_model(repo_id: str) -> zoo.SegmentationModel:
+    return zoo.from_pretrained(repo_id, hub_only=True)
 
 
 def load_model(location: str) -> zoo.SegmentationModel:
     """Weights from a folder or the Hub, loaded once and then shared by every request.
 
-    One lock per location: requests for a model wait for its one load, while a slow Hub
-    download holds up no other model."""
+    Listed models stay loaded, each behind its own lock (a slow Hub download holds up no
+    other model). Hub ids typed by visitors share one lock and a cache of two, so they can
+    neither push the listed models out nor pile up in memory; they never read local files.
+    """
+    listed = location in CHOICES.values()
     with _load_locks_guard:
-        lock = _load_locks.setdefault(location, threading.Lock())
+        lock = _load_locks.setdefault(location if listed else "", threading.Lock())
     with lock:
-        return _cached_model(location)
+        return _listed_model(location) if listed else _typed_model(location)
 
 
 def resolve_location(choice: str | None) -> str:
@@ -119,6 +130,16 @@ class Prediction:
     target: np.ndarray | None
     classes: list[str]
     name: str
+
+
+def class_names(model: zoo.SegmentationModel) -> list[str]:
+    """The saved class names, or 'background' and one name per other class."""
+    saved = getattr(model, "pretrained_config", {}).get("classes")
+    if saved:
+        return list(saved)
+    if model.num_classes == 1:
+        return ["background", "foreground"]
+    return ["background", *(f"class {c}" for c in range(1, model.num_classes))]
 
 
 def labels_of(prediction: Prediction, threshold: float) -> np.ndarray:
@@ -183,8 +204,8 @@ def write_png(pixels: np.ndarray, path: Path) -> str:
 
 def render(prediction: Prediction | None, threshold: float):
     """Target and prediction overlays, error map, slider, metrics and mask file."""
-    if prediction is None:
-        return None, None, None, None, [], None, ""
+    if prediction is None:  # nothing segmented yet, or kept longer than the state lives
+        return None, None, None, None, [], None, "Press **Segment** first, then move the threshold."
     labels = labels_of(prediction, threshold)
     binary = prediction.probabilities.shape[0] == 1
     folder = answer_folder(prediction.name)
@@ -224,23 +245,19 @@ def run_model(
     choice: str, image: np.ndarray, name: str, mask_file: str | None, progress=None
 ) -> tuple[Prediction, str]:
     """The chosen model's prediction for the image, and a message if the target was not used."""
-    try:
-        model = load_model(resolve_location(choice))
-    except (
-        zoo.PretrainedWeightsError,
-        zoo.ModelBuildError,
-        ValueError,
-        TypeError,
-        KeyError,
-        OSError,
-    ) as error:
+    location = resolve_location(choice)
+    try:  # whatever went wrong, the visitor gets a message, the log the traceback
+        model = load_model(location)
+    except Exception as error:
+        LOG.warning("could not load model %s", location, exc_info=True)
         raise gr.Error(f"Could not load model {choice!r}: {error}") from None
-    config = getattr(model, "pretrained_config", {})
-    classes = list(config.get("classes") or ["background", "foreground"])
     try:
         probabilities = predict(model, image, progress)
     except (ValueError, zoo.ModelBuildError) as error:  # a too small image, a broken plugin
         raise gr.Error(f"{name}: {error}") from None
+    except Exception as error:  # out of memory, a fault in a plugin's forward
+        LOG.exception("model %s failed on %s", location, name)
+        raise gr.Error(f"{name}: the model failed ({type(error).__name__}: {error})") from None
     target, message = None, ""
     if mask_file:
         try:
@@ -248,7 +265,7 @@ def run_model(
         except DataError as error:
             message = f"**Target not used:** {error}"
             gr.Warning(str(error))
-    return Prediction(image, probabilities, target, classes, name), message
+    return Prediction(image, probabilities, target, class_names(model), name), message
 
 
 def segment(
@@ -316,7 +333,7 @@ CHOICES = weight_choices(ARGS.weights)
 with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
     gr.Markdown(
         "# bioseg\nUpload a scan or micrograph, pick a model, and compare its prediction with "
-        "the target. TIFF and 16-bit images: use *Image file*, which keeps their full depth."
+        "the target. TIFF and 16-bit images: use *Image file*, which reads them on the server."
     )
     with gr.Tab("Segment"):
         with gr.Row():
@@ -391,7 +408,10 @@ demo.queue(default_concurrency_limit=2, max_size=64)
 
 def main() -> None:
     for location in list(CHOICES.values())[:1]:
-        load_model(location)  # the default model is ready before the first visitor
+        try:  # the default model is ready before the first visitor
+            load_model(location)
+        except Exception as error:  # e.g. a Hub model while offline: the page still starts
+            LOG.warning("the default model %s is not loaded yet: %s", location, error)
     demo.launch(server_name=ARGS.host, server_port=ARGS.port, max_file_size="64mb")
 
 

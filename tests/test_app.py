@@ -60,7 +60,13 @@ def drive_pair(examples: Path) -> tuple[Path, Path]:
 def app_url(examples: Path) -> Iterator[str]:
     """`python app.py` on a free localhost port, stopped after the module's tests."""
     port = free_port()
-    env = {**os.environ, "BIOSEG_EXAMPLES": str(examples), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        **os.environ,
+        "BIOSEG_EXAMPLES": str(examples),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",  # tests never contact the real Hub
+        "HF_HOME": str(examples.parent / "hf"),
+    }
     log = examples.parent / "app.log"  # a file, not a pipe: an unread pipe would fill and block
     process = subprocess.Popen(
         [sys.executable, "app.py", "--port", str(port)],
@@ -189,6 +195,32 @@ def test_bad_image_files_get_a_message_naming_them(client, tmp_path, name, make,
     with pytest.raises(AppError, match=message) as caught:
         segment(client, None, file=path)
     assert name in str(caught.value)
+
+
+@pytest.mark.parametrize("typed", ["weights/drive-unet", "tests/conftest.py", "../etc/passwd"])
+def test_a_typed_model_id_never_reaches_files_on_the_server(client, tmp_path, typed) -> None:
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    image = tmp_path / "scan.png"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(image)
+    with pytest.raises(AppError) as caught:
+        client.predict(typed, handle_file(str(image)), None, None, 0.5, api_name="/segment")
+    message = str(caught.value)
+    if typed.startswith(".."):
+        assert "invalid Hub repo id" in message
+    else:  # asked of the Hub (offline here), never read from the folder of that name
+        assert f"Hub repo {typed}" in message and "not in the Hub cache" in message
+
+
+def test_a_model_without_class_names_gets_one_name_per_class() -> None:
+    import app
+    import zoo
+
+    model = zoo.create_model("unet", num_classes=4, base_channels=4)
+    assert app.class_names(model) == ["background", "class 1", "class 2", "class 3"]
+    model.pretrained_config = {"classes": ["bg", "nucleus"]}
+    assert app.class_names(model) == ["bg", "nucleus"]
 
 
 def test_a_1x1_image_gets_a_1x1_mask(client, tmp_path: Path) -> None:

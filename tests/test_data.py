@@ -26,6 +26,7 @@ from trainers.data import (
     train_transform,
     train_val_split,
 )
+from trainers.data.dataset import match_channels
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -429,3 +430,11 @@ def test_folder_classes_json_sets_classes_palette_and_mode(tmp_path: Path) -> No
     (tmp_path / "classes.json").write_text('{"names": []}')
     with pytest.raises(DataError, match="expected"):
         parse_spec(f"folder:{tmp_path}")
+
+
+def test_channels_are_matched_to_the_model_or_refused() -> None:
+    grey, rgb = np.full((4, 5, 1), 0.5, np.float32), np.random.default_rng(0).random((4, 5, 3))
+    assert match_channels(grey, 3).shape == (4, 5, 3)
+    np.testing.assert_allclose(match_channels(rgb, 1)[..., 0], rgb.mean(axis=2), rtol=1e-6)
+    with pytest.raises(ValueError, match="takes 4-channel images and this one has 3 channels"):
+        match_channels(rgb, 4)

@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import zoo
+from tests.conftest import REPO
 from trainers import push
 from trainers.model_card import model_card
 
@@ -223,6 +224,27 @@ def test_revision_is_for_hub_repos_only(tmp_path):
     zoo.save_pretrained(tiny_model(), tmp_path)
     with pytest.raises(ValueError, match="applies to Hub repos"):
         zoo.from_pretrained(tmp_path, revision="v1")
+
+
+HUB_ONLY = """
+import zoo
+print(zoo.from_pretrained("lab/model").num_classes)  # a folder: read by default
+for repo in ("lab/model", "../lab/model"):
+    try:
+        zoo.from_pretrained(repo, hub_only=True)
+    except (ValueError, zoo.PretrainedWeightsError) as error:
+        print(f"{type(error).__name__}: {error}")
+"""
+
+
+def test_hub_only_never_reads_a_local_folder_of_that_name(tmp_path, run_python):
+    zoo.save_pretrained(tiny_model(), tmp_path / "lab" / "model")
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(REPO)}
+    lines = run_python(HUB_ONLY, cwd=tmp_path, env=offline).stdout.splitlines()
+    assert lines[0] == "1"
+    assert lines[1].startswith("PretrainedWeightsError: could not get config.json of Hub repo")
+    assert "not in the Hub cache" in lines[1]
+    assert lines[2].startswith("ValueError: invalid Hub repo id '../lab/model'")
 
 
 @pytest.mark.parametrize("bad", ["../x", "owner/../x", "owner/a..b", "a/b/c", "owner/na me", "x"])

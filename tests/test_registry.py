@@ -183,3 +183,31 @@ def test_runtime_registration_and_pretrained_without_sources(run_python) -> None
     ).stdout.splitlines()
     assert out[0] == "runtime"
     assert out[1] == "model 'runtime_conv' has no pretrained weights; use pretrained=False"
+
+
+THREADED_LOOKUP = """
+import threading
+import zoo
+
+names = ["fcn8s", "unet", "vgg16_fcn", "fcn32s"] * 4
+barrier, errors = threading.Barrier(len(names)), []
+
+def look_up(name):
+    barrier.wait()  # every thread asks at once, before any plugin has been imported
+    try:
+        zoo.get_spec(name)
+    except Exception as error:
+        errors.append(repr(error))
+
+threads = [threading.Thread(target=look_up, args=(name,)) for name in names]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(errors)
+"""
+
+
+def test_first_lookups_from_many_threads_all_find_their_model(run_python) -> None:
+    for _ in range(3):  # a race: try it more than once
+        assert run_python(THREADED_LOOKUP).stdout.strip() == "[]"

@@ -89,7 +89,9 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, Path, str]:
     for filename in (CONFIG_NAME, WEIGHTS_NAME):
         try:
             paths.append(Path(hf_hub_download(repo_id, filename, revision=revision)))
-        except (HfHubHTTPError, EntryNotFoundError) as error:
+        # Anything that keeps the file from us (the HTTP client's own errors differ between
+        # huggingface_hub versions) becomes one error naming the repo and the file.
+        except Exception as error:
             if isinstance(error, LocalEntryNotFoundError):
                 hint = (
                     "it is not in the Hub cache (HF_HOME / HF_HUB_CACHE) and the Hub could not "
@@ -101,8 +103,10 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, Path, str]:
                 hint = "the repo has no such branch, tag or commit"
             elif isinstance(error, EntryNotFoundError):
                 hint = "the repo has no such file: was it pushed with bioseg (trainers.push)?"
-            else:
+            elif isinstance(error, HfHubHTTPError):
                 hint = "the Hub answered with an error"
+            else:
+                hint = "the Hub could not be reached, or the file could not be stored"
             first_line = (str(error).strip().splitlines() or [""])[0]
             raise PretrainedWeightsError(
                 f"could not get {filename} of Hub repo {repo_id} (revision "
@@ -111,8 +115,12 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, Path, str]:
     return paths[0], paths[1], f" (Hub repo {repo_id}, revision {revision or 'main'})"
 
 
-def _resolve(id_or_path: str | Path, revision: str | None) -> tuple[Path, Path, str]:
+def _resolve(
+    id_or_path: str | Path, revision: str | None, hub_only: bool
+) -> tuple[Path, Path, str]:
     """Config and weights paths of a local folder, else of a Hub repo, and where they came from."""
+    if hub_only:
+        return _download(check_repo_id(str(id_or_path)), revision)
     path = Path(id_or_path)
     if path.is_dir():
         missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (path / name).is_file()]
@@ -201,14 +209,17 @@ def from_pretrained(
     *,
     revision: str | None = None,
     map_location: str | torch.device = "cpu",
+    hub_only: bool = False,
 ) -> SegmentationModel:
     """The model saved in a local folder or a Hub repo `owner/name`, in eval mode.
 
     A Hub repo is read through the Hub cache, so a cached one loads with no network or with
     HF_HUB_OFFLINE=1. `revision` (branch, tag or commit) applies to Hub repos only. The config
     is attached as `model.pretrained_config` (threshold, classes, input_size when saved).
+    `hub_only=True` reads a Hub repo even where a local folder has that name (for ids that
+    strangers type into a web demo: they must never reach this machine's files).
     """
-    config_path, weights_path, origin = _resolve(id_or_path, revision)
+    config_path, weights_path, origin = _resolve(id_or_path, revision, hub_only)
     config = _read_config(config_path, origin)
     model = create_model(
         config["model"],

@@ -18,6 +18,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ _specs: dict[str, ModelSpec] = {}
 _resolvers: dict[str, Callable[[str], ModelSpec]] = {}
 _loaded_modules: set[str] = set()
 _discovered = False
+_discovery_lock = threading.RLock()  # re-entrant: a plugin may list models
 _origin = "runtime"
 
 
@@ -143,10 +145,17 @@ def _load_module(module_name: str, origin: str, file: Path | None = None) -> Non
 
 
 def _discover() -> None:
+    """Import every plugin once; a second thread waits until all are in."""
     global _discovered
     if _discovered:
         return
-    _discovered = True
+    with _discovery_lock:
+        if not _discovered:
+            _import_plugins()
+            _discovered = True
+
+
+def _import_plugins() -> None:
     for path in sorted(_ZOO_DIR.glob("*.py")):
         if not path.stem.startswith("_"):
             builtin = path.stem in BUILTIN_PLUGINS

@@ -83,9 +83,16 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
 
 
 def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """An H x W x C image with `channels` channels: grey repeated, or colour averaged."""
+    """An H x W x C image with `channels` channels: grey repeated, or colour averaged.
+
+    Other mismatches (an RGB image for a 4-channel model) raise a ValueError saying both counts.
+    """
     if image.shape[2] == channels:
         return image
     if channels == 1:
         return image.mean(axis=2, keepdims=True, dtype=np.float32)
-    return np.repeat(image, channels, axis=2)
+    if image.shape[2] == 1:
+        return np.repeat(image, channels, axis=2)
+    raise ValueError(
+        f"the model takes {channels}-channel images and this one has {image.shape[2]} channels"
+    )

@@ -51,7 +51,8 @@ class DataError(ValueError):
 def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
     """Read an image as float32 H x W x C in [0, 1], C = 1 (grey) or 3 (colour).
 
-    8-bit images are divided by 255 and 16-bit ones by 65535 (full depth kept). Alpha is
+    8-bit images are divided by 255 and 16-bit grey ones by 65535 (full depth kept; Pillow
+    decodes 16-bit colour at 8 bits per channel). Alpha is
     dropped; palette, CMYK and other colour modes are converted to RGB. ``max_pixels``
     defaults to ``$BIOSEG_MAX_PIXELS`` or 20,000 x 20,000.
     """
