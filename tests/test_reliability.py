@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tests.conftest import REPO
 from tests.test_train import disc_dataset, run_args
@@ -57,6 +59,23 @@ def test_run_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path: Path) -
     resumed, _ = checkpoint.load_checkpoint(run)
     uninterrupted, _ = checkpoint.load_checkpoint(straight)
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+
+
+def test_resume_recovers_what_a_kill_between_two_writes_left(tmp_path: Path) -> None:
+    data = disc_dataset(tmp_path / "data", count=6, size=48)
+    run = tmp_path / "run"
+    main(run_args(data, run, "--epochs", "1", "--no-evaluate"))
+    # Killed after the checkpoint of its best epoch, before the best weights were written:
+    (run / "model.safetensors").unlink()
+    main(["--resume", str(run)])
+    best = load_file(run / "model.safetensors")
+    last, state = checkpoint.load_checkpoint(run)
+    assert state["best_epoch"] == 1 and all(torch.equal(best[k], last[k]) for k in last)
+    # Killed in its first epoch: no checkpoint yet, so --resume starts it from the beginning.
+    shutil.rmtree(run / "checkpoints")
+    (run / "metrics.csv").unlink()
+    main(["--resume", str(run)])
+    assert epochs_logged(run) == [1] and checkpoint.has_checkpoint(run)
 
 
 class Payload:

@@ -1,8 +1,8 @@
 """Checkpoints that are never half-written: a temporary file or folder, then a rename.
 
 A run folder holds the best weights (`model.safetensors`, by validation Dice) beside
-`config.json`, and `checkpoints/epoch-N/` (weights + optimizer, scheduler, epoch and RNG state)
-for the last epoch, named by `checkpoints/LATEST`. Each is complete or absent, whenever the
+`config.json`, and `checkpoints/epoch-N/` (weights + optimizer, scheduler, epoch and best Dice) for
+the last epoch, named by `checkpoints/LATEST`. Each is complete or absent, whenever the
 process dies.
 """
 
@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -31,26 +29,6 @@ def write_json(path: Path, value: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=2) + "\n"))
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch random states, in types `torch.load(weights_only=True)` accepts."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": [kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached],
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def save_checkpoint(run_dir: Path, epoch: int, weights: dict, training_state: dict) -> Path:
     """Write checkpoints/epoch-N as a whole, point LATEST at it, then drop older epochs."""
     folder = run_dir / "checkpoints"
@@ -59,7 +37,7 @@ def save_checkpoint(run_dir: Path, epoch: int, weights: dict, training_state: di
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".epoch-{epoch}."))
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp / WEIGHTS)
-        torch.save({**training_state, "epoch": epoch, "rng": rng_state()}, tmp / STATE)
+        torch.save({**training_state, "epoch": epoch}, tmp / STATE)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     except BaseException:
@@ -85,6 +63,11 @@ def trim_metrics(path: Path, last_epoch: int) -> None:
         and line.endswith("\n")
     ]
     atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether `run_dir` finished an epoch, so that it can be resumed."""
+    return (run_dir / "checkpoints" / LATEST).is_file()
 
 
 def load_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -29,9 +29,9 @@ from tqdm import tqdm
 import zoo
 from trainers import metrics
 from trainers.checkpoint import (
+    has_checkpoint,
     load_checkpoint,
     save_checkpoint,
-    set_rng_state,
     trim_metrics,
     write_json,
 )
@@ -61,16 +61,21 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     return (dist.get_rank() if world > 1 else 0), world, device
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def seed_generators(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) global random generators."""
     import random
 
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
+
+
+def use_deterministic_algorithms() -> None:
+    """Deterministic kernels where torch has them; a warning for the few it has not (such as
+    bilinear upsampling's backward pass on CUDA) rather than an error."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -152,10 +157,15 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     """Run the training described by `config`; returns the run folder."""
     rank, world, device = setup_distributed()
     main_process = rank == 0
-    seed_everything(config.seed + rank, config.deterministic)
+    seed_generators(config.seed + rank)
+    if config.deterministic:
+        use_deterministic_algorithms()
     cuda = device.type == "cuda"
     run_dir = Path(config.output) if config.output else default_run_dir(config)
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+    if resume and not has_checkpoint(run_dir):  # killed in its first epoch: nothing to lose
+        print(f"{run_dir} finished no epoch: starting it from the beginning")
+        resume = False
+    elif not resume and run_dir.exists() and any(run_dir.iterdir()):
         raise ValueError(
             f"run folder {run_dir} already holds files; continue it with --resume {run_dir}, "
             "or choose another --output (nothing is overwritten)"
@@ -189,7 +199,18 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     # background a model must learn); the region of interest applies to the metrics.
     loss_fn = DiceIoULoss(config.dice_weight, config.iou_weight)
 
-    start_epoch, best_dice = 1, -1.0
+    start_epoch, best_dice, best_epoch = 1, -1.0, 0
+
+    def save_best() -> None:  # the best weights, ready for from_pretrained and the Hub
+        zoo.save_pretrained(
+            model,
+            run_dir,
+            input_size=[config.image_size, config.image_size],
+            threshold=config.threshold,
+            classes=list(source.class_names),
+            dataset=source.kind,
+        )
+
     if resume:
         weights, state = load_checkpoint(run_dir)
         model.load_state_dict(weights)
@@ -198,11 +219,13 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         for group in optimizer.param_groups:  # the learning rate of this step on this schedule
             group["lr"] = group["initial_lr"] * cosine(scheduler.last_epoch)
         start_epoch, best_dice = state["epoch"] + 1, state["best_dice"]
-        set_rng_state(state["rng"])
+        best_epoch = state.get("best_epoch", 0)
         if main_process:  # what a killed run may have left: a log line, temporary files
             trim_metrics(run_dir / "metrics.csv", state["epoch"])
             for leftover in run_dir.glob(".*.tmp"):
                 leftover.unlink()
+            if state.get("best_epoch") == state["epoch"]:  # killed before the best was saved
+                save_best()
         if main_process:
             print(f"resuming {run_dir} after epoch {state['epoch']} (best Dice {best_dice:.4f})")
     net = torch.compile(model) if config.compile else model
@@ -216,10 +239,12 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config.amp)
     for epoch in range(start_epoch, config.epochs + 1):
-        # Shuffling and augmentation seeded by epoch: a resumed run sees the same batches.
+        # Shuffling, augmentation and dropout seeded by epoch and rank: a resumed run sees the
+        # batches and draws of an uninterrupted one, on any number of processes.
         if isinstance(train_loader.sampler, DistributedSampler):
             train_loader.sampler.set_epoch(epoch)
         train_loader.generator.manual_seed(config.seed + 1000 * epoch + rank)
+        seed_generators(config.seed + 1000 * epoch + rank)
         net.train()
         started, seen, total_loss = time.perf_counter(), 0, 0.0
         bar = tqdm(
@@ -262,16 +287,12 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 "seconds": f"{seconds:.1f}",
             },
         )
-        if val_dice > best_dice or math.isnan(val_dice):
+        improved = val_dice > best_dice or math.isnan(val_dice)
+        if improved:
             best_dice = val_dice if not math.isnan(val_dice) else best_dice
-            zoo.save_pretrained(  # the best weights, ready for from_pretrained and the Hub
-                model,
-                run_dir,
-                input_size=[config.image_size, config.image_size],
-                threshold=config.threshold,
-                classes=list(source.class_names),
-                dataset=source.kind,
-            )
+            best_epoch = epoch
+        # The checkpoint first: if the process dies before the best weights are written, the
+        # resumed run writes them from this epoch's checkpoint (best_epoch == epoch).
         save_checkpoint(
             run_dir,
             epoch,
@@ -280,8 +301,11 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "best_dice": best_dice,
+                "best_epoch": best_epoch,
             },
         )
+        if improved:
+            save_best()
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
