@@ -266,6 +266,9 @@ def test_folder_layout_pairs_stems_and_reads_splits_json(tmp_path: Path) -> None
     (tmp_path / "splits.json").write_text(json.dumps({"train": ["a", "b", "c", "d"]}))
     with pytest.raises(DataError, match=r"images in no split \(1: e\)"):
         source.splits()
+    (tmp_path / "splits.json").write_text(json.dumps({"train": list("abcde"), "test": []}))
+    with pytest.raises(DataError, match="'test' lists no stems"):
+        source.splits()
 
 
 def test_folder_layout_refuses_unpaired_files(tmp_path: Path) -> None:
@@ -438,3 +441,14 @@ def test_channels_are_matched_to_the_model_or_refused() -> None:
     np.testing.assert_allclose(match_channels(rgb, 1)[..., 0], rgb.mean(axis=2), rtol=1e-6)
     with pytest.raises(ValueError, match="takes 4-channel images and this one has 3 channels"):
         match_channels(rgb, 4)
+
+
+def test_exif_orientation_is_applied_to_images_and_masks_alike(tmp_path: Path) -> None:
+    stored = np.zeros((4, 8), np.uint8)
+    stored[0, :2] = 255  # top left as stored; orientation 6 shows it rotated 90 degrees clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "photo.png", exif=exif)
+    upright = read_image(tmp_path / "photo.png")[..., 0]
+    assert upright.shape == (8, 4) and upright[:2, -1].tolist() == [1.0, 1.0]
+    assert read_mask(tmp_path / "photo.png").shape == (8, 4)

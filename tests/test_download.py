@@ -27,6 +27,16 @@ class QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
 
+    def do_GET(self) -> None:
+        if self.path != "/cut.zip":
+            return super().do_GET()
+        self.send_response(200)  # promises 1000 bytes, sends 10, hangs up
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"PK" + bytes(8))
+        self.close_connection = True
+        return None
+
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
@@ -102,6 +112,9 @@ def test_download_errors(served: tuple[Path, str], tmp_path: Path) -> None:
         download("../up", tmp_path, url=f"{base}/set.zip")
     with pytest.raises(OSError, match="404"):
         download("toy", tmp_path / "data", url=f"{base}/absent.zip")
+    with pytest.raises(OSError, match="IncompleteRead"):  # a transfer cut short
+        download("toy", tmp_path / "data", url=f"{base}/cut.zip")
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").iterdir())
     assert DOWNLOADS["kvasir"].urls == ("https://datasets.simula.no/downloads/kvasir-seg.zip",)
 
 

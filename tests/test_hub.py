@@ -308,3 +308,12 @@ def test_export_writes_the_upload_into_a_new_folder(run_dir, tmp_path):
     assert model.pretrained_config["classes"] == ["background", "vessel"]
     with pytest.raises(FileExistsError, match="already exists"):  # nothing is overwritten
         export_run(run_dir, "my-lab/drive-unet", folder)
+
+
+def test_model_card_says_how_a_grey_model_normalizes(tmp_path):
+    grey = zoo.create_model("unet", in_channels=1, base_channels=4)
+    zoo.save_pretrained(grey, tmp_path / "grey")
+    zoo.save_pretrained(tiny_model(), tmp_path / "rgb")
+    note = "with the averages of these values (one grey channel)"
+    assert note in model_card(tmp_path / "grey", "owner/grey")
+    assert note not in model_card(tmp_path / "rgb", "owner/rgb")

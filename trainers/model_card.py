@@ -111,6 +111,8 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
     rows.append(("input", f"{config['in_channels']} channels{size_text}"))
     if "mean" in config and "std" in config:
         normalization = f"pixels scaled to [0, 1], then (x - {config['mean']}) / {config['std']}"
+        if config["in_channels"] == 1 and len(config["mean"]) > 1:
+            normalization += " with the averages of these values (one grey channel)"
         rows.append(("normalization", normalization))
     if "threshold" in config:
         rows.append(("threshold", _number(config["threshold"])))

@@ -9,6 +9,7 @@ in one step. An existing folder is never overwritten.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import tarfile
@@ -150,14 +151,20 @@ def _fetch(urls: tuple[str, ...], into: Path, sha256: str | None) -> str:
         digest = hashlib.sha256()
         try:
             with urllib.request.urlopen(url, timeout=60) as response, into.open("wb") as out:
+                promised, received = response.headers.get("Content-Length"), 0
                 while chunk := response.read(_CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
-        except OSError as error:
-            errors.append(f"{url}: {error}")
+                    received += len(chunk)
+            if promised is not None and received != int(promised):
+                raise http.client.IncompleteRead(b"", int(promised) - received)
+        except (OSError, http.client.HTTPException) as error:  # a transfer cut short too
+            errors.append(f"{url}: {type(error).__name__}: {error}")
             continue
         if sha256 is None:
-            _log.info("%s not verified (no checksum); its SHA-256 is %s", url, digest.hexdigest())
+            _log.warning(
+                "%s not verified (no checksum); its SHA-256 is %s", url, digest.hexdigest()
+            )
         elif digest.hexdigest() != sha256.lower():
             raise DataError(
                 f"{url}: SHA-256 is {digest.hexdigest()}, expected {sha256}; the file was removed"

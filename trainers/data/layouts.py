@@ -286,6 +286,8 @@ def _from_splits_file(path: Path, samples: list[Sample]) -> Splits:
     for split, stems in listed.items():
         if not isinstance(stems, list) or not all(isinstance(stem, str) for stem in stems):
             raise DataError(f"{path}: {split!r} must be a list of file stems")
+        if not stems:
+            raise DataError(f"{path}: {split!r} lists no stems; list some or leave the split out")
         if unknown := [stem for stem in stems if stem not in by_id]:
             raise DataError(f"{path}: {split!r} lists stems with no image ({_listing(unknown)})")
         if twice := sorted(seen.intersection(stems) | {x for x in stems if stems.count(x) > 1}):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 if TYPE_CHECKING:
     from .layouts import Sample
@@ -196,7 +196,8 @@ def _pillow_limit_lifted(limit: int) -> Iterator[None]:
 
 
 def _open(path: Path, max_pixels: int | None) -> Image.Image:
-    """Open, check the pixel count from the header, then decode (first frame)."""
+    """Open, check the pixel count from the header, decode (first frame), and turn it upright
+    by its EXIF orientation, as image viewers and annotation tools show it."""
     limit = _max_pixels(max_pixels)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
@@ -211,6 +212,7 @@ def _open(path: Path, max_pixels: int | None) -> Image.Image:
                     f"of {limit:,}; raise it with {MAX_PIXELS_ENV} if the file is trusted"
                 )
             image.load()
+            ImageOps.exif_transpose(image, in_place=True)  # as viewers show it (camera JPEGs)
     except Image.DecompressionBombError as error:  # Pillow's own limit, when it is the smaller
         raise DataError(
             f"{path}: the image exceeds the limit of {Image.MAX_IMAGE_PIXELS:,} pixels ({error})"
