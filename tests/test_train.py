@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from tests.conftest import REPO
 from trainers import checkpoint
 from trainers.config import PRESETS, TrainConfig, build_parser, load_config_file, resolve
+from trainers.model_card import model_card
 from trainers.train import main
 from zoo._files import atomic_write
 
@@ -187,5 +188,12 @@ def test_multiclass_run_from_class_maps_or_a_palette(tmp_path: Path, palette: bo
     assert config["num_classes"] == 3 and config["classes"] == ["background", "ring", "core"]
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert summary["metrics"]["dice"]["n"] == 2 * 2  # two test images, two foreground classes
+    assert set(summary["per_class"]) == {"ring", "core"}
+    card = model_card(run, "owner/rings")
+    assert "Per class (mean over images):" in card and "| ring |" in card and "| core |" in card
+    for name, c in (("ring", "1"), ("core", "2")):
+        with (run / "eval" / "per_image.csv").open() as handle:
+            dice = [float(row["dice"]) for row in csv.DictReader(handle) if row["class"] == c]
+        assert summary["per_class"][name]["dice"]["mean"] == pytest.approx(np.mean(dice))
     with (run / "eval" / "per_image.csv").open() as handle:
         assert {row["class"] for row in csv.DictReader(handle)} == {"1", "2"}

@@ -95,8 +95,15 @@ def evaluate(
         "split": split,
         "n_images": len(dataset),
         "threshold": threshold,
-        "metrics": metrics.summarize(rows_without_ids(rows)),
+        "metrics": metrics.summarize(rows_without_ids(rows)),  # over images (and classes)
     }
+    if not binary:  # each foreground class on its own, beside the mean over all of them
+        summary["per_class"] = {
+            source.class_names[c]: metrics.summarize(
+                rows_without_ids([row for row in rows if row["class"] == c])
+            )
+            for c in range(1, model.num_classes)
+        }
     if binary:
         all_scores, all_targets = np.concatenate(scores), np.concatenate(targets)
         pooled = metrics.confusion(all_scores[None] > threshold, all_targets[None])  # 1 x N

@@ -179,6 +179,18 @@ def _evaluation_section(summary: dict[str, Any]) -> str:
         for name, stats in summary.get("metrics", {}).items()
     ]
     parts.append(_table(("metric", "mean ± std", "n", "excluded"), rows))
+    if per_class := summary.get("per_class"):
+        names = list(next(iter(per_class.values())))
+        parts.append("Per class (mean over images):")
+        parts.append(
+            _table(
+                ("class", *(LABELS.get(name, name) for name in names)),
+                [
+                    (c, *(_number(stats[name].get("mean")) for name in names))
+                    for c, stats in per_class.items()
+                ],
+            )
+        )
     scalars = [
         (f"Pooled {LABELS.get(k, k)} (all pixels)", _number(v))
         for k, v in summary.get("pooled", {}).items()
