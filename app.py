@@ -105,6 +105,16 @@ def resolve_location(choice: str | None) -> str:
         raise gr.Error(f"{error}. Pick a listed model or type a Hub id OWNER/NAME.") from None
 
 
+def saved_threshold(choice: str | None) -> float:
+    """The threshold saved with the model; 0.5 when it has none or cannot be loaded (the
+    Segment button then says why)."""
+    try:
+        model = load_model(resolve_location(choice))
+    except Exception:
+        return 0.5
+    return float(getattr(model, "pretrained_config", {}).get("threshold", 0.5))
+
+
 def model_input(image: np.ndarray, model: zoo.SegmentationModel) -> torch.Tensor:
     """An H x W x C image in [0, 1] as the 1 x C x H x W tensor the model expects, normalized
     exactly as in evaluation."""
@@ -373,11 +383,14 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
         run.click(segment, inputs, [*views, state], api_name="segment")
         # A new threshold redraws the views from the kept probabilities: no model run.
         threshold.release(render, [state, threshold], views, api_visibility="private")
+        model_choice.change(saved_threshold, model_choice, threshold, api_visibility="private")
         gr.Examples(
             examples(),
             inputs=[image_in, mask_in, model_choice],
             outputs=[*views, state],
-            fn=lambda image, mask, choice: segment(choice, image, None, mask, 0.5),
+            fn=lambda image, mask, choice: segment(
+                choice, image, None, mask, saved_threshold(choice)
+            ),
             run_on_click=True,
             cache_examples=False,
             label="Examples (click one)",
@@ -391,6 +404,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
         with gr.Row():
             compare_image = gr.Image(type="filepath", label="Image", format="png", image_mode=None)
             compare_mask = gr.File(label="Target mask (optional)", type="filepath")
+        compare_threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
         compare_run = gr.Button("Compare", variant="primary")
         with gr.Row():
             out_a = gr.Image(label="Model A", format="png", interactive=False)
@@ -398,7 +412,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
         compare_table = gr.Dataframe(headers=["model", "class", *METRIC_NAMES], label="Metrics")
         compare_run.click(
             lambda a, b, image, mask, t: compare(a, b, image, None, mask, t),
-            [choice_a, choice_b, compare_image, compare_mask, threshold],
+            [choice_a, choice_b, compare_image, compare_mask, compare_threshold],
             [out_a, out_b, compare_table],
             api_name="compare",
         )

@@ -213,6 +213,18 @@ def test_a_typed_model_id_never_reaches_files_on_the_server(client, tmp_path, ty
         assert f"Hub repo {typed}" in message and "not in the Hub cache" in message
 
 
+def test_the_threshold_saved_with_a_model_is_offered(tmp_path, monkeypatch) -> None:
+    import app
+    import zoo
+
+    model = zoo.create_model("unet", base_channels=4)
+    zoo.save_pretrained(model, tmp_path / "run", threshold=0.3)
+    monkeypatch.setitem(app.CHOICES, "tuned (run)", str(tmp_path / "run"))
+    assert app.saved_threshold("tuned (run)") == pytest.approx(0.3)
+    assert app.saved_threshold("drive-unet (bundled)") == pytest.approx(0.5)
+    assert app.saved_threshold("not a model id") == 0.5  # Segment says why
+
+
 def test_a_model_without_class_names_gets_one_name_per_class() -> None:
     import app
     import zoo
