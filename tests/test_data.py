@@ -452,3 +452,12 @@ def test_exif_orientation_is_applied_to_images_and_masks_alike(tmp_path: Path) -
     upright = read_image(tmp_path / "photo.png")[..., 0]
     assert upright.shape == (8, 4) and upright[:2, -1].tolist() == [1.0, 1.0]
     assert read_mask(tmp_path / "photo.png").shape == (8, 4)
+
+
+def test_a_palette_binary_mask_is_read_by_index_not_by_colour(tmp_path: Path) -> None:
+    indices = np.zeros((6, 6), np.uint8)
+    indices[2:4, 1:5] = 1
+    mask = Image.fromarray(indices, mode="P")
+    mask.putpalette([255, 255, 255, 0, 0, 0])  # index 0 white, index 1 black
+    mask.save(tmp_path / "mask.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "mask.png"), indices == 1)

@@ -97,6 +97,8 @@ def read_mask(
         raise DataError(
             f"{path}: a {image.mode} label mask needs a palette mapping colours to classes"
         )
+    elif image.mode == "P" and np.asarray(image).max(initial=0) <= 1:
+        values = np.asarray(image)  # indices 0/1, as a label mask reads them, whatever colours
     else:
         values = np.asarray(image.convert("L"))
     if mode == "labels":
