@@ -225,6 +225,19 @@ def test_the_threshold_saved_with_a_model_is_offered(tmp_path, monkeypatch) -> N
     assert app.saved_threshold("not a model id") == 0.5  # Segment says why
 
 
+def test_a_visitor_s_kept_prediction_is_compact_and_redraws_the_same_mask(tmp_path) -> None:
+    import app
+
+    image = np.random.default_rng(0).random((64, 48, 3), dtype=np.float32)
+    kept, message = app.run_model("drive-unet (bundled)", image, "scan", None)
+    assert message == "" and kept.rgb.dtype == np.uint8 and kept.rgb.shape == (64, 48, 3)
+    assert kept.probabilities.dtype == np.float16 and kept.probabilities.shape == (1, 64, 48)
+    for threshold in (0.3, 0.6):
+        mask_file = app.render(kept, threshold)[5]
+        expected = (kept.probabilities[0] > threshold) * 255
+        np.testing.assert_array_equal(np.asarray(Image.open(mask_file)), expected)
+
+
 def test_a_model_without_class_names_gets_one_name_per_class() -> None:
     import app
     import zoo
