@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent
 BUNDLED = ROOT / "weights"
 TILE = 1024  # larger images are predicted in overlapping tiles of this size
 MAX_PIXELS = int(os.environ.get("BIOSEG_APP_MAX_PIXELS", 8192 * 8192))  # refused before decoding
+# A model id typed by a visitor may describe any model: refused above this, before download.
+MAX_PARAMETERS = int(os.environ.get("BIOSEG_APP_MAX_PARAMETERS", 400_000_000))
 METRIC_NAMES = ("dice", "iou", "hd95", "precision", "recall")
 _OUTPUT = tempfile.TemporaryDirectory(prefix="bioseg-app-")  # private (0700), gone at exit
 OUTPUT_DIR = Path(_OUTPUT.name)  # the files of each answer: views and the mask to download
@@ -76,7 +78,7 @@ def _listed_model(location: str) -> zoo.SegmentationModel:
 
 @functools.lru_cache(maxsize=2)
 def _typed_model(repo_id: str) -> zoo.SegmentationModel:
-    return zoo.from_pretrained(repo_id, hub_only=True)
+    return zoo.from_pretrained(repo_id, hub_only=True, max_parameters=MAX_PARAMETERS)
 
 
 def load_model(location: str) -> zoo.SegmentationModel:

@@ -317,3 +317,13 @@ def test_model_card_says_how_a_grey_model_normalizes(tmp_path):
     note = "with the averages of these values (one grey channel)"
     assert note in model_card(tmp_path / "grey", "owner/grey")
     assert note not in model_card(tmp_path / "rgb", "owner/rgb")
+
+
+def test_a_config_of_a_huge_model_is_refused_before_its_weights(tmp_path):
+    zoo.save_pretrained(zoo.create_model("unet", base_channels=4), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["model_kwargs"] = {"base_channels": 4096}  # 127 billion parameters
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / "model.safetensors").write_bytes(b"never read")
+    with pytest.raises(ValueError, match=r"model of 127,071,563,777 parameters, over the limit"):
+        zoo.from_pretrained(tmp_path, max_parameters=400_000_000)

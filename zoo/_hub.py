@@ -9,9 +9,11 @@ Weights are read only from safetensors (never pickle) and must fit the rebuilt m
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -74,8 +76,8 @@ def save_pretrained(model: SegmentationModel, folder: str | Path, **extra_config
     return folder
 
 
-def _download(repo_id: str, revision: str | None) -> tuple[Path, Path, str]:
-    """config.json and model.safetensors of a Hub repo, through the Hub cache (works offline)."""
+def _download(repo_id: str, revision: str | None, filename: str) -> Path:
+    """A file of a Hub repo, through the Hub cache (works offline once cached)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -85,42 +87,46 @@ def _download(repo_id: str, revision: str | None) -> tuple[Path, Path, str]:
         RevisionNotFoundError,
     )
 
-    paths = []
-    for filename in (CONFIG_NAME, WEIGHTS_NAME):
-        try:
-            paths.append(Path(hf_hub_download(repo_id, filename, revision=revision)))
-        # Anything that keeps the file from us (the HTTP client's own errors differ between
-        # huggingface_hub versions) becomes one error naming the repo and the file.
-        except Exception as error:
-            if isinstance(error, LocalEntryNotFoundError):
-                hint = (
-                    "it is not in the Hub cache (HF_HOME / HF_HUB_CACHE) and the Hub could not "
-                    "be reached (no network, or HF_HUB_OFFLINE=1); load it once while online"
-                )
-            elif isinstance(error, RepositoryNotFoundError):
-                hint = "check the repo id; for a private repo set HF_TOKEN or run `hf auth login`"
-            elif isinstance(error, RevisionNotFoundError):
-                hint = "the repo has no such branch, tag or commit"
-            elif isinstance(error, EntryNotFoundError):
-                hint = "the repo has no such file: was it pushed with bioseg (trainers.push)?"
-            elif isinstance(error, HfHubHTTPError):
-                hint = "the Hub answered with an error"
-            else:
-                hint = "the Hub could not be reached, or the file could not be stored"
-            first_line = (str(error).strip().splitlines() or [""])[0]
-            raise PretrainedWeightsError(
-                f"could not get {filename} of Hub repo {repo_id} (revision "
-                f"{revision or 'main'}): {hint}. {type(error).__name__}: {first_line}"
-            ) from error
-    return paths[0], paths[1], f" (Hub repo {repo_id}, revision {revision or 'main'})"
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision))
+    # Anything that keeps the file from us (the HTTP client's own errors differ between
+    # huggingface_hub versions) becomes one error naming the repo and the file.
+    except Exception as error:
+        if isinstance(error, LocalEntryNotFoundError):
+            hint = (
+                "it is not in the Hub cache (HF_HOME / HF_HUB_CACHE) and the Hub could not "
+                "be reached (no network, or HF_HUB_OFFLINE=1); load it once while online"
+            )
+        elif isinstance(error, RepositoryNotFoundError):
+            hint = "check the repo id; for a private repo set HF_TOKEN or run `hf auth login`"
+        elif isinstance(error, RevisionNotFoundError):
+            hint = "the repo has no such branch, tag or commit"
+        elif isinstance(error, EntryNotFoundError):
+            hint = "the repo has no such file: was it pushed with bioseg (trainers.push)?"
+        elif isinstance(error, HfHubHTTPError):
+            hint = "the Hub answered with an error"
+        else:
+            hint = "the Hub could not be reached, or the file could not be stored"
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        raise PretrainedWeightsError(
+            f"could not get {filename} of Hub repo {repo_id} (revision "
+            f"{revision or 'main'}): {hint}. {type(error).__name__}: {first_line}"
+        ) from error
 
 
-def _resolve(
-    id_or_path: str | Path, revision: str | None, hub_only: bool
-) -> tuple[Path, Path, str]:
-    """Config and weights paths of a local folder, else of a Hub repo, and where they came from."""
+Locate = Callable[[str], Path]  # a file name of the model -> its path on this machine
+
+
+def _hub(repo_id: str, revision: str | None) -> tuple[Locate, str]:
+    origin = f" (Hub repo {repo_id}, revision {revision or 'main'})"
+    return functools.partial(_download, repo_id, revision), origin
+
+
+def _resolve(id_or_path: str | Path, revision: str | None, hub_only: bool) -> tuple[Locate, str]:
+    """Where the model's files are (a local folder, else a Hub repo, fetched one by one when
+    asked for), and a note of where they came from for messages."""
     if hub_only:
-        return _download(check_repo_id(str(id_or_path)), revision)
+        return _hub(check_repo_id(str(id_or_path)), revision)
     path = Path(id_or_path)
     if path.is_dir():
         missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (path / name).is_file()]
@@ -134,7 +140,7 @@ def _resolve(
                 f"revision={revision!r} applies to Hub repos, but {path} is a local folder; "
                 "drop revision, or pass a repo id 'owner/name'"
             )
-        return path / CONFIG_NAME, path / WEIGHTS_NAME, ""
+        return path.joinpath, ""
     if path.exists():
         raise ValueError(
             f"{path} is a file; from_pretrained expects a folder holding {CONFIG_NAME} and "
@@ -145,7 +151,7 @@ def _resolve(
             f"{str(id_or_path)!r} is neither an existing folder nor a Hub repo id: expected a "
             f"folder holding {CONFIG_NAME} and {WEIGHTS_NAME}, or a repo id {_REPO_ID_RULE}"
         )
-    return _download(id_or_path, revision)
+    return _hub(id_or_path, revision)
 
 
 def _read_config(path: Path, origin: str) -> dict[str, object]:
@@ -210,23 +216,37 @@ def from_pretrained(
     revision: str | None = None,
     map_location: str | torch.device = "cpu",
     hub_only: bool = False,
+    max_parameters: int | None = None,
 ) -> SegmentationModel:
     """The model saved in a local folder or a Hub repo `owner/name`, in eval mode.
 
     A Hub repo is read through the Hub cache, so a cached one loads with no network or with
     HF_HUB_OFFLINE=1. `revision` (branch, tag or commit) applies to Hub repos only. The config
     is attached as `model.pretrained_config` (threshold, classes, input_size when saved).
-    `hub_only=True` reads a Hub repo even where a local folder has that name (for ids that
-    strangers type into a web demo: they must never reach this machine's files).
+    `hub_only=True` reads a Hub repo even where a local folder has that name, and
+    `max_parameters` refuses a config describing a larger model before its weights are fetched
+    or any memory is taken (both for ids that strangers type into a web demo).
     """
-    config_path, weights_path, origin = _resolve(id_or_path, revision, hub_only)
+    locate, origin = _resolve(id_or_path, revision, hub_only)
+    config_path = locate(CONFIG_NAME)
     config = _read_config(config_path, origin)
-    model = create_model(
+    build = functools.partial(
+        create_model,
         config["model"],
         num_classes=config["num_classes"],
         in_channels=config["in_channels"],
         **config["model_kwargs"],
     )
+    if max_parameters is not None:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            count = sum(p.numel() for p in build().parameters())
+        if count > max_parameters:
+            raise ValueError(
+                f"{config_path}{origin} describes a model of {count:,} parameters, over the "
+                f"limit of {max_parameters:,}; its weights were not fetched"
+            )
+    weights_path = locate(WEIGHTS_NAME)
+    model = build()
     try:
         weights = load_file(weights_path, device="cpu")
     except SafetensorError as error:
