@@ -303,12 +303,12 @@ def segment(
 def compare(choice_a: str, choice_b: str, image_path, image_file, mask_file, threshold: float):
     """Two models on the same image, side by side, with their metrics."""
     image, name = read_inputs(image_path, image_file)
-    outputs, rows = [], []
-    for choice in (choice_a, choice_b):
+    folder, outputs, rows = answer_folder(name), [], []
+    for side, choice in zip("ab", (choice_a, choice_b), strict=True):
         prediction, _ = run_model(choice, image, name, mask_file)
         labels = labels_of(prediction, threshold)
         view = overlay(prediction.rgb, labels)
-        outputs.append(write_png(view, answer_folder(name) / "prediction.png"))
+        outputs.append(write_png(view, folder / f"prediction_{side}.png"))
         if prediction.target is not None:
             rows += [
                 [choice, *row] for row in metric_rows(labels, prediction.target, prediction.classes)
