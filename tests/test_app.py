@@ -171,6 +171,9 @@ def test_16_bit_png_and_a_4096_tiff_go_through(client, tmp_path: Path) -> None:
     assert np.asarray(Image.open(result[5])).shape == (4096, 4096)
 
 
+FUZZ_CORPUS = Path(__file__).parent / "fuzz_corpus" / "readers"
+
+
 def png_bytes() -> bytes:
     buffer = io.BytesIO()
     noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
@@ -185,6 +188,13 @@ def png_bytes() -> bytes:
         ("notes.png", lambda p: p.write_text("not an image"), "not a readable image"),
         ("cut.png", lambda p: p.write_bytes(png_bytes()[:300]), "not a readable"),
         ("bomb.png", lambda p: png_header(p, 100_000, 100_000), "exceeds the limit"),
+        (  # a fuzzing find: Pillow's TIFF decoder raised TypeError on a tag stored as text
+            "ascii-offsets.tif",
+            lambda p: p.write_bytes(
+                (FUZZ_CORPUS / "pillow-tiff-stripoffsets-as-ascii.tif").read_bytes()
+            ),
+            "not a readable image",
+        ),
     ],
 )
 def test_bad_image_files_get_a_message_naming_them(client, tmp_path, name, make, message):

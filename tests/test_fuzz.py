@@ -1,22 +1,66 @@
-"""Fuzzing (hypothesis): readers and the settings parser raise only their documented errors."""
+"""Fuzzing: the readers and the settings parser raise only their documented errors.
+
+Every case the fuzzer ever found lives in `tests/fuzz_corpus/` and is checked in the normal run.
+The hypothesis runs (marked slow) use the profile `ci` from `conftest.py`: derandomized, so one
+commit always gives one result. For fresh cases, run the profile `explore` (README, Reliability);
+save what it finds under `tests/fuzz_corpus/` (readers: the file's bytes; settings: a JSON file).
+"""
 
 from __future__ import annotations
 
 import io
+import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 from trainers.config import FIELDS, TrainConfig, from_dict
 from trainers.data.readers import DataError, read_image, read_mask
 
-pytestmark = pytest.mark.slow
-CASES = settings(max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+CORPUS = Path(__file__).parent / "fuzz_corpus"
+
+
+def check_readers(path: Path) -> None:
+    """`read_image` and `read_mask` give valid arrays or a `DataError` naming the file."""
+    try:
+        image = read_image(path)
+    except DataError as error:
+        assert path.name in str(error)
+    else:
+        assert image.dtype == np.float32 and image.ndim == 3 and image.shape[2] in (1, 3)
+        assert image.min() >= 0 and image.max() <= 1
+    try:
+        mask = read_mask(path)
+    except DataError as error:
+        assert path.name in str(error)
+    else:
+        assert mask.dtype == bool and mask.ndim == 2
+
+
+def check_settings(values: dict) -> None:
+    """The settings parser gives a valid config or a `ValueError`."""
+    try:
+        config = TrainConfig(**from_dict(values, "fuzz"))
+    except ValueError:
+        return
+    assert config.epochs >= 1 and config.batch_size >= 1 and config.lr > 0
+
+
+@pytest.mark.parametrize("path", sorted((CORPUS / "readers").iterdir()), ids=lambda path: path.name)
+def test_reader_corpus_cases_give_arrays_or_a_data_error(path: Path) -> None:
+    check_readers(path)
+
+
+@pytest.mark.parametrize(
+    "path", sorted((CORPUS / "settings").iterdir()), ids=lambda path: path.name
+)
+def test_settings_corpus_cases_give_a_config_or_a_value_error(path: Path) -> None:
+    check_settings(json.loads(path.read_text()))
 
 
 def encoded(fmt: str, mode: str) -> bytes:
@@ -46,24 +90,18 @@ def file_bytes(draw: st.DrawFn) -> bytes:
 FOLDER = Path(tempfile.mkdtemp(prefix="bioseg-fuzz-"))
 
 
-@CASES
+@pytest.mark.slow
 @given(data=file_bytes(), suffix=st.sampled_from([".png", ".jpg", ".tif", ".bmp", ".gif"]))
 def test_readers_return_valid_arrays_or_a_data_error(data: bytes, suffix: str) -> None:
     path = FOLDER / f"case{suffix}"
     path.write_bytes(data)
     try:
-        image = read_image(path)
-    except DataError as error:
-        assert path.name in str(error)
-    else:
-        assert image.dtype == np.float32 and image.ndim == 3 and image.shape[2] in (1, 3)
-        assert image.min() >= 0 and image.max() <= 1
-    try:
-        mask = read_mask(path)
-    except DataError as error:
-        assert path.name in str(error)
-    else:
-        assert mask.dtype == bool and mask.ndim == 2
+        check_readers(path)
+    except Exception as error:
+        raise AssertionError(
+            f"{type(error).__name__}: {error}\nSave this case as tests/fuzz_corpus/readers/"
+            f"<what-it-breaks>{suffix}, bytes as hex:\n{data.hex()}"
+        ) from error
 
 
 VALUES = st.one_of(
@@ -73,11 +111,13 @@ VALUES = st.one_of(
 )  # fmt: skip
 
 
-@CASES
+@pytest.mark.slow
 @given(st.dictionaries(st.one_of(st.sampled_from(sorted(FIELDS)), st.text(max_size=6)), VALUES))
 def test_settings_parser_raises_only_value_errors(values: dict) -> None:
     try:
-        config = TrainConfig(**from_dict(values, "fuzz"))
-    except ValueError:
-        return
-    assert config.epochs >= 1 and config.batch_size >= 1 and config.lr > 0
+        check_settings(values)
+    except Exception as error:
+        raise AssertionError(
+            f"{type(error).__name__}: {error}\nSave this case as "
+            f"tests/fuzz_corpus/settings/<what-it-breaks>.json:\n{json.dumps(values)}"
+        ) from error

@@ -8,7 +8,6 @@ any decoding, so a decompression bomb is refused without being decoded.
 from __future__ import annotations
 
 import os
-import struct
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,7 +38,6 @@ MaskMode = Literal["binary", "labels"]
 Palette = dict[tuple[int, int, int], int]
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": 32-bit, values 0..65535
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 _PIL_LIMIT_LOCK = threading.Lock()
 _MAX_LISTED = 10
 
@@ -56,12 +54,13 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray
     dropped; palette, CMYK and other colour modes are converted to RGB. ``max_pixels``
     defaults to ``$BIOSEG_MAX_PIXELS`` or 20,000 x 20,000.
     """
-    path = Path(path)
-    image = _open(path, max_pixels)
-    if image.mode in _SIXTEEN_BIT_MODES:
-        pixels = _sixteen_bit(path, image).astype(np.float32) / 65535.0
-    else:
-        pixels = np.asarray(_eight_bit(image), dtype=np.float32) / 255.0
+    path, limit = _checked_file(path), _max_pixels(max_pixels)
+    with _decoding(path):
+        image = _open(path, limit)
+        if image.mode in _SIXTEEN_BIT_MODES:
+            pixels = _sixteen_bit(path, image).astype(np.float32) / 65535.0
+        else:
+            pixels = np.asarray(_eight_bit(image), dtype=np.float32) / 255.0
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
@@ -81,12 +80,18 @@ def read_mask(
     ``palette`` every pixel's RGB colour is mapped to its class, and a colour missing from the
     palette is an error.
     """
-    path = Path(path)
     if mode not in ("binary", "labels"):
         raise ValueError(f"mask mode must be 'binary' or 'labels', got {mode!r}")
     if palette is not None and mode != "labels":
         raise ValueError("a palette maps colours to class ids: use it with mode='labels'")
-    image = _open(path, max_pixels)
+    path, limit = _checked_file(path), _max_pixels(max_pixels)
+    with _decoding(path):
+        return _mask_values(path, _open(path, limit), mode, palette, threshold)
+
+
+def _mask_values(
+    path: Path, image: Image.Image, mode: MaskMode, palette: Palette | None, threshold: int
+) -> np.ndarray:
     if palette is not None:
         return _map_palette(path, np.asarray(image.convert("RGB")), palette)
     if image.mode in _SIXTEEN_BIT_MODES:
@@ -197,32 +202,50 @@ def _pillow_limit_lifted(limit: int) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _open(path: Path, max_pixels: int | None) -> Image.Image:
-    """Open, check the pixel count from the header, decode (first frame), and turn it upright
-    by its EXIF orientation, as image viewers and annotation tools show it."""
-    limit = _max_pixels(max_pixels)
+def _checked_file(path: str | Path) -> Path:
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file (0 bytes)")
+    return path
+
+
+@contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Turn whatever a decoder raises on an untrusted file into a DataError naming the file.
+
+    A crafted file can make Pillow (or any decoder added later) fail with any exception type
+    from deep inside a plugin (a TypeError from a TIFF tag stored as text, an IndexError, ...),
+    so nothing is listed: our own argument checks run before this block, and what escapes it is
+    the file's doing. The decoder's message and exception type are kept in the message.
+    """
     try:
-        with _pillow_limit_lifted(limit), Image.open(path) as image:
-            width, height = image.size
-            if width * height > limit:
-                raise DataError(
-                    f"{path}: {width} x {height} = {width * height:,} pixels exceeds the limit "
-                    f"of {limit:,}; raise it with {MAX_PIXELS_ENV} if the file is trusted"
-                )
-            image.load()
-            ImageOps.exif_transpose(image, in_place=True)  # as viewers show it (camera JPEGs)
+        yield
+    except DataError:
+        raise
     except Image.DecompressionBombError as error:  # Pillow's own limit, when it is the smaller
         raise DataError(
             f"{path}: the image exceeds the limit of {Image.MAX_IMAGE_PIXELS:,} pixels ({error})"
-        ) from None
-    except _DECODE_ERRORS as error:
-        if isinstance(error, DataError):
-            raise
-        raise DataError(f"{path}: not a readable image ({error})") from None
+        ) from error
+    except Exception as error:
+        raise DataError(
+            f"{path}: not a readable image ({type(error).__name__}: {error})"
+        ) from error
+
+
+def _open(path: Path, limit: int) -> Image.Image:
+    """Open, check the pixel count from the header, decode (first frame), and turn it upright
+    by its EXIF orientation, as image viewers and annotation tools show it."""
+    with _pillow_limit_lifted(limit), Image.open(path) as image:
+        width, height = image.size
+        if width * height > limit:
+            raise DataError(
+                f"{path}: {width} x {height} = {width * height:,} pixels exceeds the limit "
+                f"of {limit:,}; raise it with {MAX_PIXELS_ENV} if the file is trusted"
+            )
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)  # as viewers show it (camera JPEGs)
     if image.mode == "F":
         raise DataError(f"{path}: 32-bit float images are not supported; save it as 8 or 16 bit")
     return image
