@@ -270,8 +270,56 @@ def test_model_card_of_a_full_run(run_dir):
     assert "Best validation Dice at epoch 2 of 2: val_dice 0.6, val_iou 0.45." in card
     assert "| classes | background, vessel |" in card
     assert "trained at 64 x 64 pixels" in card
-    assert "![PR curve](pr_curve.png)" in card and "![grid](grid.png)" in card
+    assert "![PR curve](pr_curve.png)" in card
     assert "Staal J. et al." in card
+    # DRIVE's terms forbid redistributing its images: the grid of test images is withheld.
+    assert "![grid]" not in card and "DRIVE's terms forbid copying" in card
+
+
+def set_dataset(run_dir: Path, dataset: str) -> None:
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "dataset": dataset}))
+
+
+@pytest.mark.parametrize(
+    ("dataset", "grid"), [("drive", False), ("isbi2012", False), ("dsb2018", True)]
+)
+def test_the_grid_of_test_images_is_published_only_where_the_terms_allow(
+    run_dir, tmp_path, dataset, grid
+):
+    from trainers.push import export_run
+
+    (run_dir / "eval" / "grid.png").write_bytes((run_dir / "eval" / "pr_curve.png").read_bytes())
+    set_dataset(run_dir, dataset)
+    folder = export_run(run_dir, f"my-lab/{dataset}", tmp_path / "bundle")
+    assert (folder / "grid.png").is_file() is grid
+    assert ("![grid](grid.png)" in (folder / "README.md").read_text()) is grid
+
+
+def test_half_precision_export_halves_the_file_and_loads_as_float32(run_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from trainers.push import export_run
+
+    folder = export_run(run_dir, "my-lab/drive-unet", tmp_path / "half", half=True)
+    stored = load_file(folder / "model.safetensors")
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    size, full_size = (
+        f.stat().st_size for f in (folder / "model.safetensors", run_dir / "model.safetensors")
+    )
+    assert size < 0.55 * full_size
+    full, half = zoo.from_pretrained(run_dir), zoo.from_pretrained(folder)
+    assert {p.dtype for p in half.parameters()} == {torch.float32}
+    reference = load_file(tmp_path / "reference.safetensors")
+    assert torch.allclose(output(half, reference["x"]), output(full, reference["x"]), atol=1e-3)
+
+
+def test_half_precision_refuses_weights_beyond_the_float16_range(tmp_path):
+    from trainers.push import half_precision
+
+    save_file({"big": torch.tensor([1e6]), "ok": torch.ones(2)}, tmp_path / "w.safetensors")
+    with pytest.raises(ValueError, match="big exceed the float16 range"):
+        half_precision(tmp_path / "w.safetensors")
 
 
 def test_cli_reports_bad_input_in_one_line(run_dir, tmp_path, capsys, monkeypatch):

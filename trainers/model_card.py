@@ -49,6 +49,20 @@ DATASETS = {
 }
 """Data sets with a known name, terms and citation, by the `dataset` key of config.json."""
 
+NO_IMAGES = {
+    "drive": "DRIVE's terms forbid copying and redistributing its images",
+    "isbi2012": "the ISBI 2012 data's terms of redistribution are unclear",
+}
+"""Data sets whose images, and images made from them (the grid), are never published."""
+
+
+def published_images(dataset: str | None) -> dict[str, str]:
+    """The `EVAL_IMAGES` that may be published for a model trained on `dataset`."""
+    if dataset in NO_IMAGES:
+        return {name: alt for name, alt in EVAL_IMAGES.items() if name != "grid.png"}
+    return EVAL_IMAGES
+
+
 LABELS = {
     "dice": "Dice",
     "iou": "IoU",
@@ -241,8 +255,13 @@ def model_card(run_dir: Path, repo_id: str) -> str:
         _evaluation_section(summary) if summary else None,
         *(
             f"![{alt}]({name})"
-            for name, alt in EVAL_IMAGES.items()
+            for name, alt in published_images(dataset).items()
             if (run_dir / "eval" / name).is_file()
+        ),
+        (
+            f"The grid of test images and predictions is not published: {NO_IMAGES[dataset]}."
+            if dataset in NO_IMAGES
+            else None
         ),
         _dataset_section(dataset) if dataset in DATASETS else None,
     ]

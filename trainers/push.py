@@ -2,6 +2,7 @@
 
     python -m trainers.push runs/drive-unet my-lab/drive-unet [--private] [--token T]
     python -m trainers.push runs/drive-unet my-lab/drive-unet --export weights/drive-unet
+    python -m trainers.push runs/drive-fcn8s my-lab/drive-fcn8s --half  # float16 weights file
 
 Uploads model.safetensors, config.json, a generated README.md (the model card) and, when the
 run has them, eval/pr_curve.png, eval/grid.png and eval/summary.json (at the repo's root, where
@@ -12,30 +13,48 @@ Hub is HF_ENDPOINT (default https://huggingface.co).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
+from safetensors.torch import load_file, save
 
 import zoo
-from trainers.model_card import EVAL_IMAGES, model_card
+from trainers.model_card import model_card, published_images
 from zoo._hub import CONFIG_NAME, WEIGHTS_NAME, check_repo_id
 
-EVAL_FILES = (*EVAL_IMAGES, "summary.json")
+
+def half_precision(weights: Path) -> bytes:
+    """`weights` (a safetensors file) with its float tensors stored as float16."""
+    state = {
+        key: value.half() if value.is_floating_point() else value
+        for key, value in load_file(weights).items()
+    }
+    if overflow := [key for key, value in state.items() if not value.isfinite().all()]:
+        raise ValueError(
+            f"{weights}: {', '.join(overflow[:5])} exceed the float16 range (65504); "
+            "publish without --half"
+        )
+    return save(state, {"format": "pt"})
 
 
-def _operations(run_dir: Path, repo_id: str) -> list[CommitOperationAdd]:
+def _operations(run_dir: Path, repo_id: str, half: bool = False) -> list[CommitOperationAdd]:
     """What one commit uploads: weights, config, card, and the evaluation files present."""
     card = model_card(run_dir, repo_id).encode("utf-8")
     files = {name: run_dir / name for name in (WEIGHTS_NAME, CONFIG_NAME)}
-    files |= {name: run_dir / "eval" / name for name in EVAL_FILES}
+    dataset = json.loads((run_dir / CONFIG_NAME).read_text(encoding="utf-8")).get("dataset")
+    for name in (*published_images(dataset), "summary.json"):
+        files[name] = run_dir / "eval" / name
+    if half:
+        files[WEIGHTS_NAME] = half_precision(files[WEIGHTS_NAME])
     return [
         CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card),
         *(
             CommitOperationAdd(path_in_repo=name, path_or_fileobj=path)
             for name, path in files.items()
-            if path.is_file()
+            if isinstance(path, bytes) or path.is_file()
         ),
     ]
 
@@ -46,6 +65,7 @@ def push_run(
     *,
     token: str | None = None,
     private: bool = False,
+    half: bool = False,
     commit_message: str = "Upload bioseg model",
 ) -> str:
     """Create `repo_id` if needed and upload the run to it in one commit; returns the repo URL.
@@ -62,21 +82,23 @@ def push_run(
         raise ValueError(
             "no Hugging Face token: pass --token, set HF_TOKEN, or run `hf auth login`"
         )
-    operations = _operations(run_dir, repo_id)
+    operations = _operations(run_dir, repo_id, half)
     api = HfApi(token=token)
     url = api.create_repo(repo_id, private=private, exist_ok=True)
     api.create_commit(repo_id, operations, commit_message=commit_message)
     return str(url)
 
 
-def export_run(run_dir: str | Path, repo_id: str, folder: str | Path) -> Path:
+def export_run(
+    run_dir: str | Path, repo_id: str, folder: str | Path, *, half: bool = False
+) -> Path:
     """Write what `push_run` would upload into a new local `folder` (e.g. the bundled weights)."""
     run_dir, folder = Path(run_dir), Path(folder)
     check_repo_id(repo_id)
     if folder.exists():
         raise FileExistsError(f"{folder} already exists; remove it or export elsewhere")
     zoo.from_pretrained(run_dir)  # the same checks as before an upload
-    operations = _operations(run_dir, repo_id)
+    operations = _operations(run_dir, repo_id, half)
     folder.mkdir(parents=True)
     for operation in operations:
         content = operation.path_or_fileobj
@@ -96,12 +118,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN, then the saved login)")
     parser.add_argument("--export", type=Path, help="write the files to this new folder instead")
+    parser.add_argument(
+        "--half", action="store_true", help="store float weights as float16 (loaded as float32)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.export:
-            url = str(export_run(args.run_dir, args.repo_id, args.export))
+            url = str(export_run(args.run_dir, args.repo_id, args.export, half=args.half))
         else:
-            url = push_run(args.run_dir, args.repo_id, token=args.token, private=args.private)
+            url = push_run(
+                args.run_dir, args.repo_id, token=args.token, private=args.private, half=args.half
+            )
     except (ValueError, TypeError, KeyError, OSError) as error:
         # KeyError: an unknown model name; HfHubHTTPError (an OSError): the Hub said no.
         text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo import register_model
-from zoo._vgg import VGG16_SOURCE, freeze, vgg16
+from zoo._vgg import VGG16_SOURCES, freeze, pool_ends, vgg16
 
 # Offsets of the paper's Caffe crop layers for a first conv padded by 100.
 _POOL4_OFFSET, _POOL3_OFFSET = 5, 9
@@ -57,19 +57,25 @@ class FCN(nn.Module):
         pretrained: bool,
         fc_channels: int = 4096,
         freeze_backbone: bool = False,
+        backbone: str = "vgg16",
     ) -> None:
         super().__init__()
         if stride not in _OUTPUT_OFFSET:
             raise ValueError(f"FCN stride must be one of 32, 16, 8; got {stride}")
-        vgg = vgg16(in_channels, pretrained)
+        vgg = vgg16(in_channels, pretrained, backbone)
         features = vgg.features
         features[0].padding = (100, 100)
         for layer in features:
             if isinstance(layer, nn.MaxPool2d):
                 layer.ceil_mode = True
         self.stride = stride
+        pool3, pool4 = pool_ends(features)[2:4]
         self.encoder = nn.ModuleDict(
-            {"to_pool3": features[:17], "to_pool4": features[17:24], "to_pool5": features[24:]}
+            {
+                "to_pool3": features[:pool3],
+                "to_pool4": features[pool3:pool4],
+                "to_pool5": features[pool4:],
+            }
         )
         self.fc = nn.Sequential(
             nn.Conv2d(512, fc_channels, 7),
@@ -119,5 +125,5 @@ for _stride, _summary in (
     (8, "FCN-8s (Long et al. 2015): FCN-16s plus a pool3 skip, x2, x2 then x8 upsampling"),
 ):
     register_model(
-        f"fcn{_stride}s", summary=_summary, family="fcn", pretrained_sources=(VGG16_SOURCE,)
+        f"fcn{_stride}s", summary=_summary, family="fcn", pretrained_sources=VGG16_SOURCES
     )(functools.partial(FCN, _stride))

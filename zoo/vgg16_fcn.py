@@ -18,21 +18,36 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo import register_model
-from zoo._vgg import VGG16_SOURCE, freeze, vgg16
+from zoo._vgg import VGG16_SOURCES, freeze, vgg16
 
 _REPORT_KERNEL = 2 * (224 - 7) + 1  # 435: the report's conv5 kernel, computed for 224x224 inputs
 
 
-def _up(in_channels: int, out_channels: int) -> nn.Sequential:
-    """An exact x2 upsampling stage."""
+def _norm(channels: int, norm: bool) -> nn.Module:
+    return nn.BatchNorm2d(channels) if norm else nn.Identity()
+
+
+def _up(in_channels: int, out_channels: int, norm: bool = False) -> nn.Sequential:
+    """An exact x2 upsampling stage, batch-normalised when `norm`."""
     return nn.Sequential(
         nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1),
+        _norm(out_channels, norm),
         nn.ReLU(inplace=True),
     )
 
 
-def _vgg16_encoder(in_channels: int, pretrained: bool, freeze_backbone: bool) -> nn.Module:
-    encoder = vgg16(in_channels, pretrained).features
+def _conv(in_channels: int, out_channels: int, norm: bool) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, padding=1),
+        _norm(out_channels, norm),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _vgg16_encoder(
+    in_channels: int, pretrained: bool, freeze_backbone: bool, backbone: str = "vgg16"
+) -> nn.Module:
+    encoder = vgg16(in_channels, pretrained, backbone).features
     if freeze_backbone:
         freeze(encoder)
     return encoder
@@ -42,7 +57,7 @@ def _vgg16_encoder(in_channels: int, pretrained: bool, freeze_backbone: bool) ->
     "vgg16_fcn",
     summary="The report's VGG16-FCN, corrected: 3x3 bottleneck, five x2 transposed convs",
     family="vgg16_fcn",
-    pretrained_sources=(VGG16_SOURCE,),
+    pretrained_sources=VGG16_SOURCES,
 )
 class VGG16FCN(nn.Module):
     """VGG16 features (/32) -> 3x3 conv -> five x2 transposed convs -> two 3x3 convs."""
@@ -56,20 +71,18 @@ class VGG16FCN(nn.Module):
         freeze_backbone: bool = True,
         bottleneck_channels: int = 32,
         up_channels: tuple[int, ...] = (64, 32, 16, 8, 8),
+        backbone: str = "vgg16",
+        decoder_norm: bool = False,
     ) -> None:
         super().__init__()
         up_channels = tuple(up_channels)  # a JSON config gives a list
         if len(up_channels) != 5:
             raise ValueError(f"up_channels needs 5 entries (/32 -> /1), got {up_channels}")
-        self.encoder = _vgg16_encoder(in_channels, pretrained, freeze_backbone)
-        self.conv5 = nn.Sequential(
-            nn.Conv2d(512, bottleneck_channels, 3, padding=1), nn.ReLU(inplace=True)
-        )
+        self.encoder = _vgg16_encoder(in_channels, pretrained, freeze_backbone, backbone)
+        self.conv5 = _conv(512, bottleneck_channels, decoder_norm)
         widths = (bottleneck_channels, *up_channels)
-        self.up = nn.Sequential(*(_up(a, b) for a, b in itertools.pairwise(widths)))
-        self.conv6 = nn.Sequential(
-            nn.Conv2d(up_channels[-1], up_channels[-1], 3, padding=1), nn.ReLU(inplace=True)
-        )
+        self.up = nn.Sequential(*(_up(a, b, decoder_norm) for a, b in itertools.pairwise(widths)))
+        self.conv6 = _conv(up_channels[-1], up_channels[-1], decoder_norm)
         self.conv7 = nn.Conv2d(up_channels[-1], num_classes, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -106,7 +119,7 @@ class ReportConv(nn.Conv2d):
     summary="The report's VGG16-FCN as published (435x435 conv5, 112x112 out, resized to input)",
     family="vgg16_fcn",
     min_size=32,
-    pretrained_sources=(VGG16_SOURCE,),
+    pretrained_sources=VGG16_SOURCES,
 )
 class VGG16FCNReport(nn.Module):
     """The report's layers as published, with the 112x112 output resized to the input."""
