@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import logging
 import os
 import re
@@ -47,11 +48,10 @@ MAX_PARAMETERS = int(os.environ.get("BIOSEG_APP_MAX_PARAMETERS", 400_000_000))
 METRIC_NAMES = ("dice", "iou", "hd95", "precision", "recall")
 _OUTPUT = tempfile.TemporaryDirectory(prefix="bioseg-app-")  # private (0700), gone at exit
 OUTPUT_DIR = Path(_OUTPUT.name)  # the files of each answer: views and the mask to download
-SKIMAGE_EXAMPLES = {  # real biomedical images that scikit-image ships, and the model for each
-    "retina.jpg": "drive",
-    "ihc.png": "dsb2018",
-    "cell.png": "dsb2018",
-}
+# A real fundus photograph that scikit-image ships, for the DRIVE model (it has no target).
+# Its ihc.png and cell.png are out of the nuclei model's domain (DAB-stained membranes, noise):
+# the nuclei examples are DSB 2018 test images with their targets, under examples/dsb2018/.
+SKIMAGE_EXAMPLES = {"retina.jpg": "drive"}
 
 
 def weight_choices(extra: list[str] | None = None) -> dict[str, str]:
@@ -65,6 +65,39 @@ def weight_choices(extra: list[str] | None = None) -> dict[str, str]:
     for repo_id in filter(None, (h.strip() for h in hub)):
         choices[f"{repo_id} (Hub)"] = repo_id
     return choices
+
+
+REPORT_FAMILIES = ("fcn", "vgg16_fcn")  # the report's models, compared with a U-Net
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A listed model with weights on disk: its data set, family and mean test Dice."""
+
+    label: str
+    dataset: str
+    family: str
+    test_dice: float
+
+
+def listed_models(choices: dict[str, str]) -> list[Listed]:
+    """The models of `choices` stored on disk, best test Dice first (Hub ids are left out)."""
+    found = []
+    for label, location in choices.items():
+        folder = Path(location)
+        if not folder.is_absolute():
+            continue
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            summaries = [folder / "summary.json", folder / "eval" / "summary.json"]
+            summary = next((p for p in summaries if p.is_file()), None)
+            dice = json.loads(summary.read_text())["metrics"]["dice"]["mean"] if summary else -1
+            family = zoo.get_spec(config["model"]).family
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            LOG.warning("%s: no data set or test figures for the defaults (%s)", folder, error)
+            continue
+        found.append(Listed(label, str(config.get("dataset", "")), family, float(dice)))
+    return sorted(found, key=lambda model: -model.test_dice)
 
 
 _load_locks: dict[str, threading.Lock] = {}
@@ -320,8 +353,10 @@ def examples() -> list[list]:
     """scikit-image's bundled images, then image/mask pairs under examples/ or BIOSEG_EXAMPLES."""
     import skimage
 
-    # data set -> model: bundled folders are named <data set>-<model>; they win over runs.
-    by_dataset = {Path(loc).name.split("-")[0]: lab for lab, loc in reversed(CHOICES.items())}
+    # data set -> its best model by test Dice (bundled models win over runs on a tie).
+    by_dataset = {}
+    for model in LISTED:
+        by_dataset.setdefault(model.dataset, model.label)
     default = next(iter(CHOICES), "")
     rows = []
     for file, dataset in SKIMAGE_EXAMPLES.items():
@@ -336,6 +371,21 @@ def examples() -> list[list]:
     return rows
 
 
+def report_comparisons() -> list[list]:
+    """Compare-tab examples: each report model against the best other model of its data set,
+    on that data set's first example with a target."""
+    rows = []
+    pairs = {row[2]: row for row in examples() if row[1] is not None}  # model -> its example
+    for report in (m for m in LISTED if m.family in REPORT_FAMILIES):
+        peers = [
+            m for m in LISTED if m.dataset == report.dataset and m.family not in REPORT_FAMILIES
+        ]
+        if peers and peers[0].label in pairs:
+            image, mask, _ = pairs[peers[0].label]
+            rows.append([report.label, peers[0].label, image, mask])
+    return rows
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="bioseg web demo")
     parser.add_argument("--weights", action="append", default=[], help="a Hub id OWNER/NAME")
@@ -346,6 +396,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 ARGS = parse_args()
 CHOICES = weight_choices(ARGS.weights)
+LISTED = listed_models(CHOICES)
+COMPARISONS = report_comparisons()
 
 with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
     gr.Markdown(
@@ -403,26 +455,41 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
             label="Examples (click one)",
         )
     with gr.Tab("Compare two models"):
+        # Opens on the report's comparison: a report model against a U-Net of its data set.
+        ends = (next(iter(CHOICES), None), next(reversed(CHOICES), None))
+        a, b, image, mask = COMPARISONS[0] if COMPARISONS else (*ends, None, None)
         with gr.Row():
-            choice_a = gr.Dropdown(list(CHOICES), value=next(iter(CHOICES), None), label="A")
-            choice_b = gr.Dropdown(
-                list(CHOICES), value=list(CHOICES)[-1] if CHOICES else None, label="B"
+            choice_a = gr.Dropdown(list(CHOICES), value=a, label="A", allow_custom_value=True)
+            choice_b = gr.Dropdown(list(CHOICES), value=b, label="B", allow_custom_value=True)
+        with gr.Row():
+            compare_image = gr.Image(
+                image, type="filepath", label="Image", format="png", image_mode=None
             )
-        with gr.Row():
-            compare_image = gr.Image(type="filepath", label="Image", format="png", image_mode=None)
-            compare_mask = gr.File(label="Target mask (optional)", type="filepath")
+            compare_mask = gr.File(mask, label="Target mask (optional)", type="filepath")
         compare_threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
         compare_run = gr.Button("Compare", variant="primary")
         with gr.Row():
             out_a = gr.Image(label="Model A", format="png", interactive=False)
             out_b = gr.Image(label="Model B", format="png", interactive=False)
         compare_table = gr.Dataframe(headers=["model", "class", *METRIC_NAMES], label="Metrics")
+        compare_inputs = [choice_a, choice_b, compare_image, compare_mask, compare_threshold]
+        compare_outputs = [out_a, out_b, compare_table]
         compare_run.click(
             lambda a, b, image, mask, t: compare(a, b, image, None, mask, t),
-            [choice_a, choice_b, compare_image, compare_mask, compare_threshold],
-            [out_a, out_b, compare_table],
+            compare_inputs,
+            compare_outputs,
             api_name="compare",
         )
+        if COMPARISONS:
+            gr.Examples(
+                COMPARISONS,
+                inputs=compare_inputs[:4],
+                outputs=compare_outputs,
+                fn=lambda a, b, image, mask: compare(a, b, image, None, mask, 0.5),
+                run_on_click=True,
+                cache_examples=False,
+                label="The report's models against a U-Net (click one)",
+            )
 
 demo.queue(default_concurrency_limit=2, max_size=64)
 

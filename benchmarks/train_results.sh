@@ -13,6 +13,12 @@ run isbi2012-unet "${UNET16[@]}" --data "isbi2012:$DATA/ISBI2012-membrane" --in-
     --epochs 20 --image-size 192 --patches-per-image 8 --batch-size 8
 run dsb2018-unet "${UNET16[@]}" --data "dsb2018:$DATA/DSB2018-nuclei" \
     --epochs 10 --image-size 128 --batch-size 8
+# The report's setting minus pretraining (no ImageNet weights here): the frozen VGG16 is random,
+# and both models collapse to "every pixel is a vessel" (kept in the README as a lesson).
+run drive-vgg16_fcn --preset report --no-pretrained --data "drive:$DATA/DRIVE" --workers 1 \
+    --image-size 128 --patches-per-image 16 --batch-size 8
+run drive-fcn8s --model fcn8s --model-kwargs '{"freeze_backbone": true}' --data "drive:$DATA/DRIVE" \
+    --workers 1 --epochs 3 --image-size 128 --patches-per-image 4 --batch-size 8
 # The report's models, from scratch (no ImageNet weights can be had here): VGG16 with batch norm,
 # the backbone trained rather than frozen (the frozen random VGG16 of the report's setting only
 # learns "every pixel is foreground"), and for vgg16_fcn batch norm in its decoder too (without
