@@ -225,3 +225,13 @@ def test_wrong_input_is_refused_with_the_expected_shape() -> None:
         model(torch.randn(1, 1, 64, 64))
     with pytest.raises(ValueError, match="at least 32x32"):
         model(torch.randn(1, 3, 16, 64))
+
+
+def test_python_m_zoo_lists_each_model_s_options_with_their_defaults(capsys) -> None:
+    from zoo.__main__ import main
+
+    main(["vgg16_fcn"])
+    row = capsys.readouterr().out.splitlines()[-1]
+    for option in ("`backbone='vgg16'`", "`decoder_norm=False`", "`freeze_backbone=True`"):
+        assert option in row
+    assert "num_classes" not in row and "pretrained=" not in row

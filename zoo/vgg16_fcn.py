@@ -119,7 +119,7 @@ class ReportConv(nn.Conv2d):
     summary="The report's VGG16-FCN as published (435x435 conv5, 112x112 out, resized to input)",
     family="vgg16_fcn",
     min_size=32,
-    pretrained_sources=VGG16_SOURCES,
+    pretrained_sources=VGG16_SOURCES[:1],
 )
 class VGG16FCNReport(nn.Module):
     """The report's layers as published, with the 112x112 output resized to the input."""
