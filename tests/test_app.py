@@ -235,6 +235,43 @@ def test_the_threshold_saved_with_a_model_is_offered(tmp_path, monkeypatch) -> N
     assert app.saved_threshold("not a model id") == 0.5  # Segment says why
 
 
+def test_compare_opens_on_a_report_model_against_the_best_u_net_of_its_data_set(
+    tmp_path, monkeypatch
+) -> None:
+    import json
+
+    import app
+    import zoo
+
+    choices = {"owner/name (Hub)": "owner/name"}  # Hub ids have no local figures: left out
+    for name, model_name, options, dice in [
+        ("nuclei-fcn8s", "fcn8s", {"fc_channels": 8}, 0.75),
+        ("nuclei-unet", "unet", {"base_channels": 4}, 0.87),
+        ("nuclei-unet8", "unet", {"base_channels": 8}, 0.80),
+    ]:
+        folder = tmp_path / name
+        model = zoo.create_model(model_name, **options)
+        zoo.save_pretrained(model, folder, dataset="dsb2018")
+        (folder / "summary.json").write_text(json.dumps({"metrics": {"dice": {"mean": dice}}}))
+        choices[f"{name} (bundled)"] = str(folder)
+    listed = app.listed_models(choices)
+    assert [m.label for m in listed] == [
+        "nuclei-unet (bundled)",
+        "nuclei-unet8 (bundled)",
+        "nuclei-fcn8s (bundled)",
+    ]
+    pair = tmp_path / "examples" / "dsb2018"
+    pair.mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(pair / "cells.png")
+    Image.new("L", (8, 8)).save(pair / "cells_mask.png")
+    monkeypatch.setenv("BIOSEG_EXAMPLES", str(tmp_path / "examples"))
+    monkeypatch.setattr(app, "LISTED", listed)
+    assert app.report_comparisons() == [
+        ["nuclei-fcn8s (bundled)", "nuclei-unet (bundled)", str(pair / "cells.png"),
+         str(pair / "cells_mask.png")]
+    ]  # fmt: skip
+
+
 def test_a_visitor_s_kept_prediction_is_compact_and_redraws_the_same_mask(tmp_path) -> None:
     import app
 
