@@ -7,7 +7,8 @@
 The rule (examples/README.md): test-split images only; each sorted into a kind by its colour
 (histology: coloured; fluorescence: grey on a dark background; brightfield: grey on a light
 one); of each kind, among the images whose Dice is within 0.1 of the model's test mean, the one
-closest to that kind's median Dice. Typical cases, not the best ones.
+closest to that kind's median Dice. Typical cases, not the best ones; a kind with no such image
+gets no example (the model is out of its domain there), and the script says so.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ def main() -> None:
     for kind, ids in by_kind.items():
         median = statistics.median(dice[i] for i in ids)
         typical = [i for i in ids if abs(dice[i] - mean) <= 0.1]
+        if not typical:
+            low, high = min(dice[i] for i in ids), max(dice[i] for i in ids)
+            print(
+                f"{kind}: {len(ids)} test images, Dice {low:.3f} to {high:.3f}, none within 0.1 "
+                f"of the model mean {mean:.3f}: no example (out of the model's domain)"
+            )
+            continue
         chosen = min(typical, key=lambda i: abs(dice[i] - median))
         folder = args.data / "stage1_train" / chosen
         image = Image.open(folder / "images" / f"{chosen}.png").convert("RGB")
