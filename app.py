@@ -35,6 +35,7 @@ from trainers import metrics
 from trainers.data import eval_transform
 from trainers.data.dataset import match_channels
 from trainers.data.readers import DataError, read_image, read_mask
+from trainers.model_card import DATASETS
 from trainers.plots import CLASS_COLOURS, display_rgb, error_map, overlay
 from zoo._hub import check_repo_id
 
@@ -80,6 +81,14 @@ class Listed:
     test_dice: float
 
 
+def test_summary(folder: Path) -> dict | None:
+    """The evaluation summary kept beside local weights (bundled: summary.json; runs: eval/)."""
+    for path in (folder / "summary.json", folder / "eval" / "summary.json"):
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
 def listed_models(choices: dict[str, str]) -> list[Listed]:
     """The models of `choices` stored on disk, best test Dice first (Hub ids are left out)."""
     found = []
@@ -89,9 +98,8 @@ def listed_models(choices: dict[str, str]) -> list[Listed]:
             continue
         try:
             config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            summaries = [folder / "summary.json", folder / "eval" / "summary.json"]
-            summary = next((p for p in summaries if p.is_file()), None)
-            dice = json.loads(summary.read_text())["metrics"]["dice"]["mean"] if summary else -1
+            summary = test_summary(folder)
+            dice = summary["metrics"]["dice"]["mean"] if summary else -1
             family = zoo.get_spec(config["model"]).family
         except (OSError, ValueError, KeyError, TypeError) as error:
             LOG.warning("%s: no data set or test figures for the defaults (%s)", folder, error)
@@ -148,6 +156,43 @@ def saved_threshold(choice: str | None) -> float:
     except Exception:
         return 0.5
     return float(getattr(model, "pretrained_config", {}).get("threshold", 0.5))
+
+
+def model_card(choice: str | None) -> str:
+    """What the chosen model is for, in a few lines: data set, input, test figures, size."""
+    try:
+        location = resolve_location(choice)
+        model = load_model(location)
+    except Exception as error:  # gr.Error or a load failure: the Segment button says it in full
+        return f"No card: the model could not be loaded ({error})."
+    config = model.pretrained_config
+    dataset = config.get("dataset")
+    trained_on = DATASETS[dataset][0] if dataset in DATASETS else dataset
+    parameters = sum(p.numel() for p in model.parameters()) / 1e6
+    lines = [
+        f"**{choice}**: {model.spec.summary}.",
+        f"Trained on {trained_on}."
+        if trained_on
+        else "No card: its config.json does not say "
+        "what it was trained on; judge it on your own targets.",
+        f"Input: {model.in_channels} channel(s) in [0, 1], normalized with mean "
+        f"{config.get('mean', list(model.spec.mean))} and std "
+        f"{config.get('std', list(model.spec.std))}; {parameters:.1f}M parameters.",
+    ]
+    summary = test_summary(Path(location)) if Path(location).is_absolute() else None
+    if summary:
+        means = {k: v["mean"] for k, v in summary["metrics"].items()}
+        lines.append(
+            f"Test ({summary.get('split', 'test')} split, {summary.get('n_images', '?')} "
+            f"images, threshold {summary.get('threshold', 0.5)}), per image: Dice "
+            f"{means['dice']:.3f}, IoU {means['iou']:.3f}, HD95 {means['hd95']:.1f} px; "
+            f"pooled Dice {summary.get('pooled', {}).get('dice', float('nan')):.3f}."
+        )
+    limits = (
+        config.get("limitations") or "images unlike its training data; check it on yours first."
+    )
+    lines.append(f"Not for: {limits}")
+    return "  \n".join(lines)
 
 
 def model_input(image: np.ndarray, model: zoo.SegmentationModel) -> torch.Tensor:
@@ -413,6 +458,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
                     label="Model (or type a Hub id OWNER/NAME)",
                     allow_custom_value=True,
                 )
+                card = gr.Markdown()  # what the model is for; filled on load and on change
                 image_in = gr.Image(
                     type="filepath",
                     label="Image",
@@ -443,6 +489,8 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
         # A new threshold redraws the views from the kept probabilities: no model run.
         threshold.release(render, [state, threshold], views, api_visibility="private")
         model_choice.change(saved_threshold, model_choice, threshold, api_visibility="private")
+        model_choice.change(model_card, model_choice, card, api_visibility="private")
+        demo.load(model_card, model_choice, card, api_visibility="private")
         gr.Examples(
             examples(),
             inputs=[image_in, mask_in, model_choice],

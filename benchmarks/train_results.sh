@@ -28,7 +28,7 @@ SCRATCH='"backbone": "vgg16_bn", "freeze_backbone": false'
 run dsb2018-vgg16_fcn --model vgg16_fcn --model-kwargs "{$SCRATCH, \"decoder_norm\": true}" \
     --data "dsb2018:$DATA/DSB2018-nuclei" --workers 1 --epochs 12 --image-size 128 --batch-size 8
 run dsb2018-fcn8s --model fcn8s --model-kwargs "{$SCRATCH, \"fc_channels\": 256}" \
-    --data "dsb2018:$DATA/DSB2018-nuclei" --workers 1 --epochs 5 --image-size 128 --batch-size 8
+    --data "dsb2018:$DATA/DSB2018-nuclei" --workers 1 --epochs 3 --image-size 128 --batch-size 8
 
 # Bundle the small best model per data set for the demo (weights, config, model card, figures).
 for name in drive-unet isbi2012-unet dsb2018-unet; do

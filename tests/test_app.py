@@ -272,6 +272,20 @@ def test_compare_opens_on_a_report_model_against_the_best_u_net_of_its_data_set(
     ]  # fmt: skip
 
 
+def test_the_model_card_says_what_a_model_is_for_and_how_good_it_is(tmp_path, monkeypatch):
+    import app
+    import zoo
+
+    card = app.model_card("dsb2018-unet (bundled)")
+    assert "Trained on 2018 Data Science Bowl" in card
+    assert "Dice 0.869, IoU 0.797, HD95 18.7 px; pooled Dice 0.872" in card
+    assert "1.9M parameters" in card and "Not for: brightfield images" in card
+    zoo.save_pretrained(zoo.create_model("unet", base_channels=4), tmp_path / "anonymous")
+    monkeypatch.setitem(app.CHOICES, "anonymous (run)", str(tmp_path / "anonymous"))
+    assert "No card: its config.json does not say" in app.model_card("anonymous (run)")
+    assert app.model_card("not a model id").startswith("No card: the model could not be loaded")
+
+
 def test_a_visitor_s_kept_prediction_is_compact_and_redraws_the_same_mask(tmp_path) -> None:
     import app
 
