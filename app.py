@@ -33,6 +33,7 @@ from PIL import Image
 import zoo
 from trainers import metrics
 from trainers.data import eval_transform
+from trainers.data.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_labels
 from trainers.data.dataset import match_channels
 from trainers.data.readers import DataError, read_image, read_mask
 from trainers.model_card import DATASETS
@@ -378,6 +379,64 @@ def segment(
     return (*views, f"{note}<br>{message}" if message else note, prediction)
 
 
+def _hex(colour: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*colour)
+
+
+def _editor_value(background: np.ndarray, layer: np.ndarray | None = None) -> dict:
+    return {"background": background, "layers": [] if layer is None else [layer], "composite": None}
+
+
+def edit_target(image_path: str | None, image_file: str | None):
+    """The image into the editor, to paint its target over it."""
+    image, _ = read_inputs(image_path, image_file)
+    return _editor_value(display_rgb(image)), image_file or image_path
+
+
+def edit_prediction(
+    prediction: Prediction | None, threshold: float, image_path: str | None, image_file: str | None
+):
+    """The prediction at this threshold into the editor, as a layer to correct."""
+    if prediction is None:
+        raise gr.Error("Press Segment first: there is no prediction to correct yet.")
+    layer = labels_to_layer(labels_of(prediction, threshold), CLASS_COLOURS)
+    return _editor_value(prediction.rgb, layer), image_file or image_path
+
+
+def drawing_to_mask(
+    drawing: dict | None,
+    source: str | None,
+    choice: str,
+    image_path: str | None,
+    image_file: str | None,
+) -> tuple[str, str]:
+    """The painted layers as a mask PNG at the image's full size (0/255 for one class, class
+    ids otherwise): the target for Segment, and a file to download."""
+    path = image_file or image_path
+    if drawing is None or source is None:
+        raise gr.Error("Load the image or the prediction into the editor and paint first.")
+    if path != source:
+        raise gr.Error(
+            "The drawing was made on another image than the one loaded now: load this image "
+            "into the editor again (nothing of the drawing is used)."
+        )
+    image, name = read_inputs(image_path, image_file)
+    model = load_model(resolve_location(choice))
+    colours = CLASS_COLOURS[: max(1, model.num_classes - 1)]
+    layers = drawing.get("layers") or []
+    merged = np.zeros((*np.asarray(drawing["background"]).shape[:2], 4), dtype=np.uint8)
+    for layer in layers:  # later layers paint over earlier ones
+        painted = layer[..., 3] >= PAINTED_ALPHA
+        merged[painted] = layer[painted]
+    try:
+        labels = layer_to_labels(merged, image.shape[:2], colours, source=f"drawing on {name}")
+    except DataError as error:
+        raise gr.Error(str(error)) from None
+    mask = (labels > 0) * 255 if model.num_classes == 1 else labels
+    mask_file = write_png(mask.astype(np.uint8), answer_folder(name) / f"{name}_drawn_mask.png")
+    return mask_file, mask_file
+
+
 def compare(choice_a: str, choice_b: str, image_path, image_file, mask_file, threshold: float):
     """Two models on the same image, side by side, with their metrics."""
     image, name = read_inputs(image_path, image_file)
@@ -476,16 +535,59 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
                     pred_out = gr.Image(label="Prediction", format="png", interactive=False)
                 note_out = gr.Markdown()
                 metrics_out = gr.Dataframe(
-                    headers=["class", *METRIC_NAMES], label="Metrics", interactive=False
+                    headers=["class", *METRIC_NAMES],
+                    label="Metrics",
+                    interactive=False,
+                    elem_id="metrics",
                 )
                 with gr.Row():
                     error_out = gr.Image(label="Error map", format="png", interactive=False)
                     slider_out = gr.ImageSlider(label="Image | prediction", format="png")
                 mask_out = gr.File(label="Predicted mask (PNG, full resolution)")
+        with gr.Accordion("Paint the target, or correct the prediction", open=False):
+            gr.Markdown(
+                "No mask file? Load the image, paint the target (brush, eraser, undo), and use "
+                "it: the metrics and views follow. Or load the prediction, fix it, and download "
+                "the corrected mask: a PNG at the image's size, ready as a training target."
+            )
+            editor = gr.ImageEditor(
+                type="numpy",
+                image_mode="RGBA",
+                label="Drawing",
+                sources=(),
+                brush=gr.Brush(
+                    colors=[_hex(c) for c in CLASS_COLOURS],
+                    default_color=_hex(CLASS_COLOURS[0]),
+                    color_mode="fixed",
+                ),
+                eraser=gr.Eraser(),
+                layers=False,
+            )
+            editor_source = gr.State()  # the image the drawing belongs to
+            with gr.Row():
+                load_image = gr.Button("Load the image")
+                load_prediction = gr.Button("Load the prediction to correct")
+                use_drawing = gr.Button("Use the drawing as the target", variant="primary")
+            drawn_mask = gr.File(label="Drawn or corrected mask (PNG, full resolution)")
         state = gr.State(time_to_live=1800)  # a visitor's last prediction, for the threshold
         views = [target_out, pred_out, error_out, slider_out, metrics_out, mask_out, note_out]
         inputs = [model_choice, image_in, image_file, mask_in, threshold]
         run.click(segment, inputs, [*views, state], api_name="segment")
+        load_image.click(
+            edit_target, [image_in, image_file], [editor, editor_source], api_visibility="private"
+        )
+        load_prediction.click(
+            edit_prediction,
+            [state, threshold, image_in, image_file],
+            [editor, editor_source],
+            api_visibility="private",
+        )
+        use_drawing.click(
+            drawing_to_mask,
+            [editor, editor_source, model_choice, image_in, image_file],
+            [mask_in, drawn_mask],
+            api_visibility="private",
+        ).success(segment, inputs, [*views, state], api_visibility="private")
         # A new threshold redraws the views from the kept probabilities: no model run.
         threshold.release(render, [state, threshold], views, api_visibility="private")
         model_choice.change(saved_threshold, model_choice, threshold, api_visibility="private")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from trainers import metrics
 
 DRIVE = SHARED_DATA / "DRIVE" / "test"
 CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"]  # fmt: skip
 SERVER_PIDS: dict[str, int] = {}  # app URL -> process id, for the memory figures
 pytestmark = pytest.mark.skipif(
     not any((REPO / "weights").glob("*/model.safetensors")),
@@ -36,9 +39,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo's examples folder: a DRIVE image/target pair when the shared data is here,
-    empty otherwise (the app then offers scikit-image's images only)."""
+    """The demo's examples folder: the committed DSB 2018 pairs, and a DRIVE image/target pair
+    when the shared data is here (DRIVE's images are never committed)."""
     folder = tmp_path_factory.mktemp("examples")
+    shutil.copytree(REPO / "examples" / "dsb2018", folder / "dsb2018")
     if DRIVE.is_dir():
         (folder / "drive").mkdir()
         Image.open(DRIVE / "images" / "01_test.tif").save(folder / "drive" / "01_test.png")
@@ -286,6 +290,38 @@ def test_the_model_card_says_what_a_model_is_for_and_how_good_it_is(tmp_path, mo
     assert app.model_card("not a model id").startswith("No card: the model could not be loaded")
 
 
+def test_a_drawing_becomes_a_full_size_mask_or_is_refused_with_a_message(tmp_path) -> None:
+    import gradio as gr
+
+    import app
+    from trainers.data.readers import read_mask
+
+    image = tmp_path / "scan.png"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(image)
+    editor, source = app.edit_target(str(image), None)
+    assert editor["background"].shape == (40, 60, 3) and source == str(image)
+    layer = np.zeros((20, 30, 4), np.uint8)  # drawn at a display scale of 0.5
+    layer[5:10, 10:20] = (*app.CLASS_COLOURS[0], 255)
+    drawing = {"background": editor["background"][::2, ::2], "layers": [layer]}
+    mask_file, download = app.drawing_to_mask(
+        drawing, source, "drive-unet (bundled)", str(image), None
+    )
+    expected = np.zeros((40, 60), bool)
+    expected[10:20, 20:40] = True
+    np.testing.assert_array_equal(read_mask(mask_file), expected)  # ready as a training target
+    assert download == mask_file and mask_file.endswith("scan_drawn_mask.png")
+    empty = {"background": editor["background"], "layers": []}
+    empty_file, _ = app.drawing_to_mask(empty, source, "drive-unet (bundled)", str(image), None)
+    assert not read_mask(empty_file).any()  # an empty target, under the documented rules
+    other = tmp_path / "other.png"
+    Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(other)
+    with pytest.raises(gr.Error, match="made on another image"):
+        app.drawing_to_mask(drawing, source, "drive-unet (bundled)", str(other), None)
+    skewed = {"background": np.zeros((40, 40, 3), np.uint8), "layers": []}
+    with pytest.raises(gr.Error, match="40 x 40 pixels but the image is 60 x 40"):
+        app.drawing_to_mask(skewed, source, "drive-unet (bundled)", str(image), None)
+
+
 def test_a_visitor_s_kept_prediction_is_compact_and_redraws_the_same_mask(tmp_path) -> None:
     import app
 
@@ -338,10 +374,8 @@ def test_answers_go_to_fresh_folders_and_old_ones_are_pruned(tmp_path, monkeypat
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
 def test_browser_shows_target_prediction_and_metrics(app_url, drive_pair, tmp_path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run"]  # fmt: skip
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=flags)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(app_url, wait_until="load", timeout=120_000)
         page.get_by_text("01_test_mask.png").first.click(timeout=60_000)  # the DRIVE pair
@@ -360,6 +394,57 @@ def test_browser_shows_target_prediction_and_metrics(app_url, drive_pair, tmp_pa
         page.screenshot(path=tmp_path / "demo.png", full_page=True)
         browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def dice_shown(page, timeout: float = 60) -> float:
+    """The Dice of the Segment tab's metrics table (its `nucleus` row), once it is filled."""
+    deadline = time.monotonic() + timeout
+    while "nucleus" not in (text := page.locator("#metrics").inner_text()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the metrics table stayed empty: {text!r}")
+        time.sleep(0.5)
+    return float(text.split("nucleus", 1)[1].split()[0])
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Debian chromium at {CHROMIUM}")
+def test_browser_dsb_example_then_a_painted_target(app_url, tmp_path) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(app_url, wait_until="load", timeout=120_000)
+        page.get_by_text("fluorescence-98a46348_mask.png").first.click(timeout=60_000)
+        page.get_by_text("true positive").wait_for(timeout=180_000)
+        for name in ("target", "prediction", "errors"):
+            page.locator(f"img[src$='/{name}.png']").first.wait_for(timeout=60_000)
+        example_dice = dice_shown(page)
+        assert abs(example_dice - 0.869) <= 0.1  # the nuclei model's test mean (its card)
+        page.screenshot(path=tmp_path / "example.png", full_page=True)
+
+        page.get_by_text("Paint the target, or correct the prediction").click()
+        page.get_by_role("button", name="Load the image").click()
+        page.get_by_role("button", name="Brush", exact=True).click(timeout=60_000)
+        canvas = page.locator("canvas").first
+        canvas.scroll_into_view_if_needed()
+        box = canvas.bounding_box()
+        x, y = box["x"] + box["width"] / 2 - 80, box["y"] + box["height"] / 2
+        for dy in (-30, 0, 30):  # three horizontal strokes across the middle of the image
+            page.mouse.move(x, y + dy)
+            page.mouse.down()
+            for step in range(1, 11):
+                page.mouse.move(x + 16 * step, y + dy)
+            page.mouse.up()
+        page.get_by_role("button", name="Use the drawing as the target").click()
+        deadline = time.monotonic() + 120
+        while dice_shown(page) == example_dice and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert dice_shown(page) < 0.5  # three stripes are not the nuclei: metrics follow them
+        drawn = page.locator("[aria-label='fluorescence-98a46348_drawn_mask.png']")
+        drawn.last.wait_for(timeout=30_000)  # the mask offered for download, full size
+        page.screenshot(path=tmp_path / "painted.png", full_page=True)
+        browser.close()
+    assert (tmp_path / "painted.png").stat().st_size > 10_000
 
 
 def peak_rss_mb(pid: int) -> float:
