@@ -36,7 +36,7 @@ from trainers.data import eval_transform
 from trainers.data.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_labels
 from trainers.data.dataset import match_channels
 from trainers.data.readers import DataError, read_image, read_mask
-from trainers.model_card import DATASETS
+from trainers.model_card import DATASETS, TASKS
 from trainers.plots import CLASS_COLOURS, display_rgb, error_map, overlay
 from zoo._hub import check_repo_id
 
@@ -475,6 +475,12 @@ def examples() -> list[list]:
     return rows
 
 
+def dropdown_entries() -> list[tuple[str, str]]:
+    """The dropdowns' entries: each label says the model's task, the value stays its name."""
+    tasks = {model.label: TASKS.get(model.dataset) for model in LISTED}
+    return [(f"{c}: {tasks[c]}" if tasks.get(c) else c, c) for c in CHOICES]
+
+
 def report_comparisons() -> list[list]:
     """Compare-tab examples: each report model against the best other model of its data set,
     on that data set's first example with a target."""
@@ -502,6 +508,7 @@ ARGS = parse_args()
 CHOICES = weight_choices(ARGS.weights)
 LISTED = listed_models(CHOICES)
 COMPARISONS = report_comparisons()
+ENTRIES = dropdown_entries()
 
 with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
     gr.Markdown(
@@ -512,7 +519,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
         with gr.Row():
             with gr.Column(scale=1):
                 model_choice = gr.Dropdown(
-                    list(CHOICES),
+                    ENTRIES,
                     value=next(iter(CHOICES), None),
                     label="Model (or type a Hub id OWNER/NAME)",
                     allow_custom_value=True,
@@ -609,8 +616,8 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
         ends = (next(iter(CHOICES), None), next(reversed(CHOICES), None))
         a, b, image, mask = COMPARISONS[0] if COMPARISONS else (*ends, None, None)
         with gr.Row():
-            choice_a = gr.Dropdown(list(CHOICES), value=a, label="A", allow_custom_value=True)
-            choice_b = gr.Dropdown(list(CHOICES), value=b, label="B", allow_custom_value=True)
+            choice_a = gr.Dropdown(ENTRIES, value=a, label="A", allow_custom_value=True)
+            choice_b = gr.Dropdown(ENTRIES, value=b, label="B", allow_custom_value=True)
         with gr.Row():
             compare_image = gr.Image(
                 image, type="filepath", label="Image", format="png", image_mode=None

@@ -280,6 +280,8 @@ def test_the_model_card_says_what_a_model_is_for_and_how_good_it_is(tmp_path, mo
     import app
     import zoo
 
+    entry = ("drive-unet (bundled): retinal vessels, colour fundus", "drive-unet (bundled)")
+    assert entry in app.ENTRIES  # the dropdown says the task; the API value stays the name
     card = app.model_card("dsb2018-unet (bundled)")
     assert "Trained on 2018 Data Science Bowl" in card
     assert "Dice 0.869, IoU 0.797, HD95 18.7 px; pooled Dice 0.872" in card
