@@ -375,3 +375,15 @@ def test_a_config_of_a_huge_model_is_refused_before_its_weights(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"never read")
     with pytest.raises(ValueError, match=r"model of 127,071,563,777 parameters, over the limit"):
         zoo.from_pretrained(tmp_path, max_parameters=400_000_000)
+
+
+@pytest.mark.parametrize(
+    "folder",
+    sorted(p.parent for p in (REPO / "weights").glob("*/model.safetensors")),
+    ids=lambda folder: folder.name,
+)
+def test_bundled_weights_fit_a_space_and_load_as_float32(folder: Path) -> None:
+    assert (folder / "model.safetensors").stat().st_size <= 45 * 2**20  # a pushable Space
+    model = zoo.from_pretrained(folder)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert model.pretrained_config["dataset"] in ("drive", "isbi2012", "dsb2018")
