@@ -169,7 +169,10 @@ def test_specs_describe_origin_normalization_and_sources() -> None:
     description = zoo.get_spec("vgg16_fcn").describe()
     assert description["origin"] == "built-in" and description["family"] == "vgg16_fcn"
     assert description["mean"] == [0.485, 0.456, 0.406]
-    assert description["pretrained_sources"] == ["torchvision:VGG16_Weights.IMAGENET1K_V1"]
+    assert description["pretrained_sources"] == [  # plain VGG16 and VGG16 with batch norm
+        "torchvision:VGG16_Weights.IMAGENET1K_V1",
+        "torchvision:VGG16_BN_Weights.IMAGENET1K_V1",
+    ]
     assert zoo.get_spec("timm/regnetx_002").name == "timm/regnetx_002"  # any timm name resolves
 
 
