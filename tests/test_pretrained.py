@@ -25,6 +25,27 @@ def plant_vgg16(torch_home: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def test_vgg16_with_batch_norm_loads_its_own_imagenet_weights(tmp_path: Path, run_python) -> None:
+    from torchvision.models import VGG16_BN_Weights, vgg16_bn
+
+    torch.manual_seed(7)
+    state = vgg16_bn().state_dict()
+    checkpoints = tmp_path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    torch.save(state, checkpoints / Path(VGG16_BN_Weights.IMAGENET1K_V1.url).name)
+    out_file = tmp_path / "loaded.pt"
+    run_python(
+        "import torch, zoo\n"
+        "net = zoo.create_model('vgg16_fcn', pretrained=True, backbone='vgg16_bn').net\n"
+        f"torch.save({{'bn': net.encoder[1].running_var, 'conv': net.encoder[40].weight}}, "
+        f"{str(out_file)!r})\n",
+        env={"TORCH_HOME": str(tmp_path), **NO_NETWORK},
+    )
+    loaded = torch.load(out_file)
+    assert torch.equal(loaded["bn"], state["features.1.running_var"])
+    assert torch.equal(loaded["conv"], state["features.40.weight"])  # conv5_3 of VGG16-BN
+
+
 def test_torchvision_weights_load_from_a_warm_cache(tmp_path: Path, run_python) -> None:
     state = plant_vgg16(tmp_path)
     out_file = tmp_path / "loaded.pt"
