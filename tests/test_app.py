@@ -324,6 +324,27 @@ def test_a_drawing_becomes_a_full_size_mask_or_is_refused_with_a_message(tmp_pat
         app.drawing_to_mask(skewed, source, "drive-unet (bundled)", str(image), None)
 
 
+def test_a_multi_class_drawing_gives_class_ids_by_brush_colour(tmp_path, monkeypatch) -> None:
+    import app
+    import zoo
+
+    model = zoo.create_model("unet", num_classes=3, base_channels=4)  # background + 2 classes
+    zoo.save_pretrained(model, tmp_path / "three", classes=["background", "a", "b"])
+    monkeypatch.setitem(app.CHOICES, "three (run)", str(tmp_path / "three"))
+    image = tmp_path / "scan.png"
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(image)
+    layer = np.zeros((8, 10, 4), np.uint8)
+    layer[1:3, 1:4] = (*app.CLASS_COLOURS[0], 255)
+    layer[5:7, 6:9] = (*app.CLASS_COLOURS[1], 255)
+    layer[0, 9] = (*app.CLASS_COLOURS[2], 255)  # a colour the model has no class for: nearest
+    drawing = {"background": np.zeros((8, 10, 3), np.uint8), "layers": [layer]}
+    mask_file, _ = app.drawing_to_mask(drawing, str(image), "three (run)", str(image), None)
+    labels = np.asarray(Image.open(mask_file))
+    assert set(np.unique(labels)) == {0, 1, 2}
+    assert (labels[1:3, 1:4] == 1).all() and (labels[5:7, 6:9] == 2).all()
+    assert labels[0, 9] in (1, 2)
+
+
 def test_a_visitor_s_kept_prediction_is_compact_and_redraws_the_same_mask(tmp_path) -> None:
     import app
 
