@@ -27,8 +27,6 @@ run drive-fcn8s --model fcn8s --model-kwargs '{"freeze_backbone": true}' --data 
 SCRATCH='"backbone": "vgg16_bn", "freeze_backbone": false'
 run dsb2018-vgg16_fcn --model vgg16_fcn --model-kwargs "{$SCRATCH, \"decoder_norm\": true}" \
     --data "dsb2018:$DATA/DSB2018-nuclei" --workers 1 --epochs 12 --image-size 128 --batch-size 8
-# The bundled fcn8s is the best checkpoint of this run after epoch 2 of 3 (validation Dice 0.727):
-# the session that trained it ran out of time; `--resume runs/dsb2018-fcn8s` completes it.
 run dsb2018-fcn8s --model fcn8s --model-kwargs "{$SCRATCH, \"fc_channels\": 256}" \
     --data "dsb2018:$DATA/DSB2018-nuclei" --workers 1 --epochs 3 --image-size 128 --batch-size 8
 
