@@ -481,11 +481,11 @@ def dropdown_entries() -> list[tuple[str, str]]:
     return [(f"{c}: {tasks[c]}" if tasks.get(c) else c, c) for c in CHOICES]
 
 
-def report_comparisons() -> list[list]:
+def report_comparisons(example_rows: list[list]) -> list[list]:
     """Compare-tab examples: each report model against the best other model of its data set,
     on that data set's first example with a target."""
     rows = []
-    pairs = {row[2]: row for row in examples() if row[1] is not None}  # model -> its example
+    pairs = {row[2]: row for row in example_rows if row[1] is not None}  # model -> its example
     for report in (m for m in LISTED if m.family in REPORT_FAMILIES):
         peers = [
             m for m in LISTED if m.dataset == report.dataset and m.family not in REPORT_FAMILIES
@@ -507,7 +507,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 ARGS = parse_args()
 CHOICES = weight_choices(ARGS.weights)
 LISTED = listed_models(CHOICES)
-COMPARISONS = report_comparisons()
+EXAMPLES = examples()  # read once: the Segment tab's rows and the Compare tab's pairs
+COMPARISONS = report_comparisons(EXAMPLES)
 ENTRIES = dropdown_entries()
 
 with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
@@ -601,7 +602,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
         model_choice.change(model_card, model_choice, card, api_visibility="private")
         demo.load(model_card, model_choice, card, api_visibility="private")
         gr.Examples(
-            examples(),
+            EXAMPLES,
             inputs=[image_in, mask_in, model_choice],
             outputs=[*views, state],
             fn=lambda image, mask, choice: segment(

@@ -270,7 +270,7 @@ def test_compare_opens_on_a_report_model_against_the_best_u_net_of_its_data_set(
     Image.new("L", (8, 8)).save(pair / "cells_mask.png")
     monkeypatch.setenv("BIOSEG_EXAMPLES", str(tmp_path / "examples"))
     monkeypatch.setattr(app, "LISTED", listed)
-    assert app.report_comparisons() == [
+    assert app.report_comparisons(app.examples()) == [
         ["nuclei-fcn8s (bundled)", "nuclei-unet (bundled)", str(pair / "cells.png"),
          str(pair / "cells_mask.png")]
     ]  # fmt: skip
