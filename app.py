@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import io
 import json
 import logging
 import os
@@ -28,6 +29,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
+from gradio.data_classes import FileData
 from PIL import Image
 
 import zoo
@@ -35,10 +37,10 @@ from trainers import metrics
 from trainers.data import eval_transform
 from trainers.data.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_labels
 from trainers.data.dataset import match_channels
-from trainers.data.readers import DataError, read_image, read_mask
+from trainers.data.readers import DataError, check_pixel_count, decoding, read_image, read_mask
 from trainers.model_card import DATASETS, TASKS
 from trainers.plots import CLASS_COLOURS, display_rgb, error_map, overlay
-from zoo._hub import check_repo_id
+from zoo._hub import check_repo_id, download_file
 
 LOG = logging.getLogger("bioseg.app")
 ROOT = Path(__file__).resolve().parent
@@ -88,6 +90,33 @@ def test_summary(folder: Path) -> dict | None:
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
     return None
+
+
+MAX_SUMMARY_BYTES = 1_000_000  # a Hub repo's summary.json is read only below this size
+
+
+def hub_test_summary(repo_id: str) -> dict | None:
+    """summary.json of a Hub repo (trainers.push uploads it); None when absent or too large."""
+    try:
+        path = download_file(repo_id, None, "summary.json")
+        if path.stat().st_size > MAX_SUMMARY_BYTES:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (zoo.PretrainedWeightsError, OSError, ValueError) as error:
+        LOG.info("%s: no test figures for the card (%s)", repo_id, error)
+        return None
+
+
+def test_figures(summary: dict) -> str:
+    """The card's line of test figures; KeyError, TypeError or ValueError when `summary` is
+    not an evaluation summary written by trainers.evaluate."""
+    dice, iou, hd95 = (float(summary["metrics"][k]["mean"]) for k in ("dice", "iou", "hd95"))
+    pooled = float(summary.get("pooled", {}).get("dice", float("nan")))
+    return (
+        f"Test ({summary.get('split', 'test')} split, {summary.get('n_images', '?')} "
+        f"images, threshold {summary.get('threshold', 0.5)}), per image: Dice "
+        f"{dice:.3f}, IoU {iou:.3f}, HD95 {hd95:.1f} px; pooled Dice {pooled:.3f}."
+    )
 
 
 def listed_models(choices: dict[str, str]) -> list[Listed]:
@@ -180,15 +209,13 @@ def model_card(choice: str | None) -> str:
         f"{config.get('mean', list(model.spec.mean))} and std "
         f"{config.get('std', list(model.spec.std))}; {parameters:.1f}M parameters.",
     ]
-    summary = test_summary(Path(location)) if Path(location).is_absolute() else None
-    if summary:
-        means = {k: v["mean"] for k, v in summary["metrics"].items()}
-        lines.append(
-            f"Test ({summary.get('split', 'test')} split, {summary.get('n_images', '?')} "
-            f"images, threshold {summary.get('threshold', 0.5)}), per image: Dice "
-            f"{means['dice']:.3f}, IoU {means['iou']:.3f}, HD95 {means['hd95']:.1f} px; "
-            f"pooled Dice {summary.get('pooled', {}).get('dice', float('nan')):.3f}."
-        )
+    local = Path(location).is_absolute()
+    summary = test_summary(Path(location)) if local else hub_test_summary(location)
+    try:
+        lines.append(test_figures(summary or {}))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        where = "beside its weights" if local else "in its Hub repo (pushed with trainers.push?)"
+        lines.append(f"No test figures: no readable evaluation summary.json {where}.")
     limits = (
         config.get("limitations") or "images unlike its training data; check it on yours first."
     )
@@ -379,6 +406,27 @@ def segment(
     return (*views, f"{note}<br>{message}" if message else note, prediction)
 
 
+class DrawingEditor(gr.ImageEditor):
+    """`gr.ImageEditor` whose payload is checked as an upload is: each image's pixel count is
+    read from its header and held to `MAX_PIXELS` before decoding, and an image that cannot
+    be decoded is refused with a message instead of a traceback. A template of the editor:
+    the same front end."""
+
+    is_template = True
+
+    def convert_and_format_image(self, file: FileData | bytes | None, flatten_on_white=False):
+        if file is None:
+            return None
+        source = file.path if isinstance(file, FileData) else io.BytesIO(file)
+        try:
+            with decoding("the drawing"):
+                with Image.open(source) as header:
+                    check_pixel_count("the drawing", header.size, MAX_PIXELS)
+                return super().convert_and_format_image(file, flatten_on_white)
+        except DataError as error:
+            raise gr.Error(str(error)) from None
+
+
 def _hex(colour: tuple[int, int, int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*colour)
 
@@ -558,7 +606,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
                 "it: the metrics and views follow. Or load the prediction, fix it, and download "
                 "the corrected mask: a PNG at the image's size, ready as a training target."
             )
-            editor = gr.ImageEditor(
+            editor = DrawingEditor(
                 type="numpy",
                 image_mode="RGBA",
                 label="Drawing",

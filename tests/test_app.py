@@ -324,6 +324,29 @@ def test_a_drawing_becomes_a_full_size_mask_or_is_refused_with_a_message(tmp_pat
         app.drawing_to_mask(skewed, source, "drive-unet (bundled)", str(image), None)
 
 
+def test_a_corrupted_or_huge_editor_payload_is_refused_like_an_upload(tmp_path, monkeypatch):
+    import gradio as gr
+    from gradio.components.image_editor import EditorData
+    from gradio.data_classes import FileData
+
+    import app
+
+    editor = app.DrawingEditor(type="numpy", image_mode="RGBA")
+    layer = tmp_path / "layer.png"
+    Image.new("RGBA", (30, 20), (255, 0, 0, 255)).save(layer)
+    payload = EditorData(background=None, layers=[FileData(path=str(layer))], composite=None)
+    assert editor.preprocess(payload)["layers"][0].shape == (20, 30, 4)
+    monkeypatch.setattr(app, "MAX_PIXELS", 599)
+    with pytest.raises(
+        gr.Error, match="the drawing: 30 x 20 = 600 pixels exceeds the limit of 599"
+    ):
+        editor.preprocess(payload)
+    monkeypatch.undo()
+    png_header(layer, 30, 20)  # a size, no pixel data
+    with pytest.raises(gr.Error, match="the drawing: not a readable image"):
+        editor.preprocess(payload)
+
+
 def test_a_multi_class_drawing_gives_class_ids_by_brush_colour(tmp_path, monkeypatch) -> None:
     import app
     import zoo

@@ -388,3 +388,26 @@ def test_bundled_weights_fit_a_space_and_load_as_float32(folder: Path) -> None:
     model = zoo.from_pretrained(folder)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert model.pretrained_config["dataset"] in ("drive", "isbi2012", "dsb2018")
+
+
+APP_CARD = """
+import app
+from trainers.push import main
+
+assert main([{run!r}, "owner/with-summary"]) == 0
+print("WITH:", app.model_card("owner/with-summary"))
+"""
+
+
+def test_a_typed_hub_id_gets_the_card_of_its_config_and_summary(run_dir, tmp_path, run_python):
+    with FakeHub(token="fake") as hub:
+        result = run_python(APP_CARD.format(run=str(run_dir)), env=client_env(hub.url, tmp_path))
+        (run_dir / "eval" / "summary.json").unlink()  # a repo published without test figures
+        bare = APP_CARD.replace("with-summary", "without").format(run=str(run_dir))
+        bare_result = run_python(bare, env=client_env(hub.url, tmp_path))
+    card = result.stdout.split("WITH: ", 1)[1]
+    assert "Trained on DRIVE" in card
+    assert "Test (test split, 20 images, threshold 0.5), per image: Dice 0.800, IoU 0.670" in card
+    bare_card = bare_result.stdout.split("WITH: ", 1)[1]
+    assert "Trained on DRIVE" in bare_card
+    assert "No test figures: no readable evaluation summary.json in its Hub repo" in bare_card

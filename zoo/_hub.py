@@ -76,8 +76,9 @@ def save_pretrained(model: SegmentationModel, folder: str | Path, **extra_config
     return folder
 
 
-def _download(repo_id: str, revision: str | None, filename: str) -> Path:
-    """A file of a Hub repo, through the Hub cache (works offline once cached)."""
+def download_file(repo_id: str, revision: str | None, filename: str) -> Path:
+    """A file of a Hub repo, through the Hub cache (works offline once cached); any failure
+    is a `PretrainedWeightsError` naming the repo, the file and the likely cause."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -119,7 +120,7 @@ Locate = Callable[[str], Path]  # a file name of the model -> its path on this m
 
 def _hub(repo_id: str, revision: str | None) -> tuple[Locate, str]:
     origin = f" (Hub repo {repo_id}, revision {revision or 'main'})"
-    return functools.partial(_download, repo_id, revision), origin
+    return functools.partial(download_file, repo_id, revision), origin
 
 
 def _resolve(id_or_path: str | Path, revision: str | None, hub_only: bool) -> tuple[Locate, str]:

@@ -26,6 +26,8 @@ __all__ = [
     "DataError",
     "MaskMode",
     "Palette",
+    "check_pixel_count",
+    "decoding",
     "read_image",
     "read_mask",
     "read_masks_union",
@@ -55,7 +57,7 @@ def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray
     defaults to ``$BIOSEG_MAX_PIXELS`` or 20,000 x 20,000.
     """
     path, limit = _checked_file(path), _max_pixels(max_pixels)
-    with _decoding(path):
+    with decoding(path):
         image = _open(path, limit)
         if image.mode in _SIXTEEN_BIT_MODES:
             pixels = _sixteen_bit(path, image).astype(np.float32) / 65535.0
@@ -85,7 +87,7 @@ def read_mask(
     if palette is not None and mode != "labels":
         raise ValueError("a palette maps colours to class ids: use it with mode='labels'")
     path, limit = _checked_file(path), _max_pixels(max_pixels)
-    with _decoding(path):
+    with decoding(path):
         return _mask_values(path, _open(path, limit), mode, palette, threshold)
 
 
@@ -212,7 +214,7 @@ def _checked_file(path: str | Path) -> Path:
 
 
 @contextmanager
-def _decoding(path: Path) -> Iterator[None]:
+def decoding(path: str | Path) -> Iterator[None]:
     """Turn whatever a decoder raises on an untrusted file into a DataError naming the file.
 
     A crafted file can make Pillow (or any decoder added later) fail with any exception type
@@ -234,16 +236,22 @@ def _decoding(path: Path) -> Iterator[None]:
         ) from error
 
 
+def check_pixel_count(path: str | Path, size: tuple[int, int], limit: int) -> None:
+    """A `DataError` naming `path` when an image of `size` (width, height, as its header
+    says) has more than `limit` pixels: checked before decoding."""
+    width, height = size
+    if width * height > limit:
+        raise DataError(
+            f"{path}: {width} x {height} = {width * height:,} pixels exceeds the limit "
+            f"of {limit:,}; raise it with {MAX_PIXELS_ENV} if the file is trusted"
+        )
+
+
 def _open(path: Path, limit: int) -> Image.Image:
     """Open, check the pixel count from the header, decode (first frame), and turn it upright
     by its EXIF orientation, as image viewers and annotation tools show it."""
     with _pillow_limit_lifted(limit), Image.open(path) as image:
-        width, height = image.size
-        if width * height > limit:
-            raise DataError(
-                f"{path}: {width} x {height} = {width * height:,} pixels exceeds the limit "
-                f"of {limit:,}; raise it with {MAX_PIXELS_ENV} if the file is trusted"
-            )
+        check_pixel_count(path, image.size, limit)
         image.load()
         ImageOps.exif_transpose(image, in_place=True)  # as viewers show it (camera JPEGs)
     if image.mode == "F":

@@ -1,0 +1,719 @@
+"""bioseg web demo: upload a scan or micrograph, pick a model, see target and prediction.
+
+    python app.py                             # offline, on the bundled weights and examples
+    python app.py --weights OWNER/NAME        # also offer published weights from the Hub
+    BIOSEG_WEIGHTS=OWNER/NAME python app.py   # the same, as a Hugging Face Space setting
+    gradio app.py                             # hot reload while editing
+
+Models load once and stay cached. Images are read on the server (16-bit grey TIFF and PNG at
+full depth), outputs are PNG, and large images are predicted tile by tile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import torch
+from gradio.data_classes import FileData
+from PIL import Image
+
+import zoo
+from trainers import metrics
+from trainers.data import eval_transform
+from trainers.data.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_labels
+from trainers.data.dataset import match_channels
+from trainers.data.readers import DataError, check_pixel_count, decoding, read_image, read_mask
+from trainers.model_card import DATASETS, TASKS
+from trainers.plots import CLASS_COLOURS, display_rgb, error_map, overlay
+from zoo._hub import check_repo_id, download_file
+
+LOG = logging.getLogger("bioseg.app")
+ROOT = Path(__file__).resolve().parent
+BUNDLED = ROOT / "weights"
+TILE = 1024  # larger images are predicted in overlapping tiles of this size
+MAX_PIXELS = int(os.environ.get("BIOSEG_APP_MAX_PIXELS", 8192 * 8192))  # refused before decoding
+# A model id typed by a visitor may describe any model: refused above this, before download.
+MAX_PARAMETERS = int(os.environ.get("BIOSEG_APP_MAX_PARAMETERS", 400_000_000))
+METRIC_NAMES = ("dice", "iou", "hd95", "precision", "recall")
+_OUTPUT = tempfile.TemporaryDirectory(prefix="bioseg-app-")  # private (0700), gone at exit
+OUTPUT_DIR = Path(_OUTPUT.name)  # the files of each answer: views and the mask to download
+# A real fundus photograph that scikit-image ships, for the DRIVE model (it has no target).
+# Its ihc.png and cell.png are out of the nuclei model's domain (DAB-stained membranes, noise):
+# the nuclei examples are DSB 2018 test images with their targets, under examples/dsb2018/.
+SKIMAGE_EXAMPLES = {"retina.jpg": "drive"}
+
+
+def weight_choices(extra: list[str] | None = None) -> dict[str, str]:
+    """Label -> location of every model with weights: bundled, local runs, Hub ids."""
+    choices = {}
+    for folder in sorted(BUNDLED.glob("*/model.safetensors")):
+        choices[f"{folder.parent.name} (bundled)"] = str(folder.parent)
+    for folder in sorted((ROOT / "runs").glob("*/model.safetensors")):
+        choices[f"{folder.parent.name} (run)"] = str(folder.parent)
+    hub = [*os.environ.get("BIOSEG_WEIGHTS", "").split(","), *(extra or [])]
+    for repo_id in filter(None, (h.strip() for h in hub)):
+        choices[f"{repo_id} (Hub)"] = repo_id
+    return choices
+
+
+REPORT_FAMILIES = ("fcn", "vgg16_fcn")  # the report's models, compared with a U-Net
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A listed model with weights on disk: its data set, family and mean test Dice."""
+
+    label: str
+    dataset: str
+    family: str
+    test_dice: float
+
+
+def test_summary(folder: Path) -> dict | None:
+    """The evaluation summary kept beside local weights (bundled: summary.json; runs: eval/)."""
+    for path in (folder / "summary.json", folder / "eval" / "summary.json"):
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
+MAX_SUMMARY_BYTES = 1_000_000  # a Hub repo's summary.json is read only below this size
+
+
+def hub_test_summary(repo_id: str) -> dict | None:
+    """summary.json of a Hub repo (trainers.push uploads it); None when absent or too large."""
+    try:
+        path = download_file(repo_id, None, "summary.json")
+        if path.stat().st_size > MAX_SUMMARY_BYTES:
+            return None
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (zoo.PretrainedWeightsError, OSError, ValueError) as error:
+        LOG.info("%s: no test figures for the card (%s)", repo_id, error)
+        return None
+
+
+def test_figures(summary: dict) -> str:
+    """The card's line of test figures; KeyError, TypeError or ValueError when `summary` is
+    not an evaluation summary written by trainers.evaluate."""
+    dice, iou, hd95 = (float(summary["metrics"][k]["mean"]) for k in ("dice", "iou", "hd95"))
+    pooled = float(summary.get("pooled", {}).get("dice", float("nan")))
+    return (
+        f"Test ({summary.get('split', 'test')} split, {summary.get('n_images', '?')} "
+        f"images, threshold {summary.get('threshold', 0.5)}), per image: Dice "
+        f"{dice:.3f}, IoU {iou:.3f}, HD95 {hd95:.1f} px; pooled Dice {pooled:.3f}."
+    )
+
+
+def listed_models(choices: dict[str, str]) -> list[Listed]:
+    """The models of `choices` stored on disk, best test Dice first (Hub ids are left out)."""
+    found = []
+    for label, location in choices.items():
+        folder = Path(location)
+        if not folder.is_absolute():
+            continue
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            summary = test_summary(folder)
+            dice = summary["metrics"]["dice"]["mean"] if summary else -1
+            family = zoo.get_spec(config["model"]).family
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            LOG.warning("%s: no data set or test figures for the defaults (%s)", folder, error)
+            continue
+        found.append(Listed(label, str(config.get("dataset", "")), family, float(dice)))
+    return sorted(found, key=lambda model: -model.test_dice)
+
+
+_load_locks: dict[str, threading.Lock] = {}
+_load_locks_guard = threading.Lock()
+
+
+@functools.cache
+def _listed_model(location: str) -> zoo.SegmentationModel:
+    return zoo.from_pretrained(location, hub_only=not Path(location).is_absolute())
+
+
+@functools.lru_cache(maxsize=2)
+def _typed_model(repo_id: str) -> zoo.SegmentationModel:
+    return zoo.from_pretrained(repo_id, hub_only=True, max_parameters=MAX_PARAMETERS)
+
+
+def load_model(location: str) -> zoo.SegmentationModel:
+    """Weights from a folder or the Hub, loaded once and then shared by every request.
+
+    Listed models stay loaded, each behind its own lock (a slow Hub download holds up no
+    other model). Hub ids typed by visitors share one lock and a cache of two, so they can
+    neither push the listed models out nor pile up in memory; they never read local files.
+    """
+    listed = location in CHOICES.values()
+    with _load_locks_guard:
+        lock = _load_locks.setdefault(location if listed else "", threading.Lock())
+    with lock:
+        return _listed_model(location) if listed else _typed_model(location)
+
+
+def resolve_location(choice: str | None) -> str:
+    """A dropdown label, or a Hub id typed into the box (never a path on this server)."""
+    if not choice:
+        raise gr.Error("Pick a model first (no weights are bundled or listed).")
+    if choice in CHOICES:
+        return CHOICES[choice]
+    try:
+        return check_repo_id(choice.strip())
+    except ValueError as error:
+        raise gr.Error(f"{error}. Pick a listed model or type a Hub id OWNER/NAME.") from None
+
+
+def saved_threshold(choice: str | None) -> float:
+    """The threshold saved with the model; 0.5 when it has none or cannot be loaded (the
+    Segment button then says why)."""
+    try:
+        model = load_model(resolve_location(choice))
+    except Exception:
+        return 0.5
+    return float(getattr(model, "pretrained_config", {}).get("threshold", 0.5))
+
+
+def model_card(choice: str | None) -> str:
+    """What the chosen model is for, in a few lines: data set, input, test figures, size."""
+    try:
+        location = resolve_location(choice)
+        model = load_model(location)
+    except Exception as error:  # gr.Error or a load failure: the Segment button says it in full
+        return f"No card: the model could not be loaded ({error})."
+    config = model.pretrained_config
+    dataset = config.get("dataset")
+    trained_on = DATASETS[dataset][0] if dataset in DATASETS else dataset
+    parameters = sum(p.numel() for p in model.parameters()) / 1e6
+    lines = [
+        f"**{choice}**: {model.spec.summary}.",
+        f"Trained on {trained_on}."
+        if trained_on
+        else "No card: its config.json does not say "
+        "what it was trained on; judge it on your own targets.",
+        f"Input: {model.in_channels} channel(s) in [0, 1], normalized with mean "
+        f"{config.get('mean', list(model.spec.mean))} and std "
+        f"{config.get('std', list(model.spec.std))}; {parameters:.1f}M parameters.",
+    ]
+    local = Path(location).is_absolute()
+    summary = test_summary(Path(location)) if local else hub_test_summary(location)
+    try:
+        lines.append(test_figures(summary or {}))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        where = "beside its weights" if local else "in its Hub repo (pushed with trainers.push?)"
+        lines.append(f"No test figures: no readable evaluation summary.json {where}.")
+    limits = (
+        config.get("limitations") or "images unlike its training data; check it on yours first."
+    )
+    lines.append(f"Not for: {limits}")
+    return "  \n".join(lines)
+
+
+def model_input(image: np.ndarray, model: zoo.SegmentationModel) -> torch.Tensor:
+    """An H x W x C image in [0, 1] as the 1 x C x H x W tensor the model expects, normalized
+    exactly as in evaluation."""
+    image = match_channels(image, model.in_channels)
+    blank = np.zeros(image.shape[:2], dtype=bool)
+    tensor, _, _ = eval_transform(mean=model.spec.mean, std=model.spec.std)(image, blank, blank)
+    return tensor[None]
+
+
+def predict(model: zoo.SegmentationModel, image: np.ndarray, progress=None) -> np.ndarray:
+    """Class probabilities K x H x W; images larger than TILE go through tiled inference."""
+    x = model_input(image, model)
+    report = (lambda done, total: progress((done, total), desc="tiles")) if progress else None
+    return zoo.sliding_window_predict(model, x, tile=TILE, progress=report)[0].numpy()
+
+
+@dataclass
+class Prediction:
+    """What the views are drawn from, kept for a visitor so that a new threshold needs no model
+    run: the image as shown and the class probabilities, in a quarter and a half of their
+    float32 size (a 4096x4096 binary prediction keeps 84 MB, not 268 MB)."""
+
+    rgb: np.ndarray  # H x W x 3, uint8
+    probabilities: np.ndarray  # K x H x W, float16
+    target: np.ndarray | None
+    classes: list[str]
+    name: str
+
+
+def class_names(model: zoo.SegmentationModel) -> list[str]:
+    """The saved class names, or 'background' and one name per other class."""
+    saved = getattr(model, "pretrained_config", {}).get("classes")
+    if saved:
+        return list(saved)
+    if model.num_classes == 1:
+        return ["background", "foreground"]
+    return ["background", *(f"class {c}" for c in range(1, model.num_classes))]
+
+
+def labels_of(prediction: Prediction, threshold: float) -> np.ndarray:
+    if prediction.probabilities.shape[0] == 1:
+        return (prediction.probabilities[0] > threshold).astype(np.int64)
+    return prediction.probabilities.argmax(0)
+
+
+def read_target(path: str, shape: tuple[int, int], binary: bool) -> np.ndarray:
+    target = read_mask(path, mode="binary" if binary else "labels", max_pixels=MAX_PIXELS)
+    if target.shape != shape:
+        raise DataError(
+            f"The target mask {Path(path).name} is {target.shape[1]}x{target.shape[0]} pixels "
+            f"but the image is {shape[1]}x{shape[0]}: a target must match its image."
+        )
+    return target.astype(np.int64)
+
+
+def metric_rows(labels: np.ndarray, target: np.ndarray, classes: list[str]) -> list[list]:
+    """One row per foreground class: the class, then Dice, IoU, HD95, precision and recall."""
+    rows = []
+    for c in range(1, max(len(classes), 2)):
+        values = metrics.binary_metrics(labels == c, target == c)
+        name = classes[c] if c < len(classes) else f"class {c}"
+        rows.append([name, *(round(float(values[m]), 4) for m in METRIC_NAMES)])
+    return rows
+
+
+def legend(classes: list[str]) -> str:
+    swatches = [
+        f"<span style='color:rgb{CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)]}'>&#9632;</span> "
+        f"{name}"
+        for c, name in enumerate(classes)
+        if c > 0
+    ]
+    errors = "<span style='color:rgb(0,190,0)'>&#9632;</span> true positive &nbsp; " + (
+        "<span style='color:rgb(230,40,40)'>&#9632;</span> false positive &nbsp; "
+        "<span style='color:rgb(40,110,255)'>&#9632;</span> false negative"
+    )
+    return f"**Overlay:** {' &nbsp; '.join(swatches)} &nbsp;&nbsp; **Error map:** {errors}"
+
+
+def answer_folder(name: str) -> Path:
+    """A new folder for the files of one answer; folders older than an hour are deleted, so
+    the output folder does not grow without bound."""
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - 3600
+    for old in OUTPUT_DIR.iterdir():
+        with contextlib.suppress(FileNotFoundError):  # another request may delete it first
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=OUTPUT_DIR))
+
+
+def write_png(pixels: np.ndarray, path: Path) -> str:
+    """Views go to Gradio as PNG files, not arrays: Gradio copies a file into its cache
+    atomically, but rewrites an array's cache file in place, where a concurrent request with
+    the same answer (two visitors on one example) can read it half-written."""
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def render(prediction: Prediction | None, threshold: float):
+    """Target and prediction overlays, error map, slider, metrics and mask file."""
+    if prediction is None:  # nothing segmented yet, or kept longer than the state lives
+        return None, None, None, None, [], None, "Press **Segment** first, then move the threshold."
+    labels = labels_of(prediction, threshold)
+    binary = prediction.probabilities.shape[0] == 1
+    folder = answer_folder(prediction.name)
+    rgb = prediction.rgb
+    image = write_png(rgb, folder / "image.png")
+    predicted = write_png(overlay(rgb, labels), folder / "prediction.png")
+    mask = (labels * 255 if binary else labels).astype(np.uint8)  # 0/255, or class ids
+    mask_file = write_png(mask, folder / f"{prediction.name}_predicted_mask.png")
+    if prediction.target is None:
+        note = legend(prediction.classes) + "<br>No target given: add a mask to see the metrics."
+        return None, predicted, None, (image, predicted), [], mask_file, note
+    errors = error_map(labels > 0, prediction.target > 0) if binary else None
+    return (
+        write_png(overlay(rgb, prediction.target), folder / "target.png"),
+        predicted,
+        None if errors is None else write_png(errors, folder / "errors.png"),
+        (image, predicted),
+        metric_rows(labels, prediction.target, prediction.classes),
+        mask_file,
+        legend(prediction.classes),
+    )
+
+
+def read_inputs(image_path: str | None, image_file: str | None) -> tuple[np.ndarray, str]:
+    path = image_file or image_path
+    if not path:
+        raise gr.Error("Upload an image (or pick an example) first.")
+    try:
+        image = read_image(path, max_pixels=MAX_PIXELS)
+    except DataError as error:
+        raise gr.Error(str(error)) from None
+    # The name labels the output files; it never chooses a folder.
+    return image, re.sub(r"[^\w.-]", "_", Path(path).stem)[:40].lstrip(".") or "image"
+
+
+def run_model(
+    choice: str, image: np.ndarray, name: str, mask_file: str | None, progress=None
+) -> tuple[Prediction, str]:
+    """The chosen model's prediction for the image, and a message if the target was not used."""
+    location = resolve_location(choice)
+    try:  # whatever went wrong, the visitor gets a message, the log the traceback
+        model = load_model(location)
+    except Exception as error:
+        LOG.warning("could not load model %s", location, exc_info=True)
+        raise gr.Error(f"Could not load model {choice!r}: {error}") from None
+    try:
+        probabilities = predict(model, image, progress)
+    except (ValueError, zoo.ModelBuildError) as error:  # a too small image, a broken plugin
+        raise gr.Error(f"{name}: {error}") from None
+    except Exception as error:  # out of memory, a fault in a plugin's forward
+        LOG.exception("model %s failed on %s", location, name)
+        raise gr.Error(f"{name}: the model failed ({type(error).__name__}: {error})") from None
+    target, message = None, ""
+    if mask_file:
+        try:
+            target = read_target(mask_file, image.shape[:2], model.num_classes == 1)
+        except DataError as error:
+            message = f"**Target not used:** {error}"
+            gr.Warning(str(error))
+    kept = Prediction(
+        display_rgb(image), probabilities.astype(np.float16), target, class_names(model), name
+    )
+    return kept, message
+
+
+def segment(
+    choice: str,
+    image_path: str | None,
+    image_file: str | None,
+    mask_file: str | None,
+    threshold: float,
+    progress=gr.Progress(),  # noqa: B008 (Gradio's way to report progress)
+):
+    """Run the model on the image; the views and metrics come from `render`."""
+    image, name = read_inputs(image_path, image_file)
+    prediction, message = run_model(choice, image, name, mask_file, progress)
+    *views, note = render(prediction, threshold)
+    return (*views, f"{note}<br>{message}" if message else note, prediction)
+
+from gradio.events import Dependency
+
+class DrawingEditor(gr.ImageEditor):
+    """`gr.ImageEditor` whose payload is checked as an upload is: each image's pixel count is
+    read from its header and held to `MAX_PIXELS` before decoding, and an image that cannot
+    be decoded is refused with a message instead of a traceback. A template of the editor:
+    the same front end."""
+
+    is_template = True
+
+    def convert_and_format_image(self, file: FileData | bytes | None, flatten_on_white=False):
+        if file is None:
+            return None
+        source = file.path if isinstance(file, FileData) else io.BytesIO(file)
+        try:
+            with decoding("the drawing"):
+                with Image.open(source) as header:
+                    check_pixel_count("the drawing", header.size, MAX_PIXELS)
+                return super().convert_and_format_image(file, flatten_on_white)
+        except DataError as error:
+            raise gr.Error(str(error)) from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def _hex(colour: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*colour)
+
+
+def _editor_value(background: np.ndarray, layer: np.ndarray | None = None) -> dict:
+    return {"background": background, "layers": [] if layer is None else [layer], "composite": None}
+
+
+def edit_target(image_path: str | None, image_file: str | None):
+    """The image into the editor, to paint its target over it."""
+    image, _ = read_inputs(image_path, image_file)
+    return _editor_value(display_rgb(image)), image_file or image_path
+
+
+def edit_prediction(
+    prediction: Prediction | None, threshold: float, image_path: str | None, image_file: str | None
+):
+    """The prediction at this threshold into the editor, as a layer to correct."""
+    if prediction is None:
+        raise gr.Error("Press Segment first: there is no prediction to correct yet.")
+    layer = labels_to_layer(labels_of(prediction, threshold), CLASS_COLOURS)
+    return _editor_value(prediction.rgb, layer), image_file or image_path
+
+
+def drawing_to_mask(
+    drawing: dict | None,
+    source: str | None,
+    choice: str,
+    image_path: str | None,
+    image_file: str | None,
+) -> tuple[str, str]:
+    """The painted layers as a mask PNG at the image's full size (0/255 for one class, class
+    ids otherwise): the target for Segment, and a file to download."""
+    path = image_file or image_path
+    if drawing is None or source is None:
+        raise gr.Error("Load the image or the prediction into the editor and paint first.")
+    if path != source:
+        raise gr.Error(
+            "The drawing was made on another image than the one loaded now: load this image "
+            "into the editor again (nothing of the drawing is used)."
+        )
+    image, name = read_inputs(image_path, image_file)
+    model = load_model(resolve_location(choice))
+    colours = CLASS_COLOURS[: max(1, model.num_classes - 1)]
+    layers = drawing.get("layers") or []
+    merged = np.zeros((*np.asarray(drawing["background"]).shape[:2], 4), dtype=np.uint8)
+    for layer in layers:  # later layers paint over earlier ones
+        painted = layer[..., 3] >= PAINTED_ALPHA
+        merged[painted] = layer[painted]
+    try:
+        labels = layer_to_labels(merged, image.shape[:2], colours, source=f"drawing on {name}")
+    except DataError as error:
+        raise gr.Error(str(error)) from None
+    mask = (labels > 0) * 255 if model.num_classes == 1 else labels
+    mask_file = write_png(mask.astype(np.uint8), answer_folder(name) / f"{name}_drawn_mask.png")
+    return mask_file, mask_file
+
+
+def compare(choice_a: str, choice_b: str, image_path, image_file, mask_file, threshold: float):
+    """Two models on the same image, side by side, with their metrics."""
+    image, name = read_inputs(image_path, image_file)
+    folder, outputs, rows = answer_folder(name), [], []
+    for side, choice in zip("ab", (choice_a, choice_b), strict=True):
+        prediction, _ = run_model(choice, image, name, mask_file)
+        labels = labels_of(prediction, threshold)
+        view = overlay(prediction.rgb, labels)
+        outputs.append(write_png(view, folder / f"prediction_{side}.png"))
+        if prediction.target is not None:
+            rows += [
+                [choice, *row] for row in metric_rows(labels, prediction.target, prediction.classes)
+            ]
+    return outputs[0], outputs[1], rows
+
+
+def examples() -> list[list]:
+    """scikit-image's bundled images, then image/mask pairs under examples/ or BIOSEG_EXAMPLES."""
+    import skimage
+
+    # data set -> its best model by test Dice (bundled models win over runs on a tie).
+    by_dataset = {}
+    for model in LISTED:
+        by_dataset.setdefault(model.dataset, model.label)
+    default = next(iter(CHOICES), "")
+    rows = []
+    for file, dataset in SKIMAGE_EXAMPLES.items():
+        path = Path(skimage.data_dir) / file
+        if path.is_file():
+            rows.append([str(path), None, by_dataset.get(dataset, default)])
+    folder = Path(os.environ.get("BIOSEG_EXAMPLES", ROOT / "examples"))
+    for mask in sorted(folder.glob("**/*_mask.png")):
+        image = mask.with_name(mask.name.removesuffix("_mask.png") + ".png")
+        if image.is_file():
+            rows.append([str(image), str(mask), by_dataset.get(mask.parent.name, default)])
+    return rows
+
+
+def dropdown_entries() -> list[tuple[str, str]]:
+    """The dropdowns' entries: each label says the model's task, the value stays its name."""
+    tasks = {model.label: TASKS.get(model.dataset) for model in LISTED}
+    return [(f"{c}: {tasks[c]}" if tasks.get(c) else c, c) for c in CHOICES]
+
+
+def report_comparisons(example_rows: list[list]) -> list[list]:
+    """Compare-tab examples: each report model against the best other model of its data set,
+    on that data set's first example with a target."""
+    rows = []
+    pairs = {row[2]: row for row in example_rows if row[1] is not None}  # model -> its example
+    for report in (m for m in LISTED if m.family in REPORT_FAMILIES):
+        peers = [
+            m for m in LISTED if m.dataset == report.dataset and m.family not in REPORT_FAMILIES
+        ]
+        if peers and peers[0].label in pairs:
+            image, mask, _ = pairs[peers[0].label]
+            rows.append([report.label, peers[0].label, image, mask])
+    return rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="bioseg web demo")
+    parser.add_argument("--weights", action="append", default=[], help="a Hub id OWNER/NAME")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    return parser.parse_known_args(argv)[0]  # `gradio app.py` passes arguments of its own
+
+
+ARGS = parse_args()
+CHOICES = weight_choices(ARGS.weights)
+LISTED = listed_models(CHOICES)
+EXAMPLES = examples()  # read once: the Segment tab's rows and the Compare tab's pairs
+COMPARISONS = report_comparisons(EXAMPLES)
+ENTRIES = dropdown_entries()
+
+with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
+    gr.Markdown(
+        "# bioseg\nUpload a scan or micrograph, pick a model, and compare its prediction with "
+        "the target. TIFF and 16-bit images: use *Image file*, which reads them on the server."
+    )
+    with gr.Tab("Segment"):
+        with gr.Row():
+            with gr.Column(scale=1):
+                model_choice = gr.Dropdown(
+                    ENTRIES,
+                    value=next(iter(CHOICES), None),
+                    label="Model (or type a Hub id OWNER/NAME)",
+                    allow_custom_value=True,
+                )
+                card = gr.Markdown()  # what the model is for; filled on load and on change
+                image_in = gr.Image(
+                    type="filepath",
+                    label="Image",
+                    sources=["upload", "clipboard"],
+                    format="png",
+                    image_mode=None,
+                )
+                image_file = gr.File(label="Image file (TIFF, 16-bit PNG...)", type="filepath")
+                mask_in = gr.File(label="Target mask (optional)", type="filepath")
+                threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
+                run = gr.Button("Segment", variant="primary")
+            with gr.Column(scale=2):
+                with gr.Row():
+                    target_out = gr.Image(label="Target", format="png", interactive=False)
+                    pred_out = gr.Image(label="Prediction", format="png", interactive=False)
+                note_out = gr.Markdown()
+                metrics_out = gr.Dataframe(
+                    headers=["class", *METRIC_NAMES],
+                    label="Metrics",
+                    interactive=False,
+                    elem_id="metrics",
+                )
+                with gr.Row():
+                    error_out = gr.Image(label="Error map", format="png", interactive=False)
+                    slider_out = gr.ImageSlider(label="Image | prediction", format="png")
+                mask_out = gr.File(label="Predicted mask (PNG, full resolution)")
+        with gr.Accordion("Paint the target, or correct the prediction", open=False):
+            gr.Markdown(
+                "No mask file? Load the image, paint the target (brush, eraser, undo), and use "
+                "it: the metrics and views follow. Or load the prediction, fix it, and download "
+                "the corrected mask: a PNG at the image's size, ready as a training target."
+            )
+            editor = DrawingEditor(
+                type="numpy",
+                image_mode="RGBA",
+                label="Drawing",
+                sources=(),
+                brush=gr.Brush(
+                    colors=[_hex(c) for c in CLASS_COLOURS],
+                    default_color=_hex(CLASS_COLOURS[0]),
+                    color_mode="fixed",
+                ),
+                eraser=gr.Eraser(),
+                layers=False,
+            )
+            editor_source = gr.State()  # the image the drawing belongs to
+            with gr.Row():
+                load_image = gr.Button("Load the image")
+                load_prediction = gr.Button("Load the prediction to correct")
+                use_drawing = gr.Button("Use the drawing as the target", variant="primary")
+            drawn_mask = gr.File(label="Drawn or corrected mask (PNG, full resolution)")
+        state = gr.State(time_to_live=1800)  # a visitor's last prediction, for the threshold
+        views = [target_out, pred_out, error_out, slider_out, metrics_out, mask_out, note_out]
+        inputs = [model_choice, image_in, image_file, mask_in, threshold]
+        run.click(segment, inputs, [*views, state], api_name="segment")
+        load_image.click(
+            edit_target, [image_in, image_file], [editor, editor_source], api_visibility="private"
+        )
+        load_prediction.click(
+            edit_prediction,
+            [state, threshold, image_in, image_file],
+            [editor, editor_source],
+            api_visibility="private",
+        )
+        use_drawing.click(
+            drawing_to_mask,
+            [editor, editor_source, model_choice, image_in, image_file],
+            [mask_in, drawn_mask],
+            api_visibility="private",
+        ).success(segment, inputs, [*views, state], api_visibility="private")
+        # A new threshold redraws the views from the kept probabilities: no model run.
+        threshold.release(render, [state, threshold], views, api_visibility="private")
+        model_choice.change(saved_threshold, model_choice, threshold, api_visibility="private")
+        model_choice.change(model_card, model_choice, card, api_visibility="private")
+        demo.load(model_card, model_choice, card, api_visibility="private")
+        gr.Examples(
+            EXAMPLES,
+            inputs=[image_in, mask_in, model_choice],
+            outputs=[*views, state],
+            fn=lambda image, mask, choice: segment(
+                choice, image, None, mask, saved_threshold(choice)
+            ),
+            run_on_click=True,
+            cache_examples=False,
+            label="Examples (click one)",
+        )
+    with gr.Tab("Compare two models"):
+        # Opens on the report's comparison: a report model against a U-Net of its data set.
+        ends = (next(iter(CHOICES), None), next(reversed(CHOICES), None))
+        a, b, image, mask = COMPARISONS[0] if COMPARISONS else (*ends, None, None)
+        with gr.Row():
+            choice_a = gr.Dropdown(ENTRIES, value=a, label="A", allow_custom_value=True)
+            choice_b = gr.Dropdown(ENTRIES, value=b, label="B", allow_custom_value=True)
+        with gr.Row():
+            compare_image = gr.Image(
+                image, type="filepath", label="Image", format="png", image_mode=None
+            )
+            compare_mask = gr.File(mask, label="Target mask (optional)", type="filepath")
+        compare_threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
+        compare_run = gr.Button("Compare", variant="primary")
+        with gr.Row():
+            out_a = gr.Image(label="Model A", format="png", interactive=False)
+            out_b = gr.Image(label="Model B", format="png", interactive=False)
+        compare_table = gr.Dataframe(headers=["model", "class", *METRIC_NAMES], label="Metrics")
+        compare_inputs = [choice_a, choice_b, compare_image, compare_mask, compare_threshold]
+        compare_outputs = [out_a, out_b, compare_table]
+        compare_run.click(
+            lambda a, b, image, mask, t: compare(a, b, image, None, mask, t),
+            compare_inputs,
+            compare_outputs,
+            api_name="compare",
+        )
+        if COMPARISONS:
+            gr.Examples(
+                COMPARISONS,
+                inputs=compare_inputs[:4],
+                outputs=compare_outputs,
+                fn=lambda a, b, image, mask: compare(a, b, image, None, mask, 0.5),
+                run_on_click=True,
+                cache_examples=False,
+                label="The report's models against a U-Net (click one)",
+            )
+
+demo.queue(default_concurrency_limit=2, max_size=64)
+
+
+def main() -> None:
+    for location in list(CHOICES.values())[:1]:
+        try:  # the default model is ready before the first visitor
+            load_model(location)
+        except Exception as error:  # e.g. a Hub model while offline: the page still starts
+            LOG.warning("the default model %s is not loaded yet: %s", location, error)
+    demo.launch(server_name=ARGS.host, server_port=ARGS.port, max_file_size="64mb")
+
+
+if __name__ == "__main__":
+    main()
