@@ -23,7 +23,8 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -45,7 +46,9 @@ from zoo._hub import check_repo_id, download_file
 LOG = logging.getLogger("bioseg.app")
 ROOT = Path(__file__).resolve().parent
 BUNDLED = ROOT / "weights"
-TILE = 1024  # larger images are predicted in overlapping tiles of this size
+# Larger images are predicted in tiles of this size, overlapping by this fraction of a side:
+# the fastest per image pixel on a 2-core CPU (`python benchmarks/bench_app.py` measures it).
+TILE, OVERLAP = 1024, 0.25
 MAX_PIXELS = int(os.environ.get("BIOSEG_APP_MAX_PIXELS", 8192 * 8192))  # refused before decoding
 # A model id typed by a visitor may describe any model: refused above this, before download.
 MAX_PARAMETERS = int(os.environ.get("BIOSEG_APP_MAX_PARAMETERS", 400_000_000))
@@ -142,18 +145,35 @@ _load_locks: dict[str, threading.Lock] = {}
 _load_locks_guard = threading.Lock()
 
 
+@dataclass(frozen=True)
+class Served:
+    """A loaded model and its prediction through the inference engine that runs it."""
+
+    model: zoo.SegmentationModel
+    predict: Callable[[torch.Tensor], torch.Tensor]
+    engine: str
+
+
+def _serve(location: str, **load_options) -> Served:
+    model = zoo.from_pretrained(location, **load_options)
+    predict, engine = zoo.engine_predict(model, ARGS.engine)
+    LOG.info("%s: served by %s", location, engine)
+    return Served(model, predict, engine)
+
+
 @functools.cache
-def _listed_model(location: str) -> zoo.SegmentationModel:
-    return zoo.from_pretrained(location, hub_only=not Path(location).is_absolute())
+def _listed_model(location: str) -> Served:
+    return _serve(location, hub_only=not Path(location).is_absolute())
 
 
 @functools.lru_cache(maxsize=2)
-def _typed_model(repo_id: str) -> zoo.SegmentationModel:
-    return zoo.from_pretrained(repo_id, hub_only=True, max_parameters=MAX_PARAMETERS)
+def _typed_model(repo_id: str) -> Served:
+    return _serve(repo_id, hub_only=True, max_parameters=MAX_PARAMETERS)
 
 
-def load_model(location: str) -> zoo.SegmentationModel:
-    """Weights from a folder or the Hub, loaded once and then shared by every request.
+def load_model(location: str) -> Served:
+    """Weights from a folder or the Hub, loaded (and exported to the engine) once and then
+    shared by every request.
 
     Listed models stay loaded, each behind its own lock (a slow Hub download holds up no
     other model). Hub ids typed by visitors share one lock and a cache of two, so they can
@@ -182,7 +202,7 @@ def saved_threshold(choice: str | None) -> float:
     """The threshold saved with the model; 0.5 when it has none or cannot be loaded (the
     Segment button then says why)."""
     try:
-        model = load_model(resolve_location(choice))
+        model = load_model(resolve_location(choice)).model
     except Exception:
         return 0.5
     return float(getattr(model, "pretrained_config", {}).get("threshold", 0.5))
@@ -192,7 +212,7 @@ def model_card(choice: str | None) -> str:
     """What the chosen model is for, in a few lines: data set, input, test figures, size."""
     try:
         location = resolve_location(choice)
-        model = load_model(location)
+        model = load_model(location).model
     except Exception as error:  # gr.Error or a load failure: the Segment button says it in full
         return f"No card: the model could not be loaded ({error})."
     config = model.pretrained_config
@@ -232,24 +252,30 @@ def model_input(image: np.ndarray, model: zoo.SegmentationModel) -> torch.Tensor
     return tensor[None]
 
 
-def predict(model: zoo.SegmentationModel, image: np.ndarray, progress=None) -> np.ndarray:
-    """Class probabilities K x H x W; images larger than TILE go through tiled inference."""
-    x = model_input(image, model)
+def predict(served: Served, image: np.ndarray, progress=None) -> np.ndarray:
+    """Class probabilities K x H x W as float16; images larger than TILE are predicted in
+    overlapping tiles."""
+    x = model_input(image, served.model)
     report = (lambda done, total: progress((done, total), desc="tiles")) if progress else None
-    return zoo.sliding_window_predict(model, x, tile=TILE, progress=report)[0].numpy()
+    probabilities = zoo.sliding_window_predict(
+        served.model, x, tile=TILE, overlap=OVERLAP, predict=served.predict, progress=report
+    )
+    return probabilities[0].to(torch.float16).numpy()
 
 
 @dataclass
 class Prediction:
     """What the views are drawn from, kept for a visitor so that a new threshold needs no model
     run: the image as shown and the class probabilities, in a quarter and a half of their
-    float32 size (a 4096x4096 binary prediction keeps 84 MB, not 268 MB)."""
+    float32 size (a 4096x4096 binary prediction keeps 84 MB, not 268 MB), and the files of the
+    views that no threshold changes (image, target), encoded once."""
 
     rgb: np.ndarray  # H x W x 3, uint8
     probabilities: np.ndarray  # K x H x W, float16
     target: np.ndarray | None
     classes: list[str]
     name: str
+    still: dict[str, str] = field(default_factory=dict)  # view -> PNG file
 
 
 def class_names(model: zoo.SegmentationModel) -> list[str]:
@@ -263,9 +289,10 @@ def class_names(model: zoo.SegmentationModel) -> list[str]:
 
 
 def labels_of(prediction: Prediction, threshold: float) -> np.ndarray:
+    """An H x W uint8 label map: probability above `threshold` (one class), else argmax."""
     if prediction.probabilities.shape[0] == 1:
-        return (prediction.probabilities[0] > threshold).astype(np.int64)
-    return prediction.probabilities.argmax(0)
+        return (prediction.probabilities[0] > threshold).view(np.uint8)
+    return prediction.probabilities.argmax(0).astype(np.uint8)
 
 
 def read_target(path: str, shape: tuple[int, int], binary: bool) -> np.ndarray:
@@ -317,32 +344,39 @@ def answer_folder(name: str) -> Path:
 def write_png(pixels: np.ndarray, path: Path) -> str:
     """Views go to Gradio as PNG files, not arrays: Gradio copies a file into its cache
     atomically, but rewrites an array's cache file in place, where a concurrent request with
-    the same answer (two visitors on one example) can read it half-written."""
-    Image.fromarray(pixels).save(path)
+    the same answer (two visitors on one example) can read it half-written. Compression level
+    1: several times faster to write than the default 6, and still lossless."""
+    Image.fromarray(pixels).save(path, compress_level=1)
     return str(path)
 
 
 def render(prediction: Prediction | None, threshold: float):
-    """Target and prediction overlays, error map, slider, metrics and mask file."""
+    """Target and prediction overlays, error map, slider, metrics and mask file. The image and
+    target views are written once per prediction; a new threshold redraws only the rest."""
     if prediction is None:  # nothing segmented yet, or kept longer than the state lives
         return None, None, None, None, [], None, "Press **Segment** first, then move the threshold."
     labels = labels_of(prediction, threshold)
     binary = prediction.probabilities.shape[0] == 1
-    folder = answer_folder(prediction.name)
-    rgb = prediction.rgb
-    image = write_png(rgb, folder / "image.png")
+    still, rgb = prediction.still, prediction.rgb
+    if not still:
+        still["folder"] = str(answer_folder(prediction.name))
+        still["image"] = write_png(rgb, Path(still["folder"]) / "image.png")
+        if prediction.target is not None:
+            target_view = overlay(rgb, prediction.target)
+            still["target"] = write_png(target_view, Path(still["folder"]) / "target.png")
+    folder = Path(tempfile.mkdtemp(prefix="threshold-", dir=still["folder"]))
     predicted = write_png(overlay(rgb, labels), folder / "prediction.png")
-    mask = (labels * 255 if binary else labels).astype(np.uint8)  # 0/255, or class ids
+    mask = labels * 255 if binary else labels  # 0/255, or class ids
     mask_file = write_png(mask, folder / f"{prediction.name}_predicted_mask.png")
     if prediction.target is None:
         note = legend(prediction.classes) + "<br>No target given: add a mask to see the metrics."
-        return None, predicted, None, (image, predicted), [], mask_file, note
+        return None, predicted, None, (still["image"], predicted), [], mask_file, note
     errors = error_map(labels > 0, prediction.target > 0) if binary else None
     return (
-        write_png(overlay(rgb, prediction.target), folder / "target.png"),
+        still["target"],
         predicted,
         None if errors is None else write_png(errors, folder / "errors.png"),
-        (image, predicted),
+        (still["image"], predicted),
         metric_rows(labels, prediction.target, prediction.classes),
         mask_file,
         legend(prediction.classes),
@@ -367,27 +401,25 @@ def run_model(
     """The chosen model's prediction for the image, and a message if the target was not used."""
     location = resolve_location(choice)
     try:  # whatever went wrong, the visitor gets a message, the log the traceback
-        model = load_model(location)
+        served = load_model(location)
     except Exception as error:
         LOG.warning("could not load model %s", location, exc_info=True)
         raise gr.Error(f"Could not load model {choice!r}: {error}") from None
     try:
-        probabilities = predict(model, image, progress)
+        probabilities = predict(served, image, progress)
     except (ValueError, zoo.ModelBuildError) as error:  # a too small image, a broken plugin
         raise gr.Error(f"{name}: {error}") from None
     except Exception as error:  # out of memory, a fault in a plugin's forward
         LOG.exception("model %s failed on %s", location, name)
         raise gr.Error(f"{name}: the model failed ({type(error).__name__}: {error})") from None
-    target, message = None, ""
+    model, target, message = served.model, None, ""
     if mask_file:
         try:
             target = read_target(mask_file, image.shape[:2], model.num_classes == 1)
         except DataError as error:
             message = f"**Target not used:** {error}"
             gr.Warning(str(error))
-    kept = Prediction(
-        display_rgb(image), probabilities.astype(np.float16), target, class_names(model), name
-    )
+    kept = Prediction(display_rgb(image), probabilities, target, class_names(model), name)
     return kept, message
 
 
@@ -469,7 +501,7 @@ def drawing_to_mask(
             "into the editor again (nothing of the drawing is used)."
         )
     image, name = read_inputs(image_path, image_file)
-    model = load_model(resolve_location(choice))
+    model = load_model(resolve_location(choice)).model
     colours = CLASS_COLOURS[: max(1, model.num_classes - 1)]
     layers = drawing.get("layers") or []
     merged = np.zeros((*np.asarray(drawing["background"]).shape[:2], 4), dtype=np.uint8)
@@ -549,6 +581,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", action="append", default=[], help="a Hub id OWNER/NAME")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument(
+        "--engine",
+        choices=zoo.ENGINES,
+        default=os.environ.get(zoo.ENGINE_ENV) or None,
+        help=f"inference engine (default: ${zoo.ENGINE_ENV}, else the fastest measured here)",
+    )
     return parser.parse_known_args(argv)[0]  # `gradio app.py` passes arguments of its own
 
 

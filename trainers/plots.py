@@ -100,10 +100,9 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
 
 def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """Class c > 0 of an H x W label map (or a boolean mask) tinted over an RGB image."""
-    out = rgb.astype(np.float32)
-    labels = labels.astype(np.int64)
+    out = rgb.copy()
     for c in range(1, int(labels.max(initial=0)) + 1):
         where = labels == c
         colour = np.array(CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)], dtype=np.float32)
-        out[where] = (1 - alpha) * out[where] + alpha * colour
-    return out.astype(np.uint8)
+        out[where] = (1 - alpha) * rgb[where].astype(np.float32) + alpha * colour  # tinted only
+    return out

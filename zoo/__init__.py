@@ -9,6 +9,7 @@ A plugin is one `.py` file in this folder (found with no reinstall), in a folder
 Importing `zoo` imports neither timm nor gradio; plugins load on the first lookup.
 """
 
+from ._engines import ENGINE_ENV, ENGINES, engine_predict
 from ._hub import from_pretrained, save_pretrained
 from ._inference import sliding_window_predict
 from ._model import ModelBuildError, SegmentationModel, create_model
@@ -24,6 +25,8 @@ from ._registry import (
 from ._spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 __all__ = [
+    "ENGINES",
+    "ENGINE_ENV",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ModelBuildError",
@@ -34,6 +37,7 @@ __all__ = [
     "adapt_input_conv",
     "add_spec",
     "create_model",
+    "engine_predict",
     "from_pretrained",
     "get_spec",
     "list_models",

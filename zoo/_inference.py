@@ -31,26 +31,29 @@ def sliding_window_predict(
     *,
     tile: int = 512,
     overlap: float = 0.25,
-    batch_size: int = 4,
+    batch_size: int = 1,
+    predict: Callable[[Tensor], Tensor] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Class probabilities (1 x K x H x W) of a normalized 1 x C x H x W image, tile by tile.
 
     Tiles of `tile` pixels overlap by `overlap` of their side and are blended with a Gaussian
-    weight, so seams do not show; memory stays bounded by the tile batch plus the output.
-    An image no larger than one tile is predicted in one pass. `progress(done, total)` is called
-    after each batch of tiles.
+    weight, so seams do not show. Memory stays bounded: the output and its blending weights,
+    plus one batch of `batch_size` tiles. An image no larger than one tile is predicted in one
+    pass. `predict` maps a batch to probabilities (default `model.predict`; an engine's, from
+    `zoo.engine_predict`, for speed). `progress(done, total)` is called after each batch.
     """
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"expected one image of shape 1 x C x H x W, got {tuple(image.shape)}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     model.eval()
+    predict = predict or model.predict
     _, _, height, width = image.shape
     if height <= tile and width <= tile:
         if progress:
             progress(1, 1)
-        return model.predict(image)
+        return predict(image)
     tile = max(tile, model.spec.min_size)
     stride = max(int(tile * (1 - overlap)), 1)
     boxes = [
@@ -60,14 +63,16 @@ def sliding_window_predict(
     ]
     out = torch.zeros(1, model.num_classes, height, width, device=image.device)
     norm = torch.zeros(1, 1, height, width, device=image.device)
+    weights: dict[tuple[int, int], Tensor] = {}  # one Gaussian per tile shape
     for first in range(0, len(boxes), batch_size):
         chunk = boxes[first : first + batch_size]
         tiles = torch.cat([image[..., y : y + h, x : x + w] for y, x, h, w in chunk])
-        probabilities = model.predict(tiles)
+        probabilities = predict(tiles)
         for (y, x, h, w), p in zip(chunk, probabilities, strict=True):
-            weight = _gaussian(h, image.device)[:, None] * _gaussian(w, image.device)[None, :]
-            out[..., y : y + h, x : x + w] += p * weight
-            norm[..., y : y + h, x : x + w] += weight
+            if (h, w) not in weights:
+                weights[h, w] = _gaussian(h, image.device)[:, None] * _gaussian(w, image.device)
+            out[..., y : y + h, x : x + w].addcmul_(p, weights[h, w])
+            norm[..., y : y + h, x : x + w] += weights[h, w]
         if progress:
             progress(min(first + batch_size, len(boxes)), len(boxes))
-    return out / norm
+    return out.div_(norm)

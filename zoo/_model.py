@@ -40,18 +40,28 @@ class SegmentationModel(nn.Module):
         self.build_kwargs = build_kwargs
 
     def forward(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        logits = self.net(x)
+        self.check_output(logits, x)
+        return logits
+
+    def check_input(self, x: Tensor) -> None:
+        """A ValueError unless `x` is a batch N x in_channels x H x W of at least min_size."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"{self.spec.name} expects a batch N x {self.in_channels} x H x W, "
                 f"got shape {tuple(x.shape)}"
             )
-        n, _, h, w = x.shape
+        h, w = x.shape[-2:]
         if min(h, w) < self.spec.min_size:
             raise ValueError(
                 f"{self.spec.name} needs images of at least {self.spec.min_size}x"
                 f"{self.spec.min_size} pixels, got {h}x{w}"
             )
-        logits = self.net(x)
+
+    def check_output(self, logits: object, x: Tensor) -> None:
+        """A ModelBuildError naming the plugin unless `logits` is N x num_classes x H x W."""
+        n, _, h, w = x.shape
         expected = (n, self.num_classes, h, w)
         if not isinstance(logits, Tensor) or tuple(logits.shape) != expected:
             got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
@@ -59,7 +69,6 @@ class SegmentationModel(nn.Module):
                 f"model '{self.spec.name}' ({self.spec.origin}) returned {got} for an input of "
                 f"shape {tuple(x.shape)}; a bioseg model must return logits of shape {expected}"
             )
-        return logits
 
     @torch.inference_mode()
     def predict(self, x: Tensor) -> Tensor:

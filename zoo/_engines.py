@@ -1,0 +1,152 @@
+"""Inference engines: a model's prediction through eager PyTorch, ONNX Runtime or OpenVINO.
+
+    predict, used = zoo.engine_predict(model, "onnxruntime")
+    probabilities = predict(x)  # as model.predict(x)
+
+For the runtimes, the model's network is exported once to ONNX (torch's exporter, height and
+width left dynamic) and the file is cached under `$BIOSEG_CACHE` (default
+`~/.cache/bioseg/engines`), named by a hash of the model's config and weights, and of the
+versions of torch and the export; a later load finds it instead of exporting again. A model
+that cannot be exported or run there (a plugin with an operator the exporter does not know)
+falls back to eager PyTorch, with one warning naming why; `used` says which engine answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._model import SegmentationModel
+
+__all__ = ["CACHE_ENV", "ENGINES", "ENGINE_ENV", "engine_predict", "exported_onnx"]
+
+LOG = logging.getLogger("bioseg.engines")
+ENGINES = ("eager", "onnxruntime", "openvino")
+DEFAULT_ENGINE = "openvino"  # the fastest exact one on a 2-core CPU: benchmarks/bench_engines.py
+ENGINE_ENV = "BIOSEG_ENGINE"
+CACHE_ENV = "BIOSEG_CACHE"
+_EXPORT_FORMAT = 1  # bump when the export itself changes, so older cached files are not reused
+_EXPORT_SIZE = 128  # the example input's side; height and width stay dynamic
+
+Predict = Callable[[Tensor], Tensor]
+
+
+def cache_dir() -> Path:
+    """Where exported models are kept: `$BIOSEG_CACHE/engines`, or `~/.cache/bioseg/engines`."""
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "bioseg"
+    return Path(root) / "engines"
+
+
+def _fingerprint(model: SegmentationModel) -> str:
+    """A hash of what the exported graph depends on: architecture, weights, torch version."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps(model.config(), sort_keys=True).encode())
+    digest.update(f"{torch.__version__}/{_EXPORT_FORMAT}".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(
+            tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
+    return digest.hexdigest()[:32]
+
+
+def exported_onnx(model: SegmentationModel) -> Path:
+    """The model's network as an ONNX file (logits, dynamic height and width), exported on
+    the first call and found in the cache afterwards."""
+    path = cache_dir() / f"{model.spec.name.replace('/', '-')}-{_fingerprint(model)}.onnx"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    side = max(_EXPORT_SIZE, model.spec.min_size)
+    example = torch.zeros(1, model.in_channels, side, side)
+    dims = {2: torch.export.Dim("height", min=model.spec.min_size),
+            3: torch.export.Dim("width", min=model.spec.min_size)}  # fmt: skip
+    LOG.info("exporting %s to ONNX (once; cached at %s)", model.spec.name, path)
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        partial = Path(scratch) / path.name
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the exporter's notes on its own internals
+            torch.onnx.export(
+                model.eval().net,
+                (example,),
+                partial,
+                input_names=["image"],
+                output_names=["logits"],
+                dynamic_shapes=(dims,),
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+        os.replace(partial, path)  # whole or absent, even with two processes exporting
+    return path
+
+
+def _onnxruntime(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"image": x})[0]
+
+
+def _openvino(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import openvino
+
+    core = openvino.Core()
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+    compiled = core.compile_model(str(path), "CPU", config)  # f32: no silent bf16 on new CPUs
+    return lambda x: compiled.create_infer_request().infer({0: x})[0]
+
+
+_RUNTIMES = {"onnxruntime": _onnxruntime, "openvino": _openvino}
+
+
+def _runtime_predict(model: SegmentationModel, engine: str, threads: int) -> Predict:
+    run = _RUNTIMES[engine](exported_onnx(model), threads)
+
+    def predict(x: Tensor) -> Tensor:
+        model.check_input(x)
+        logits = torch.from_numpy(run(x.detach().cpu().float().contiguous().numpy()))
+        model.check_output(logits, x)
+        return logits.sigmoid() if model.num_classes == 1 else logits.softmax(dim=1)
+
+    predict(torch.zeros(1, model.in_channels, model.spec.min_size, model.spec.min_size))
+    return predict
+
+
+def engine_predict(
+    model: SegmentationModel, engine: str | None = None, *, threads: int | None = None
+) -> tuple[Predict, str]:
+    """`model.predict` through `engine` (default `$BIOSEG_ENGINE`, else the measured fastest),
+    and the name of the engine that answers: "eager" when the model cannot be exported or run
+    by the engine, or its package is not installed (logged once, with the reason)."""
+    engine = engine or os.environ.get(ENGINE_ENV) or DEFAULT_ENGINE
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "eager":
+        return model.predict, engine
+    if importlib.util.find_spec(engine) is None:
+        LOG.warning("%s: engine %s is not installed (pip install %s); using eager PyTorch",
+                    model.spec.name, engine, engine)  # fmt: skip
+        return model.predict, "eager"
+    try:
+        return _runtime_predict(model, engine, threads or torch.get_num_threads()), engine
+    except Exception as error:  # an operator the exporter or the runtime cannot handle, ...
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        LOG.warning("%s: cannot run on %s (%s: %s); using eager PyTorch",
+                    model.spec.name, engine, type(error).__name__, first_line)  # fmt: skip
+        return model.predict, "eager"
