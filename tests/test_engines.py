@@ -1,0 +1,151 @@
+"""Inference engines: the same masks as eager PyTorch, an export cache, and a fallback."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import zoo
+from tests.conftest import REPO, SHARED_DATA
+from trainers.data import eval_transform
+from trainers.data.readers import read_image
+from zoo import _engines
+
+BUNDLED = sorted(p.parent for p in (REPO / "weights").glob("*/model.safetensors"))
+DRIVE_IMAGE = SHARED_DATA / "DRIVE" / "test" / "images" / "01_test.tif"
+CHOSEN = _engines.DEFAULT_ENGINE
+
+
+@pytest.fixture(autouse=True)
+def engine_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:
+    """One export cache for the whole test session, outside the user's own."""
+    folder = tmp_path_factory.getbasetemp() / "engine-cache"
+    monkeypatch.setenv(_engines.CACHE_ENV, str(folder))
+    return folder
+
+
+def model_input(model: zoo.SegmentationModel, image: np.ndarray) -> torch.Tensor:
+    blank = np.zeros(image.shape[:2], dtype=bool)
+    return eval_transform(mean=model.spec.mean, std=model.spec.std)(image, blank, blank)[0][None]
+
+
+def example_image(folder: Path) -> np.ndarray:
+    """An image of the model's own domain where one is committed, else a smooth pattern."""
+    examples = sorted((REPO / "examples" / "dsb2018").glob("*[!k].png"))
+    if folder.name.startswith("dsb2018") and examples:
+        return read_image(examples[0])
+    grid = np.linspace(0, 1, 192, dtype=np.float32)
+    return np.stack([np.outer(grid, grid), np.outer(grid, 1 - grid), np.outer(1 - grid, grid)], -1)
+
+
+@pytest.mark.parametrize("folder", BUNDLED, ids=lambda p: p.name)
+def test_the_chosen_engine_gives_eager_s_masks_on_the_bundled_models(folder: Path) -> None:
+    model = zoo.from_pretrained(folder)
+    predict, used = zoo.engine_predict(model, CHOSEN)
+    assert used == CHOSEN
+    image = example_image(folder)
+    x = model_input(model, image[..., : model.in_channels])
+    eager, engine = model.predict(x), predict(x)
+    assert engine.shape == eager.shape and engine.dtype == torch.float32
+    assert (engine - eager).abs().max() < 1e-3
+    assert ((engine > 0.5) != (eager > 0.5)).sum() <= 5  # a handful at most, at p = 0.5 +- 1e-6
+
+
+@pytest.mark.skipif(not DRIVE_IMAGE.is_file(), reason=f"shared data {DRIVE_IMAGE} is absent")
+def test_the_chosen_engine_gives_eager_s_mask_on_a_drive_test_image() -> None:
+    model = zoo.from_pretrained(REPO / "weights" / "drive-unet")
+    predict, _ = zoo.engine_predict(model, CHOSEN)
+    x = model_input(model, read_image(DRIVE_IMAGE))
+    eager = zoo.sliding_window_predict(model, x, tile=1024)
+    engine = zoo.sliding_window_predict(model, x, tile=1024, predict=predict)
+    assert (engine - eager).abs().max() < 1e-3
+    assert ((engine > 0.5) != (eager > 0.5)).sum() <= 5
+
+
+@torch.library.custom_op("bioseg_test::unexportable", mutates_args=())
+def unexportable(x: torch.Tensor) -> torch.Tensor:
+    """An operator with no ONNX translation, as a plugin might bring."""
+    return x.clone()
+
+
+@unexportable.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+class OddNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return unexportable(self.conv(x))
+
+
+def test_a_model_the_engine_cannot_run_falls_back_to_eager_with_one_message(caplog) -> None:
+    spec = dataclasses.replace(zoo.get_spec("unet"), name="odd_op", min_size=1)
+    model = zoo.SegmentationModel(OddNet(), spec, num_classes=1, in_channels=3, build_kwargs={})
+    with caplog.at_level(logging.WARNING, logger="bioseg.engines"):
+        predict, used = zoo.engine_predict(model, "onnxruntime")
+    assert used == "eager" and predict == model.predict
+    (record,) = [r for r in caplog.records if r.name == "bioseg.engines"]
+    assert record.getMessage().startswith("odd_op: cannot run on onnxruntime (")
+    assert "using eager PyTorch" in record.getMessage()
+
+
+def test_an_exported_model_is_reused_from_the_cache_and_new_weights_export_anew(
+    engine_cache: Path, monkeypatch
+) -> None:
+    torch.manual_seed(0)
+    model = zoo.create_model("unet", base_channels=4).eval()
+    x = torch.rand(1, 3, 48, 64)
+    first, _ = zoo.engine_predict(model, "onnxruntime")
+    exports = []
+    real_export = torch.onnx.export
+    monkeypatch.setattr(
+        torch.onnx, "export", lambda *a, **k: exports.append(1) or real_export(*a, **k)
+    )
+    again, used = zoo.engine_predict(model, "onnxruntime")
+    assert used == "onnxruntime" and exports == []  # found in the cache, not exported again
+    torch.testing.assert_close(again(x), first(x))
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    changed, _ = zoo.engine_predict(model, "onnxruntime")
+    assert exports == [1]  # other weights, another file
+    torch.testing.assert_close(changed(x), model.predict(x), atol=1e-5, rtol=0)
+    assert len(list((engine_cache / "engines").glob("unet-*.onnx"))) >= 2
+
+
+def test_engine_input_is_checked_as_eager_and_unknown_engines_are_named() -> None:
+    model = zoo.create_model("unet", base_channels=4).eval()
+    predict, _ = zoo.engine_predict(model, "onnxruntime")
+    with pytest.raises(ValueError, match="expects a batch N x 3 x H x W, got shape"):
+        predict(torch.zeros(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="unknown engine 'tensorrt'; choose one of eager, "):
+        zoo.engine_predict(model, "tensorrt")
+
+
+def test_a_missing_engine_package_falls_back_to_eager(monkeypatch, caplog) -> None:
+    model = zoo.create_model("unet", base_channels=4).eval()
+    monkeypatch.setattr(_engines.importlib.util, "find_spec", lambda name: None)
+    with caplog.at_level(logging.WARNING, logger="bioseg.engines"):
+        predict, used = zoo.engine_predict(model, "openvino")
+    assert used == "eager" and predict == model.predict
+    assert "engine openvino is not installed (pip install openvino)" in caplog.text
+
+
+def test_the_app_serves_through_the_engine_asked_for(monkeypatch) -> None:
+    import app
+
+    monkeypatch.setattr(app.ARGS, "engine", "eager")
+    served = app._serve(str(REPO / "weights" / "dsb2018-unet"))
+    assert served.engine == "eager" and served.predict == served.model.predict
+    image = np.asarray(Image.new("RGB", (70, 50), "white"), dtype=np.float32) / 255
+    assert app.predict(served, image).shape == (1, 50, 70)
