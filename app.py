@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent
 BUNDLED = ROOT / "weights"
 # Larger images are predicted in tiles of this size, overlapping by this fraction of a side:
 # the fastest per image pixel on a 2-core CPU (`python benchmarks/bench_app.py` measures it).
-TILE, OVERLAP = 1024, 0.25
+TILE, OVERLAP = 512, 0.125
 MAX_PIXELS = int(os.environ.get("BIOSEG_APP_MAX_PIXELS", 8192 * 8192))  # refused before decoding
 # A model id typed by a visitor may describe any model: refused above this, before download.
 MAX_PARAMETERS = int(os.environ.get("BIOSEG_APP_MAX_PARAMETERS", 400_000_000))
@@ -246,10 +246,13 @@ def model_card(choice: str | None) -> str:
 def model_input(image: np.ndarray, model: zoo.SegmentationModel) -> torch.Tensor:
     """An H x W x C image in [0, 1] as the 1 x C x H x W tensor the model expects, normalized
     exactly as in evaluation."""
-    image = match_channels(image, model.in_channels)
-    blank = np.zeros(image.shape[:2], dtype=bool)
-    tensor, _, _ = eval_transform(mean=model.spec.mean, std=model.spec.std)(image, blank, blank)
-    return tensor[None]
+    channels_first = torch.from_numpy(image).permute(2, 0, 1)
+    if channels_first.shape[0] == 1 < model.in_channels:  # grey repeated, as match_channels
+        channels_first = channels_first.expand(model.in_channels, -1, -1)  # does, not copied
+    else:
+        channels_first = torch.from_numpy(match_channels(image, model.in_channels)).permute(2, 0, 1)
+    normalize = eval_transform(mean=model.spec.mean, std=model.spec.std).normalize
+    return normalize(channels_first)[None]  # the one full-size copy; no target or ROI
 
 
 def predict(served: Served, image: np.ndarray, progress=None) -> np.ndarray:

@@ -1,30 +1,55 @@
-"""The web demo's speed: start-up, first answer, request overhead, and a 4096x4096 tiled image.
+"""The web demo's speed on this CPU, in one run: engines, tile size, a request's parts, the app.
 
     python benchmarks/bench_app.py
 
-Starts `python app.py` on a free localhost port and measures, in the same run:
-- start-up: from the process start until the port answers; first answer: the first request;
-- one 512x512 request through gradio_client for the default model, beside a plain forward pass
-  of the same model in this process (the ratio is the app's overhead);
-- one 4096x4096 image (tiled inference) through gradio_client, with the server's peak memory.
+Prints, for the default model (the first listed, `drive-unet`):
+1. the engine table of `bench_engines.py` (eager, torch.compile, ONNX Runtime, OpenVINO);
+2. the tile size: tiled prediction of a 2048x2048 image through the app's engine, per tile
+   size from 256 to 1024 (one run each, after a warm-up);
+3. where a request's time goes, in this process (cProfile of the app's `segment`, one run
+   each after a warm-up) for a 512x512 PNG, scikit-image's 1411x1411 retina and a 4096x4096
+   TIFF; "Gradio and transfer" is the same request through gradio_client minus `segment`;
+4. `python app.py` on a free localhost port: start-up, a 512x512 request through
+   gradio_client against an eager float32 forward of the same model in this process (median
+   of 5 each, timed in turns), the retina and the 4096x4096 TIFF through gradio_client, and
+   the server's peak resident memory after them.
 """
 
 from __future__ import annotations
 
+import cProfile
+import pstats
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_engines import THREADS, engine_table  # noqa: E402
 from bench_zoo import paired_medians  # noqa: E402
+
+import zoo  # noqa: E402
+
+TILES = (256, 384, 512, 768, 1024)
+# Stages of a request: the functions whose cumulative time makes each (file, function name).
+STAGES = {
+    "read the file": [("readers.py", "read_image")],
+    "normalise": [("app.py", "model_input")],
+    "forward (engine)": [("_engines.py", "predict"), ("_model.py", "predict")],
+    "contrast-stretched RGB for display": [("plots.py", "display_rgb")],
+    "overlays": [("plots.py", "overlay")],
+    "error map": [("plots.py", "error_map")],
+    "PNG encoding (views, mask)": [("app.py", "write_png")],
+}
 
 
 def free_port() -> int:
@@ -41,68 +66,159 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def main() -> None:
-    from gradio_client import Client, handle_file
+def test_images(folder: Path) -> dict[str, Path]:
+    import skimage
 
-    import app as demo_app
-
-    label = next(iter(demo_app.CHOICES))
-    model = demo_app.load_model(demo_app.CHOICES[label])
-    folder = Path(tempfile.mkdtemp())
     rng = np.random.default_rng(0)
-    small, large = folder / "512.png", folder / "4096.tif"
-    Image.fromarray(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)).save(small)
-    Image.fromarray(rng.integers(0, 255, (4096, 4096), dtype=np.uint8)).save(large)
+    images = {
+        "512x512 PNG": folder / "512.png",
+        "retina.jpg, 1411x1411": Path(skimage.data.__file__).parent / "retina.jpg",
+        "4096x4096 TIFF": folder / "4096.tif",
+    }
+    Image.fromarray(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)).save(images["512x512 PNG"])
+    Image.fromarray(rng.integers(0, 255, (4096, 4096), dtype=np.uint8)).save(
+        images["4096x4096 TIFF"]
+    )
+    return images
 
-    port = free_port()
+
+def tile_rows(demo_app, served) -> list[str]:
+    """Seconds for a 2048x2048 image per tile size, through the app's engine."""
+    image = np.random.default_rng(1).random((2048, 2048, 3), dtype=np.float32)
+    x = demo_app.model_input(image, served.model)
+    rows = [
+        "| tile | tiles | s for 2048x2048 | us per image pixel |",
+        "| ---: | ---: | ---: | ---: |",
+    ]
+    count: list[int] = []  # tiles per image, as reported to `progress`
+    for tile in TILES:
+
+        def run(tile: int = tile) -> None:
+            zoo.sliding_window_predict(
+                served.model, x, tile=tile, overlap=demo_app.OVERLAP, predict=served.predict,
+                progress=lambda done, total: count.append(total),
+            )  # fmt: skip
+
+        run()
+        start = time.perf_counter()
+        run()
+        seconds = time.perf_counter() - start
+        rows.append(f"| {tile} | {count[-1]} | {seconds:.2f} | {seconds / 2048**2 * 1e6:.3f} |")
+    return rows
+
+
+def stage_seconds(run: Callable[[], object]) -> tuple[dict[str, float], float]:
+    """Cumulative seconds per stage of one call of `run`, and the call's total."""
+    profile = cProfile.Profile()
+    start = time.perf_counter()
+    profile.runcall(run)
+    total = time.perf_counter() - start
+    stats = pstats.Stats(profile).stats  # (file, line, name) -> (cc, nc, tt, ct, callers)
+    seconds = {}
+    for stage, functions in STAGES.items():
+        seconds[stage] = sum(
+            ct
+            for (file, _, name), (_, _, _, ct, _) in stats.items()
+            if (Path(file).name, name) in functions
+        )
+    return seconds, total
+
+
+def _cells(seconds) -> str:
+    return " | ".join(f"{s * 1e3:.0f}" for s in seconds) + " |"
+
+
+def profile_rows(demo_app, label: str, images: dict[str, Path], client_seconds: dict) -> list[str]:
+    names = list(images)
+    rows = [f"| stage (ms) | {' | '.join(names)} |", "| --- |" + " ---: |" * len(names)]
+    columns = []
+    for path in images.values():
+
+        def run(path: Path = path) -> None:
+            demo_app.segment(label, None, str(path), None, 0.5, progress=None)
+
+        run()  # warm-up
+        columns.append(stage_seconds(run))
+    for stage in STAGES:
+        rows.append(f"| {stage} | " + _cells(c[0][stage] for c in columns))
+    rows.append("| **`segment` in all** | " + _cells(c[1] for c in columns))
+    gradio = [client_seconds[name] - c[1] for name, c in zip(names, columns, strict=True)]
+    rows.append("| Gradio and transfer (client - `segment`) | " + _cells(gradio))
+    rows.append("| **request through gradio_client** | " + _cells(client_seconds[n] for n in names))
+    return rows
+
+
+def start_app(port: int) -> tuple[subprocess.Popen, object, float]:
+    from gradio_client import Client
+
     started = time.perf_counter()
     server = subprocess.Popen(
         [sys.executable, "app.py", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        while True:
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                break
-            except Exception:  # not up yet
-                if server.poll() is not None or time.perf_counter() - started > 300:
-                    raise SystemExit("app.py did not start") from None
-                time.sleep(0.25)
-        startup = time.perf_counter() - started
-
-        def request(path: Path, as_file: bool = False) -> object:
-            image, file = (
-                (None, handle_file(str(path))) if as_file else (handle_file(str(path)), None)
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    while True:
+        try:
+            return (
+                server,
+                Client(f"http://127.0.0.1:{port}/", verbose=False),
+                time.perf_counter() - started,
             )
-            return client.predict(label, image, file, None, 0.5, api_name="/segment")
+        except Exception:  # not up yet
+            if server.poll() is not None or time.perf_counter() - started > 300:
+                raise SystemExit("app.py did not start") from None
+            time.sleep(0.25)
 
-        first = time.perf_counter()
-        request(small)
-        first_answer = time.perf_counter() - first
-        image = np.asarray(Image.open(small), dtype=np.float32) / 255
-        x = demo_app.model_input(image, model)
-        via_app, plain = paired_medians([lambda: request(small), lambda: model.predict(x)], 5)
-        tiled_start = time.perf_counter()
-        request(large, as_file=True)
-        tiled = time.perf_counter() - tiled_start
+
+def main() -> None:
+    from gradio_client import handle_file
+
+    import app as demo_app
+
+    torch.set_num_threads(THREADS)
+    print("## Engines\n\n" + "\n".join(engine_table()))
+    label = next(iter(demo_app.CHOICES))
+    served = demo_app.load_model(demo_app.CHOICES[label])
+    print(f"\n## Tile size ({served.engine}, {label}, overlap {demo_app.OVERLAP})\n")
+    print("\n".join(tile_rows(demo_app, served)))
+    images = test_images(Path(tempfile.mkdtemp()))
+
+    server, client, startup = start_app(free_port())
+    try:
+
+        def request(path: Path) -> float:
+            start = time.perf_counter()
+            client.predict(label, None, handle_file(str(path)), None, 0.5, api_name="/segment")
+            return time.perf_counter() - start
+
+        first = request(images["512x512 PNG"])
+        small = images["512x512 PNG"]
+        x = demo_app.model_input(
+            np.asarray(Image.open(small), dtype=np.float32) / 255, served.model
+        )
+        via_app, eager = paired_medians(
+            [lambda: request(small), lambda: served.model.predict(x)], 5
+        )
+        client_seconds = {name: request(path) for name, path in images.items()}
+        client_seconds["512x512 PNG"] = via_app
         peak = peak_rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
 
-    print(f"model: {label}\n")
-    print("| measure | value |")
-    print("| --- | ---: |")
-    print(f"| start-up, process start to port answering | {startup:.1f} s |")
-    print(f"| first answer, 512x512 (model already loaded at start) | {first_answer:.2f} s |")
-    print(f"| one 512x512 request through gradio_client (median of 5) | {via_app * 1e3:.0f} ms |")
-    print(f"| plain forward of the same model (median of 5) | {plain * 1e3:.0f} ms |")
-    print(f"| overhead ratio, request / forward | {via_app / plain:.2f} |")
-    print(f"| 4096x4096 TIFF, tiled, through gradio_client | {tiled:.1f} s |")
-    print(f"| server peak memory (VmHWM) after it | {peak:.0f} MB |")
+    print(f"\n## Where a request's time goes ({served.engine}, {label})\n")
+    print("\n".join(profile_rows(demo_app, label, images, client_seconds)))
+    retina, large = client_seconds["retina.jpg, 1411x1411"], client_seconds["4096x4096 TIFF"]
+    print(f"\n## The app (`python app.py`, engine {served.engine}, {label})\n")
+    print("| measure | value | bound |\n| --- | ---: | ---: |")
+    print(f"| start-up, process start to port answering | {startup:.1f} s | |")
+    print(f"| first answer, 512x512 | {first:.2f} s | |")
+    print(f"| 512x512 request through gradio_client (median of 5) | {via_app * 1e3:.0f} ms | |")
+    print(f"| eager float32 forward, same model and image (median of 5) | {eager * 1e3:.0f} ms | |")
+    print(f"| request / eager forward | {via_app / eager:.2f} | 1.3 |")
+    print(f"| retina.jpg 1411x1411 request | {retina:.2f} s | 4 s |")
+    print(f"| retina request / eager 512x512 forward | {retina / eager:.1f} | 8.7 |")
+    print(f"| 4096x4096 TIFF request | {large:.1f} s | 25 s |")
+    print(f"| server peak resident memory (VmHWM) after all | {peak:.0f} MB | 1500 MB |")
 
 
 if __name__ == "__main__":

@@ -92,10 +92,14 @@ CLASS_COLOURS = [(255, 200, 0), (0, 200, 255), (255, 60, 200), (120, 255, 60), (
 
 def display_rgb(image: np.ndarray) -> np.ndarray:
     """An H x W x C float image in [0, 1] as H x W x 3 uint8, contrast stretched (1-99 %)."""
-    low, high = np.percentile(image, (1, 99))
-    scaled = (image - low) / (high - low) if high > low else image
-    rgb = np.repeat(scaled, 3, axis=2) if scaled.shape[2] == 1 else scaled[..., :3]
-    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+    low, high = (float(v) for v in np.percentile(image, (1, 99)))  # float32 stays float32
+    scaled = image[..., :3] - low if high > low else image[..., :3].copy()  # the one float copy
+    if high > low:
+        scaled /= high - low
+    np.clip(scaled, 0, 1, out=scaled)
+    scaled *= 255
+    rgb = scaled.astype(np.uint8)
+    return np.repeat(rgb, 3, axis=2) if rgb.shape[2] == 1 else rgb
 
 
 def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -43,9 +43,16 @@ class SegmentationTransform:
         mask_t = tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64)))
         roi_t = tv_tensors.Mask(torch.from_numpy(roi.astype(bool)))
         image_t, mask_t, roi_t = self.steps(image_t, mask_t, roi_t)
-        mean, std = self._stats(image_t.shape[0])
-        image_out = F.normalize(image_t.as_subclass(Tensor), mean=mean, std=std)
-        return image_out, mask_t.as_subclass(Tensor), roi_t.as_subclass(Tensor)
+        return (
+            self.normalize(image_t.as_subclass(Tensor)),
+            mask_t.as_subclass(Tensor),
+            roi_t.as_subclass(Tensor),
+        )
+
+    def normalize(self, image: Tensor) -> Tensor:
+        """A C x H x W image normalized by the transform's mean and std, as a new tensor."""
+        mean, std = self._stats(image.shape[0])
+        return F.normalize(image, mean=mean, std=std)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.steps!r}, mean={self.mean}, std={self.std})"
