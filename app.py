@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parent
 BUNDLED = ROOT / "weights"
 # Larger images are predicted in tiles of this size, overlapping by this fraction of a side:
 # the fastest per image pixel on a 2-core CPU (`python benchmarks/bench_app.py` measures it).
-TILE, OVERLAP = 512, 0.125
+TILE, OVERLAP = 768, 0.125
 MAX_PIXELS = int(os.environ.get("BIOSEG_APP_MAX_PIXELS", 8192 * 8192))  # refused before decoding
 # A model id typed by a visitor may describe any model: refused above this, before download.
 MAX_PARAMETERS = int(os.environ.get("BIOSEG_APP_MAX_PARAMETERS", 400_000_000))
