@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import cProfile
 import pstats
-import statistics
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
