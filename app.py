@@ -441,15 +441,18 @@ def segment(
     return (*views, f"{note}<br>{message}" if message else note, prediction)
 
 
-class DrawingEditor(gr.ImageEditor):
-    """`gr.ImageEditor` whose payload is checked as an upload is: each image's pixel count is
-    read from its header and held to `MAX_PIXELS` before decoding, and an image that cannot
-    be decoded is refused with a message instead of a traceback. A template of the editor:
-    the same front end."""
+def checked_editor(**options) -> gr.ImageEditor:
+    """A `gr.ImageEditor` whose payload is checked as an upload is: each image's pixel count is
+    read from its header and held to `MAX_PIXELS` before it is decoded, and an image that
+    cannot be decoded is refused with a message instead of a traceback.
 
-    is_template = True
+    The check wraps the editor's own decoding step on this instance: a subclass would do the
+    same, but Gradio writes a type stub (app.pyi) beside the module of every component class.
+    """
+    editor = gr.ImageEditor(**options)
+    decode = editor.convert_and_format_image
 
-    def convert_and_format_image(self, file: FileData | bytes | None, flatten_on_white=False):
+    def checked_decode(file: FileData | bytes | None, flatten_on_white: bool = False):
         if file is None:
             return None
         source = file.path if isinstance(file, FileData) else io.BytesIO(file)
@@ -457,9 +460,12 @@ class DrawingEditor(gr.ImageEditor):
             with decoding("the drawing"):
                 with Image.open(source) as header:
                     check_pixel_count("the drawing", header.size, MAX_PIXELS)
-                return super().convert_and_format_image(file, flatten_on_white)
+                return decode(file, flatten_on_white)
         except DataError as error:
             raise gr.Error(str(error)) from None
+
+    editor.convert_and_format_image = checked_decode
+    return editor
 
 
 def _hex(colour: tuple[int, int, int]) -> str:
@@ -647,7 +653,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
                 "it: the metrics and views follow. Or load the prediction, fix it, and download "
                 "the corrected mask: a PNG at the image's size, ready as a training target."
             )
-            editor = DrawingEditor(
+            editor = checked_editor(
                 type="numpy",
                 image_mode="RGBA",
                 label="Drawing",

@@ -331,7 +331,7 @@ def test_a_corrupted_or_huge_editor_payload_is_refused_like_an_upload(tmp_path, 
 
     import app
 
-    editor = app.DrawingEditor(type="numpy", image_mode="RGBA")
+    editor = app.checked_editor(type="numpy", image_mode="RGBA")
     layer = tmp_path / "layer.png"
     Image.new("RGBA", (30, 20), (255, 0, 0, 255)).save(layer)
     payload = EditorData(background=None, layers=[FileData(path=str(layer))], composite=None)
