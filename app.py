@@ -205,7 +205,7 @@ def saved_threshold(choice: str | None) -> float:
         model = load_model(resolve_location(choice)).model
     except Exception:
         return 0.5
-    return float(getattr(model, "pretrained_config", {}).get("threshold", 0.5))
+    return float(model.pretrained_config.get("threshold", 0.5))
 
 
 def model_card(choice: str | None) -> str:
@@ -283,7 +283,7 @@ class Prediction:
 
 def class_names(model: zoo.SegmentationModel) -> list[str]:
     """The saved class names, or 'background' and one name per other class."""
-    saved = getattr(model, "pretrained_config", {}).get("classes")
+    saved = model.pretrained_config.get("classes")
     if saved:
         return list(saved)
     if model.num_classes == 1:

@@ -411,3 +411,18 @@ def test_a_typed_hub_id_gets_the_card_of_its_config_and_summary(run_dir, tmp_pat
     bare_card = bare_result.stdout.split("WITH: ", 1)[1]
     assert "Trained on DRIVE" in bare_card
     assert "No test figures: no readable evaluation summary.json in its Hub repo" in bare_card
+
+
+def test_the_mean_and_std_saved_with_weights_win_over_the_plugin_s_defaults(tmp_path):
+    folder = zoo.save_pretrained(zoo.create_model("unet", base_channels=4), tmp_path / "m")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(mean=[0.1, 0.2, 0.3], std=[0.5, 0.5, 0.25])  # as trained, before a change
+    (folder / "config.json").write_text(json.dumps(config))
+    model = zoo.from_pretrained(folder)
+    assert model.spec.mean == (0.1, 0.2, 0.3) and model.spec.std == (0.5, 0.5, 0.25)
+    assert zoo.get_spec("unet").mean != model.spec.mean  # the registry itself is untouched
+    assert model.config()["mean"] == [0.1, 0.2, 0.3]  # and a re-save keeps them
+    config.update(std=[0.5, 0.0, 0.5])
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="config.json: 'mean' and 'std' must be lists of numbers"):
+        zoo.from_pretrained(folder)

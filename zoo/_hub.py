@@ -9,6 +9,7 @@ Weights are read only from safetensors (never pickle) and must fit the rebuilt m
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.metadata
 import json
@@ -23,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from ._files import atomic_write
 from ._model import SegmentationModel, create_model
 from ._pretrained import PretrainedWeightsError
+from ._spec import ModelSpec
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -223,7 +225,8 @@ def from_pretrained(
 
     A Hub repo is read through the Hub cache, so a cached one loads with no network or with
     HF_HUB_OFFLINE=1. `revision` (branch, tag or commit) applies to Hub repos only. The config
-    is attached as `model.pretrained_config` (threshold, classes, input_size when saved).
+    is kept as `model.pretrained_config` (threshold, classes, input_size when saved), and the
+    mean and std saved in it replace the plugin's current ones in `model.spec`.
     `hub_only=True` reads a Hub repo even where a local folder has that name, and
     `max_parameters` refuses a config describing a larger model before its weights are fetched
     or any memory is taken (both for ids that strangers type into a web demo).
@@ -258,4 +261,23 @@ def from_pretrained(
     _check_weights(weights, model, f"{weights_path}{origin}")
     model.load_state_dict(weights, strict=True)
     model.pretrained_config = config
+    model.spec = _saved_normalization(model.spec, config, f"{config_path}{origin}")
     return model.to(map_location).eval()
+
+
+def _saved_normalization(spec: ModelSpec, config: dict, source: str) -> ModelSpec:
+    """The spec with the mean and std saved beside the weights: the inputs the weights were
+    trained on win over the plugin's current defaults."""
+    if "mean" not in config and "std" not in config:
+        return spec
+    mean, std = config.get("mean"), config.get("std")
+    try:
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    except (TypeError, ValueError):
+        mean = std = ()
+    if not mean or len(mean) != len(std) or min(std) <= 0:
+        raise ValueError(
+            f"{source}: 'mean' and 'std' must be lists of numbers of the same length, std "
+            f"positive; got {config.get('mean')!r} and {config.get('std')!r}"
+        )
+    return dataclasses.replace(spec, mean=mean, std=std)

@@ -38,6 +38,7 @@ class SegmentationModel(nn.Module):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.build_kwargs = build_kwargs
+        self.pretrained_config: dict[str, object] = {}  # config.json, when loaded from one
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
