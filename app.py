@@ -198,12 +198,17 @@ def resolve_location(choice: str | None) -> str:
         raise gr.Error(f"{error}. Pick a listed model or type a Hub id OWNER/NAME.") from None
 
 
+# What choosing or loading a model raises for a bad choice or bad files (a typed id, a
+# missing or broken folder, a Hub failure); anything else is a bug and is not hidden.
+LOAD_ERRORS = (gr.Error, OSError, ValueError, zoo.PretrainedWeightsError, zoo.ModelBuildError)
+
+
 def saved_threshold(choice: str | None) -> float:
     """The threshold saved with the model; 0.5 when it has none or cannot be loaded (the
     Segment button then says why)."""
     try:
         model = load_model(resolve_location(choice)).model
-    except Exception:
+    except LOAD_ERRORS:
         return 0.5
     return float(model.pretrained_config.get("threshold", 0.5))
 
@@ -213,7 +218,7 @@ def model_card(choice: str | None) -> str:
     try:
         location = resolve_location(choice)
         model = load_model(location).model
-    except Exception as error:  # gr.Error or a load failure: the Segment button says it in full
+    except LOAD_ERRORS as error:  # the Segment button says it in full
         return f"No card: the model could not be loaded ({error})."
     config = model.pretrained_config
     dataset = config.get("dataset")
@@ -441,6 +446,11 @@ def segment(
     return (*views, f"{note}<br>{message}" if message else note, prediction)
 
 
+def segment_example(image_path: str, mask_file: str | None, choice: str):
+    """An example's row (image, target, model) segmented at the model's saved threshold."""
+    return segment(choice, image_path, None, mask_file, saved_threshold(choice))
+
+
 def checked_editor(**options) -> gr.ImageEditor:
     """A `gr.ImageEditor` whose payload is checked as an upload is: each image's pixel count is
     read from its header and held to `MAX_PIXELS` before it is decoded, and an image that
@@ -526,9 +536,11 @@ def drawing_to_mask(
     return mask_file, mask_file
 
 
-def compare(choice_a: str, choice_b: str, image_path, image_file, mask_file, threshold: float):
+def compare(
+    choice_a: str, choice_b: str, image_path: str | None, mask_file: str | None, threshold=0.5
+):
     """Two models on the same image, side by side, with their metrics."""
-    image, name = read_inputs(image_path, image_file)
+    image, name = read_inputs(image_path, None)
     folder, outputs, rows = answer_folder(name), [], []
     for side, choice in zip("ab", (choice_a, choice_b), strict=True):
         prediction, _ = run_model(choice, image, name, mask_file)
@@ -700,9 +712,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
             EXAMPLES,
             inputs=[image_in, mask_in, model_choice],
             outputs=[*views, state],
-            fn=lambda image, mask, choice: segment(
-                choice, image, None, mask, saved_threshold(choice)
-            ),
+            fn=segment_example,
             run_on_click=True,
             cache_examples=False,
             label="Examples (click one)",
@@ -728,7 +738,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
         compare_inputs = [choice_a, choice_b, compare_image, compare_mask, compare_threshold]
         compare_outputs = [out_a, out_b, compare_table]
         compare_run.click(
-            lambda a, b, image, mask, t: compare(a, b, image, None, mask, t),
+            compare,
             compare_inputs,
             compare_outputs,
             api_name="compare",
@@ -738,7 +748,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
                 COMPARISONS,
                 inputs=compare_inputs[:4],
                 outputs=compare_outputs,
-                fn=lambda a, b, image, mask: compare(a, b, image, None, mask, 0.5),
+                fn=compare,
                 run_on_click=True,
                 cache_examples=False,
                 label="The report's models against a U-Net (click one)",
