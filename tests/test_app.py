@@ -375,10 +375,14 @@ def test_a_visitor_s_kept_prediction_is_compact_and_redraws_the_same_mask(tmp_pa
     kept, message = app.run_model("drive-unet (bundled)", image, "scan", None)
     assert message == "" and kept.rgb.dtype == np.uint8 and kept.rgb.shape == (64, 48, 3)
     assert kept.probabilities.dtype == np.float16 and kept.probabilities.shape == (1, 64, 48)
+    views = []
     for threshold in (0.3, 0.6):
-        mask_file = app.render(kept, threshold)[5]
+        views.append(app.render(kept, threshold))
         expected = (kept.probabilities[0] > threshold) * 255
-        np.testing.assert_array_equal(np.asarray(Image.open(mask_file)), expected)
+        np.testing.assert_array_equal(np.asarray(Image.open(views[-1][5])), expected)
+    (first_image, first_prediction), (image, prediction) = views[0][3], views[1][3]
+    assert image == first_image  # the image view is written once per prediction
+    assert prediction != first_prediction and Path(first_prediction).is_file()  # redrawn apart
 
 
 def test_a_model_without_class_names_gets_one_name_per_class() -> None:
