@@ -40,7 +40,7 @@ from trainers.data.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_la
 from trainers.data.dataset import match_channels
 from trainers.data.readers import DataError, check_pixel_count, decoding, read_image, read_mask
 from trainers.model_card import DATASETS, TASKS
-from trainers.plots import CLASS_COLOURS, display_rgb, error_map, overlay
+from trainers.plots import CLASS_COLOURS, FN, FP, TP, display_rgb, error_map, overlay
 from zoo._hub import check_repo_id, download_file
 
 LOG = logging.getLogger("bioseg.app")
@@ -330,9 +330,9 @@ def legend(classes: list[str]) -> str:
         for c, name in enumerate(classes)
         if c > 0
     ]
-    errors = "<span style='color:rgb(0,190,0)'>&#9632;</span> true positive &nbsp; " + (
-        "<span style='color:rgb(230,40,40)'>&#9632;</span> false positive &nbsp; "
-        "<span style='color:rgb(40,110,255)'>&#9632;</span> false negative"
+    errors = " &nbsp; ".join(
+        f"<span style='color:rgb{colour}'>&#9632;</span> {name}"
+        for colour, name in ((TP, "true positive"), (FP, "false positive"), (FN, "false negative"))
     )
     return f"**Overlay:** {' &nbsp; '.join(swatches)} &nbsp;&nbsp; **Error map:** {errors}"
 

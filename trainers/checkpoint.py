@@ -19,8 +19,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from zoo._files import atomic_write
+from zoo._hub import WEIGHTS_NAME
 
-WEIGHTS = "model.safetensors"
 STATE = "state.pt"
 LATEST = "LATEST"
 
@@ -36,7 +36,9 @@ def save_checkpoint(run_dir: Path, epoch: int, weights: dict, training_state: di
     final = folder / f"epoch-{epoch}"
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".epoch-{epoch}."))
     try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp / WEIGHTS)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in weights.items()}, tmp / WEIGHTS_NAME
+        )
         torch.save({**training_state, "epoch": epoch}, tmp / STATE)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -79,6 +81,6 @@ def load_checkpoint(run_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, A
             "was it started with python -m trainers.train, and did it finish an epoch?"
         )
     folder = run_dir / "checkpoints" / pointer.read_text().strip()
-    weights = load_file(folder / WEIGHTS)
+    weights = load_file(folder / WEIGHTS_NAME)
     state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
     return weights, state

@@ -57,7 +57,7 @@ def pr_curve_plot(curve: PRCurve, path: Path, title: str = "") -> None:
 
 
 def _labels_rgb(labels: np.ndarray) -> np.ndarray:
-    palette = np.array([(0, 0, 0), (255, 255, 255), (230, 40, 40), (40, 110, 255), (0, 190, 0)])
+    palette = np.array([(0, 0, 0), (255, 255, 255), FP, FN, TP])
     return palette[labels % len(palette)].astype(np.uint8)
 
 
