@@ -46,9 +46,10 @@ from zoo._hub import check_repo_id, download_file
 LOG = logging.getLogger("bioseg.app")
 ROOT = Path(__file__).resolve().parent
 BUNDLED = ROOT / "weights"
-# Larger images are predicted in tiles of this size, overlapping by this fraction of a side:
-# the fastest per image pixel on a 2-core CPU (`python benchmarks/bench_app.py` measures it).
-TILE, OVERLAP = 768, 0.125
+# Larger images are predicted in tiles overlapping by an eighth of their side; of these sizes,
+# the one that runs the model over the fewest pixels for the image at hand. An image of at most
+# the largest size on each side is one pass. Measured on a 2-core CPU: `benchmarks/bench_app.py`.
+TILES, OVERLAP = (512, 768, 1024), 0.125
 MAX_PIXELS = int(os.environ.get("BIOSEG_APP_MAX_PIXELS", 8192 * 8192))  # refused before decoding
 # A model id typed by a visitor may describe any model: refused above this, before download.
 MAX_PARAMETERS = int(os.environ.get("BIOSEG_APP_MAX_PARAMETERS", 400_000_000))
@@ -261,12 +262,18 @@ def model_input(image: np.ndarray, model: zoo.SegmentationModel) -> torch.Tensor
 
 
 def predict(served: Served, image: np.ndarray, progress=None) -> np.ndarray:
-    """Class probabilities K x H x W as float16; images larger than TILE are predicted in
-    overlapping tiles."""
+    """Class probabilities K x H x W as float16; images larger than the largest of TILES are
+    predicted in overlapping tiles."""
     x = model_input(image, served.model)
     report = (lambda done, total: progress((done, total), desc="tiles")) if progress else None
+    height, width = image.shape[:2]
+    tile = (
+        max(TILES)
+        if max(height, width) <= max(TILES)
+        else zoo.fewest_pixels_tile(height, width, TILES, OVERLAP)
+    )
     probabilities = zoo.sliding_window_predict(
-        served.model, x, tile=TILE, overlap=OVERLAP, predict=served.predict, progress=report
+        served.model, x, tile=tile, overlap=OVERLAP, predict=served.predict, progress=report
     )
     return probabilities[0].to(torch.float16).numpy()
 

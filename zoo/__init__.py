@@ -11,7 +11,7 @@ Importing `zoo` imports neither timm nor gradio; plugins load on the first looku
 
 from ._engines import ENGINE_ENV, ENGINES, engine_predict
 from ._hub import from_pretrained, save_pretrained
-from ._inference import sliding_window_predict
+from ._inference import fewest_pixels_tile, sliding_window_predict
 from ._model import ModelBuildError, SegmentationModel, create_model
 from ._pretrained import PretrainedWeightsError, adapt_input_conv
 from ._registry import (
@@ -38,6 +38,7 @@ __all__ = [
     "add_spec",
     "create_model",
     "engine_predict",
+    "fewest_pixels_tile",
     "from_pretrained",
     "get_spec",
     "list_models",

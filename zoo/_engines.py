@@ -33,7 +33,7 @@ __all__ = ["CACHE_ENV", "ENGINES", "ENGINE_ENV", "engine_predict", "exported_onn
 
 LOG = logging.getLogger("bioseg.engines")
 ENGINES = ("eager", "onnxruntime", "openvino")
-DEFAULT_ENGINE = "openvino"  # the fastest exact one on a 2-core CPU: benchmarks/bench_engines.py
+DEFAULT_ENGINE = "onnxruntime"  # the fastest exact one at 512x512 on 2 cores: bench_engines.py
 ENGINE_ENV = "BIOSEG_ENGINE"
 CACHE_ENV = "BIOSEG_CACHE"
 _EXPORT_FORMAT = 1  # bump when the export itself changes, so older cached files are not reused

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -16,6 +16,18 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
         return [0]
     count = -(-(length - tile) // stride) + 1
     return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def fewest_pixels_tile(height: int, width: int, sizes: Sequence[int], overlap: float) -> int:
+    """Of the tile `sizes`, the one whose tiling of a `height` x `width` image runs the model
+    over the fewest pixels (tiles times tile area; the smaller size on a tie)."""
+
+    def processed(tile: int) -> int:
+        stride = max(int(tile * (1 - overlap)), 1)
+        rows, columns = _starts(height, tile, stride), _starts(width, tile, stride)
+        return len(rows) * len(columns) * min(tile, height) * min(tile, width)
+
+    return min(sorted(sizes), key=processed)
 
 
 def _gaussian(length: int, device: torch.device) -> Tensor:
