@@ -40,3 +40,14 @@ def test_small_image_is_one_pass_and_bad_input_is_refused() -> None:
         zoo.sliding_window_predict(model, torch.randn(2, 3, 40, 50))
     with pytest.raises(ValueError, match="overlap"):
         zoo.sliding_window_predict(model, image, overlap=1.0)
+
+
+def test_the_tile_size_with_the_fewest_model_pixels_is_chosen() -> None:
+    # 1411 px, overlap 1/8: 512-px tiles 448 apart need 4 a side (16 x 512^2 = 4.19M pixels),
+    # 768-px tiles 672 apart need 2 (4 x 768^2 = 2.36M), 1024-px tiles 2 (4.19M).
+    assert zoo.fewest_pixels_tile(1411, 1411, (1024, 768, 512), 0.125) == 768
+    # 4096 px: 9 x 9 tiles of 512 and 6 x 6 of 768 both run 21.2M pixels: the smaller wins.
+    assert zoo.fewest_pixels_tile(4096, 4096, (512, 768, 1024), 0.125) == 512
+    assert (
+        zoo.fewest_pixels_tile(300, 2000, (512, 768), 0.0) == 512
+    )  # 4 x 300 x 512 < 3 x 300 x 768
