@@ -35,7 +35,6 @@ from PIL import Image
 
 import zoo
 from trainers import metrics
-from trainers.data import eval_transform
 from trainers.data.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_labels
 from trainers.data.dataset import match_channels
 from trainers.data.readers import DataError, check_pixel_count, decoding, read_image, read_mask
@@ -148,7 +147,9 @@ _load_locks_guard = threading.Lock()
 
 @dataclass(frozen=True)
 class Served:
-    """A loaded model and its prediction through the inference engine that runs it."""
+    """A loaded model and its prediction through the inference engine that runs it:
+    `predict` takes a batch in [0, 1] and normalizes it as the weights expect (evaluation's
+    normalization, the saved mean and std)."""
 
     model: zoo.SegmentationModel
     predict: Callable[[torch.Tensor], torch.Tensor]
@@ -157,8 +158,12 @@ class Served:
 
 def _serve(location: str, **load_options) -> Served:
     model = zoo.from_pretrained(location, **load_options)
-    predict, engine = zoo.engine_predict(model, ARGS.engine)
+    engine_predict, engine = zoo.engine_predict(model, ARGS.engine)
     LOG.info("%s: served by %s", location, engine)
+
+    def predict(batch: torch.Tensor) -> torch.Tensor:
+        return engine_predict(zoo.normalize(batch, model.spec.mean, model.spec.std))
+
     return Served(model, predict, engine)
 
 
@@ -250,21 +255,20 @@ def model_card(choice: str | None) -> str:
 
 
 def model_input(image: np.ndarray, model: zoo.SegmentationModel) -> torch.Tensor:
-    """An H x W x C image in [0, 1] as the 1 x C x H x W tensor the model expects, normalized
-    exactly as in evaluation."""
+    """An H x W x C image in [0, 1] as the 1 x C x H x W tensor of the model's channels, not yet
+    normalized: a view of the image (grey repeated without a copy, as match_channels does),
+    so that tiles are normalized one at a time and no full-size normalized copy is held."""
     channels_first = torch.from_numpy(image).permute(2, 0, 1)
-    if channels_first.shape[0] == 1 < model.in_channels:  # grey repeated, as match_channels
-        channels_first = channels_first.expand(model.in_channels, -1, -1)  # does, not copied
+    if channels_first.shape[0] == 1 < model.in_channels:
+        channels_first = channels_first.expand(model.in_channels, -1, -1)
     else:
         channels_first = torch.from_numpy(match_channels(image, model.in_channels)).permute(2, 0, 1)
-    normalize = eval_transform(mean=model.spec.mean, std=model.spec.std).normalize
-    return normalize(channels_first)[None]  # the one full-size copy; no target or ROI
+    return channels_first[None]
 
 
 def predict(served: Served, image: np.ndarray, progress=None) -> np.ndarray:
     """Class probabilities K x H x W as float16; images larger than the largest of TILES are
-    predicted in overlapping tiles."""
-    x = model_input(image, served.model)
+    predicted in overlapping tiles, each normalized as it is cut."""
     report = (lambda done, total: progress((done, total), desc="tiles")) if progress else None
     height, width = image.shape[:2]
     tile = (
@@ -273,7 +277,12 @@ def predict(served: Served, image: np.ndarray, progress=None) -> np.ndarray:
         else zoo.fewest_pixels_tile(height, width, TILES, OVERLAP)
     )
     probabilities = zoo.sliding_window_predict(
-        served.model, x, tile=tile, overlap=OVERLAP, predict=served.predict, progress=report
+        served.model,
+        model_input(image, served.model),
+        tile=tile,
+        overlap=OVERLAP,
+        predict=served.predict,
+        progress=report,
     )
     return probabilities[0].to(torch.float16).numpy()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +148,41 @@ def test_the_app_serves_through_the_engine_asked_for(monkeypatch) -> None:
 
     monkeypatch.setattr(app.ARGS, "engine", "eager")
     served = app._serve(str(REPO / "weights" / "dsb2018-unet"))
-    assert served.engine == "eager" and served.predict == served.model.predict
+    assert served.engine == "eager"
     image = np.asarray(Image.new("RGB", (70, 50), "white"), dtype=np.float32) / 255
+    x = app.model_input(image, served.model)
+    mean, std = (
+        torch.tensor(v)[:, None, None] for v in (served.model.spec.mean, served.model.spec.std)
+    )
+    assert torch.equal(served.predict(x), served.model.predict((x - mean) / std))
     assert app.predict(served, image).shape == (1, 50, 70)
+
+
+def test_tiles_normalized_one_at_a_time_give_the_whole_image_normalized_at_once(
+    monkeypatch,
+) -> None:
+    import app
+
+    monkeypatch.setattr(app.ARGS, "engine", "eager")
+    served = app._serve(str(REPO / "weights" / "dsb2018-unet"))
+    grey = np.random.default_rng(0).random((300, 200, 1), dtype=np.float32)
+    monkeypatch.setattr(app, "TILES", (128,))  # 300x200 in overlapping 128x128 tiles
+    tiled = app.predict(served, grey)
+    model = served.model
+    whole = zoo.normalize(torch.from_numpy(grey).permute(2, 0, 1).expand(3, -1, -1)[None],
+                          model.spec.mean, model.spec.std)  # fmt: skip
+    expected = zoo.sliding_window_predict(model, whole, tile=128, overlap=app.OVERLAP)
+    np.testing.assert_allclose(tiled, expected[0].to(torch.float16).numpy(), atol=0)
+
+
+def test_the_demo_does_not_import_torchvision_or_timm() -> None:
+    """About 160 MB resident (torchvision), and 35 MB more (timm), that the default models do
+    not need; a timm model imports them when it is loaded."""
+    code = (
+        "import sys; sys.argv = ['app.py']; import app; "
+        "print(sorted({'torchvision', 'timm'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]"

@@ -22,7 +22,7 @@ from ._registry import (
     register_model,
     register_prefix,
 )
-from ._spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
+from ._spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, normalize
 
 __all__ = [
     "ENGINES",
@@ -42,6 +42,7 @@ __all__ = [
     "from_pretrained",
     "get_spec",
     "list_models",
+    "normalize",
     "register_model",
     "register_prefix",
     "save_pretrained",

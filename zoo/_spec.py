@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,3 +49,19 @@ class ModelSpec:
             "std": list(self.std),
             "pretrained_sources": list(self.pretrained_sources),
         }
+
+
+def normalize(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """A ... x C x H x W image in [0, 1] as the weights expect it, `(image - mean) / std` per
+    channel, as a new tensor; a 1-channel image uses the averages of `mean` and `std`."""
+    channels = image.shape[-3]
+    if channels == 1 and len(mean) > 1:
+        mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+    if channels != len(mean):
+        raise ValueError(
+            f"a {channels}-channel image cannot be normalized with {len(mean)} mean values"
+        )
+    shape = (channels, 1, 1)
+    return image.sub(torch.tensor(mean, dtype=image.dtype).view(shape)).div_(
+        torch.tensor(std, dtype=image.dtype).view(shape)
+    )

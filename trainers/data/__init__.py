@@ -12,7 +12,19 @@ from .dataset import SegmentationDataset
 from .download import DOWNLOADS, Download, data_home, download, samples
 from .layouts import KINDS, SPLITS, DatasetSource, Sample, parse_spec, train_val_split
 from .readers import DataError, read_image, read_mask, read_masks_union, read_sample
-from .transforms import SegmentationTransform, eval_transform, train_transform
+
+_TRANSFORMS = ("SegmentationTransform", "eval_transform", "train_transform")
+
+
+def __getattr__(name: str) -> object:
+    """The transforms, imported on first use: they bring torchvision (about 160 MB resident),
+    which the web demo, reading images and masks only, does without."""
+    if name in _TRANSFORMS:
+        from . import transforms
+
+        return getattr(transforms, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DOWNLOADS",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import Tensor
@@ -11,7 +12,9 @@ from torch.utils.data import Dataset
 
 from .layouts import Sample
 from .readers import MaskMode, Palette, read_sample
-from .transforms import SegmentationTransform
+
+if TYPE_CHECKING:  # torchvision is imported only where transforms are built
+    from .transforms import SegmentationTransform
 
 __all__ = ["SegmentationDataset"]
 

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
+
+from zoo import normalize
 
 __all__ = ["SegmentationTransform", "eval_transform", "train_transform"]
 
@@ -51,20 +52,10 @@ class SegmentationTransform:
 
     def normalize(self, image: Tensor) -> Tensor:
         """A C x H x W image normalized by the transform's mean and std, as a new tensor."""
-        mean, std = self._stats(image.shape[0])
-        return F.normalize(image, mean=mean, std=std)
+        return normalize(image, self.mean, self.std)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.steps!r}, mean={self.mean}, std={self.std})"
-
-    def _stats(self, channels: int) -> tuple[list[float], list[float]]:
-        if channels == len(self.mean):
-            return self.mean, self.std
-        if channels == 1:
-            return [sum(self.mean) / len(self.mean)], [sum(self.std) / len(self.std)]
-        raise ValueError(
-            f"a {channels}-channel image cannot be normalized with {len(self.mean)} mean values"
-        )
 
 
 def train_transform(
