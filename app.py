@@ -151,22 +151,24 @@ _load_locks_guard = threading.Lock()
 class Served:
     """A loaded model and its prediction through the inference engine that runs it:
     `predict` takes a batch in [0, 1] and normalizes it as the weights expect (evaluation's
-    normalization, the saved mean and std)."""
+    normalization, the saved mean and std); `release` gives back the engine's working memory
+    grown for an input larger than the usual."""
 
     model: zoo.SegmentationModel
     predict: Callable[[torch.Tensor], torch.Tensor]
+    release: Callable[[], None]
     engine: str
 
 
 def _serve(location: str, **load_options) -> Served:
     model = zoo.from_pretrained(location, **load_options)
-    engine_predict, engine = zoo.engine_predict(model, ARGS.engine)
+    runner, engine = zoo.engine_predict(model, ARGS.engine)
     LOG.info("%s: served by %s", location, engine)
 
     def predict(batch: torch.Tensor) -> torch.Tensor:
-        return engine_predict(zoo.normalize(batch, model.spec.mean, model.spec.std))
+        return runner(zoo.normalize(batch, model.spec.mean, model.spec.std))
 
-    return Served(model, predict, engine)
+    return Served(model, predict, runner.release, engine)
 
 
 @functools.cache
@@ -270,7 +272,9 @@ def model_input(image: np.ndarray, model: zoo.SegmentationModel) -> torch.Tensor
 
 def predict(served: Served, image: np.ndarray, progress=None) -> np.ndarray:
     """Class probabilities K x H x W as float16; images larger than the largest of TILES are
-    predicted in overlapping tiles, each normalized as it is cut."""
+    predicted in overlapping tiles, each normalized as it is cut. After forward passes larger
+    than 512x512 the engine's memory grown for them is given back, so that the server's
+    resident memory stays that of the usual request between larger ones."""
     report = (lambda done, total: progress((done, total), desc="tiles")) if progress else None
     height, width = image.shape[:2]
     tile = (
@@ -286,6 +290,8 @@ def predict(served: Served, image: np.ndarray, progress=None) -> np.ndarray:
         predict=served.predict,
         progress=report,
     )
+    if min(tile, height) * min(tile, width) > 512 * 512:
+        served.release()
     return probabilities[0].to(torch.float16).numpy()
 
 
@@ -473,6 +479,7 @@ def segment(
     """Run the model on the image; the views and metrics come from `render`."""
     image, name = read_inputs(image_path, image_file)
     prediction, message = run_model(choice, image, name, mask_file, progress)
+    del image  # the float image is not needed for the views: freed before they are drawn
     *views, note = render(prediction, threshold)
     return (*views, f"{note}<br>{message}" if message else note, prediction)
 

@@ -96,7 +96,7 @@ def test_a_model_the_engine_cannot_run_falls_back_to_eager_with_one_message(capl
     model = zoo.SegmentationModel(OddNet(), spec, num_classes=1, in_channels=3, build_kwargs={})
     with caplog.at_level(logging.WARNING, logger="bioseg.engines"):
         predict, used = zoo.engine_predict(model, "onnxruntime")
-    assert used == "eager" and predict == model.predict
+    assert used == "eager" and predict.predict == model.predict
     (record,) = [r for r in caplog.records if r.name == "bioseg.engines"]
     assert record.getMessage().startswith("odd_op: cannot run on onnxruntime (")
     assert "using eager PyTorch" in record.getMessage()
@@ -139,7 +139,7 @@ def test_a_missing_engine_package_falls_back_to_eager(monkeypatch, caplog) -> No
     monkeypatch.setattr(_engines.importlib.util, "find_spec", lambda name: None)
     with caplog.at_level(logging.WARNING, logger="bioseg.engines"):
         predict, used = zoo.engine_predict(model, "openvino")
-    assert used == "eager" and predict == model.predict
+    assert used == "eager" and predict.predict == model.predict
     assert "engine openvino is not installed (pip install openvino)" in caplog.text
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trainers.budget import parse_duration
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The report: ImageNet-pretrained, frozen VGG16 FCN, Adam at 1e-3 with a cosine schedule over
     # the run, batch 128, 10 epochs at 224x224, Dice and IoU losses weighted equally.
@@ -43,7 +45,8 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra builder options (JSON)
     pretrained: bool = False  # start the encoder from ImageNet weights (needs network or cache)
     in_channels: int = 3  # grey data sets can use 1
-    epochs: int = 10
+    epochs: int = 10  # 0: no limit, the time budget ends the run
+    time_budget: str = ""  # e.g. 90s, 20m, 2h: the run ends then (or after epochs, if first)
     batch_size: int = 8  # per process; the global batch is batch_size * world size
     optimizer: str = "adam"  # adam or adamw
     lr: float = 1e-3
@@ -64,11 +67,17 @@ class TrainConfig:
     push_to_hub: str = ""  # OWNER/NAME: publish the run to the Hugging Face Hub at the end
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "image_size", "patches_per_image", "in_channels")
+        positive = ("batch_size", "image_size", "patches_per_image", "in_channels")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.time_budget:
+            parse_duration(self.time_budget)  # a ValueError naming the text
+        if not isinstance(self.epochs, int) or self.epochs < (0 if self.time_budget else 1):
+            raise ValueError(
+                f"epochs must be a positive integer (or 0 with a time budget), got {self.epochs!r}"
+            )
         for name in ("lr", "weight_decay", "dice_weight", "iou_weight"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
@@ -90,7 +99,9 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def from_dict(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """Check that `values` (from `source`, for messages) only has known keys of the right types."""
+    """Check that `values` (from `source`, for messages) only has known keys of the right types.
+    A finished run's "note" (how it ended) is not a setting and is left out."""
+    values = {key: value for key, value in values.items() if key != "note"}
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ValueError(
@@ -159,4 +170,6 @@ def resolve(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Tra
     if getattr(args, "config", None):
         values.update(load_config_file(args.config))
     values.update({k: v for k, v in vars(args).items() if k in FIELDS})
+    if getattr(args, "time_budget", None) and "epochs" not in values:
+        values["epochs"] = 0  # a time budget alone: it, not the default epochs, ends the run
     return TrainConfig(**from_dict(values, "settings"))

@@ -110,6 +110,9 @@ def evaluate(
         summary["pooled"] = {  # all pixels of the split at once, as DRIVE results are reported
             name: getattr(metrics, name)(pooled) for name in ("dice", "iou", "precision", "recall")
         }
+        if threshold != 0.5:  # a tuned threshold's figures beside those at the usual one
+            at_half = metrics.confusion(all_scores[None] > 0.5, all_targets[None])
+            summary["pooled_at_0.5"] = {"dice": metrics.dice(at_half), "iou": metrics.iou(at_half)}
         try:  # undefined when the split has no foreground (or no background) pixels
             curve = metrics.precision_recall_curve(all_scores, all_targets)
             summary["average_precision"] = curve.average_precision

@@ -11,6 +11,7 @@ On CUDA: bf16 autocast, channels_last and optional torch.compile; on the CPU: fl
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import sys
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 import zoo
 from trainers import metrics
+from trainers.budget import Budget, cosine, parse_duration
 from trainers.checkpoint import (
     has_checkpoint,
     load_checkpoint,
@@ -104,6 +106,10 @@ def make_loaders(config: TrainConfig, spec: zoo.ModelSpec, world: int, rank: int
         **common,
     )
     val_set = SegmentationDataset(val, eval_transform(**norm), **common)
+    for name, dataset in (("training", train_set), ("validation", val_set)):
+        kept = dataset.keep_all()  # before the workers start: they inherit the decoded set
+        if not kept and rank == 0:
+            print(f"the {name} images are too large to keep decoded: read again for each crop")
     sampler = DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else None
     generator = torch.Generator().manual_seed(config.seed + rank)
     train_loader = DataLoader(
@@ -153,6 +159,65 @@ def append_csv(path: Path, row: dict[str, Any]) -> None:
         writer.writerow(row)
 
 
+def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, bool]:
+    """The run folder, and whether there is a checkpoint to resume from; never overwrites."""
+    run_dir = Path(config.output) if config.output else default_run_dir(config)
+    if resume and not has_checkpoint(run_dir):  # killed in its first epoch: nothing to lose
+        print(f"{run_dir} finished no epoch: starting it from the beginning")
+        return run_dir, False
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(
+            f"run folder {run_dir} already holds files; continue it with --resume {run_dir}, "
+            "or choose another --output (nothing is overwritten)"
+        )
+    return run_dir, resume
+
+
+def restore(run_dir: Path, model, optimizer, main_process: bool, save_best) -> dict[str, Any]:
+    """Load the last checkpoint into `model` and `optimizer`; the loop's counters to go on
+    with. What a killed run may have left is tidied: a log line, temporary files, and best
+    weights not yet written."""
+    weights, state = load_checkpoint(run_dir)
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(state["optimizer"])
+    if main_process:
+        trim_metrics(run_dir / "metrics.csv", state["epoch"])
+        for leftover in run_dir.glob(".*.tmp"):
+            leftover.unlink()
+        if state.get("best_epoch") == state["epoch"]:  # killed before the best was saved
+            save_best()
+        print(
+            f"resuming {run_dir} after epoch {state['epoch']} (best Dice {state['best_dice']:.4f})"
+        )
+    return {
+        "epoch": state["epoch"] + 1,
+        "step": state["step"],
+        "elapsed": state["elapsed"],
+        "best_dice": state["best_dice"],
+        "best_epoch": state.get("best_epoch", 0),
+    }
+
+
+def all_ranks_sum(values: list[float], device: torch.device) -> list[float]:
+    """`values` summed over the processes of a distributed run (unchanged in a single one)."""
+    if not dist.is_initialized():
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def shared_progress(budget: Budget, step: int, device: torch.device) -> float:
+    """The run's progress as rank 0 sees it, on every rank: one learning rate and one end for
+    all, though their clocks differ by a little."""
+    progress = budget.progress(step)
+    if dist.is_initialized() and budget.seconds is not None:
+        tensor = torch.tensor([progress], dtype=torch.float64, device=device)
+        dist.broadcast(tensor, 0)
+        progress = tensor.item()
+    return progress
+
+
 def train(config: TrainConfig, resume: bool = False) -> Path:
     """Run the training described by `config`; returns the run folder."""
     rank, world, device = setup_distributed()
@@ -161,15 +226,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if config.deterministic:
         use_deterministic_algorithms()
     cuda = device.type == "cuda"
-    run_dir = Path(config.output) if config.output else default_run_dir(config)
-    if resume and not has_checkpoint(run_dir):  # killed in its first epoch: nothing to lose
-        print(f"{run_dir} finished no epoch: starting it from the beginning")
-        resume = False
-    elif not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise ValueError(
-            f"run folder {run_dir} already holds files; continue it with --resume {run_dir}, "
-            "or choose another --output (nothing is overwritten)"
-        )
+    run_dir, resume = prepare_run_dir(config, resume)
     config.output = str(run_dir)
 
     # Data and model.
@@ -187,19 +244,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    # Cosine annealing from lr to 0 over the run, in closed form (CosineAnnealingLR's curve):
-    # a resumed run whose --epochs was raised follows the cosine to the new end.
-    steps = max(config.epochs * len(train_loader), 1)
-
-    def cosine(step: int) -> float:
-        return 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
     # The loss sees every pixel, outside a region of interest too (DRIVE's black surround is
     # background a model must learn); the region of interest applies to the metrics.
     loss_fn = DiceIoULoss(config.dice_weight, config.iou_weight)
-
-    start_epoch, best_dice, best_epoch = 1, -1.0, 0
 
     def save_best() -> None:  # the best weights, ready for from_pretrained and the Hub
         zoo.save_pretrained(
@@ -211,23 +258,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             dataset=source.kind,
         )
 
-    if resume:
-        weights, state = load_checkpoint(run_dir)
-        model.load_state_dict(weights)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        for group in optimizer.param_groups:  # the learning rate of this step on this schedule
-            group["lr"] = group["initial_lr"] * cosine(scheduler.last_epoch)
-        start_epoch, best_dice = state["epoch"] + 1, state["best_dice"]
-        best_epoch = state.get("best_epoch", 0)
-        if main_process:  # what a killed run may have left: a log line, temporary files
-            trim_metrics(run_dir / "metrics.csv", state["epoch"])
-            for leftover in run_dir.glob(".*.tmp"):
-                leftover.unlink()
-            if state.get("best_epoch") == state["epoch"]:  # killed before the best was saved
-                save_best()
-        if main_process:
-            print(f"resuming {run_dir} after epoch {state['epoch']} (best Dice {best_dice:.4f})")
+    fresh = {"epoch": 1, "step": 0, "elapsed": 0.0, "best_dice": -1.0, "best_epoch": 0}
+    run = restore(run_dir, model, optimizer, main_process, save_best) if resume else fresh
+    seconds = parse_duration(config.time_budget) if config.time_budget else None
+    budget = Budget(config.epochs, seconds, len(train_loader), spent=run["elapsed"])
     net = torch.compile(model) if config.compile else model
     net = DistributedDataParallel(net) if world > 1 else net
 
@@ -238,7 +272,9 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         print(f"data: {len(train_loader.dataset)} training, {len(val_loader.dataset)} validation")
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config.amp)
-    for epoch in range(start_epoch, config.epochs + 1):
+    epoch, step = run["epoch"], run["step"]
+    budget.start()
+    while shared_progress(budget, step, device) < 1:
         # Shuffling, augmentation and dropout seeded by epoch and rank: a resumed run sees the
         # batches and draws of an uninterrupted one, on any number of processes.
         if isinstance(train_loader.sampler, DistributedSampler):
@@ -246,15 +282,16 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         train_loader.generator.manual_seed(config.seed + 1000 * epoch + rank)
         seed_generators(config.seed + 1000 * epoch + rank)
         net.train()
-        started, seen, total_loss = time.perf_counter(), 0, 0.0
-        bar = tqdm(
-            train_loader,
-            desc=f"epoch {epoch}/{config.epochs}",
-            disable=not main_process,
-            file=sys.stdout,
-            dynamic_ncols=True,
-        )
+        started, seen, loss_sum = time.perf_counter(), 0, 0.0
+        total = f"/{config.epochs}" if config.epochs else ""
+        bar = tqdm(train_loader, desc=f"epoch {epoch}{total}", disable=not main_process,
+                   file=sys.stdout, dynamic_ncols=True)  # fmt: skip
         for batch in bar:
+            progress = shared_progress(budget, step, device)
+            if progress >= 1:  # the time is up: this epoch ends here, validated as any other
+                break
+            for group in optimizer.param_groups:  # the cosine over the run: epochs or time
+                group["lr"] = config.lr * cosine(progress)
             images = batch["image"].to(device, non_blocking=True)
             if cuda and config.channels_last:
                 images = images.to(memory_format=torch.channels_last)
@@ -265,53 +302,106 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            scheduler.step()
-            seen += len(images) * world
-            total_loss += loss.item() * len(images) * world  # rank 0's batches stand for all
-            rate = seen / (time.perf_counter() - started)
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+            step += 1
+            seen += len(images)
+            loss_sum += loss.item() * len(images)
+            rate = seen / (time.perf_counter() - started)  # this process's images per second
+            left = {"left": budget.left()} if budget.seconds is not None else {}
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}", **left)
         seconds = time.perf_counter() - started
-        if not main_process:
-            continue
-        val_dice, val_iou = validate(model, val_loader, device, num_classes, config.threshold)
-        print(f"epoch {epoch}: val Dice {val_dice:.4f}, val IoU {val_iou:.4f}")
-        append_csv(
-            run_dir / "metrics.csv",
-            {
-                "epoch": epoch,
-                "lr": f"{optimizer.param_groups[0]['lr']:.3g}",
-                "train_loss": f"{total_loss / max(seen, 1):.5f}",
-                "val_dice": f"{val_dice:.5f}",
-                "val_iou": f"{val_iou:.5f}",
-                "images_per_s": f"{seen / seconds:.2f}",
-                "seconds": f"{seconds:.1f}",
-            },
-        )
-        improved = val_dice > best_dice or math.isnan(val_dice)
-        if improved:
-            best_dice = val_dice if not math.isnan(val_dice) else best_dice
-            best_epoch = epoch
-        # The checkpoint first: if the process dies before the best weights are written, the
-        # resumed run writes them from this epoch's checkpoint (best_epoch == epoch).
-        save_checkpoint(
-            run_dir,
-            epoch,
-            model.state_dict(),
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "best_dice": best_dice,
-                "best_epoch": best_epoch,
-            },
-        )
-        if improved:
-            save_best()
+        seen, loss_sum = all_ranks_sum([seen, loss_sum], device)  # every rank's batches
+        if main_process:
+            best = end_of_epoch(
+                run_dir, model, optimizer, val_loader, device, num_classes, config,
+                epoch=epoch, step=step, elapsed=budget.elapsed(), best=run,
+                train_figures={"lr": optimizer.param_groups[0]["lr"],
+                               "train_loss": loss_sum / max(seen, 1),
+                               "images_per_s": seen / seconds, "seconds": seconds},
+            )  # fmt: skip
+            if best:
+                save_best()
+        if world > 1:  # the others wait here, not inside the next gradient sync
+            dist.barrier()
+        epoch += 1
+    if main_process:
+        note = {"ended_by": budget.ended_by(step), "steps": step,
+                "seconds": round(budget.elapsed(), 1)}  # fmt: skip
+        write_json(run_dir / "train_config.json", {**config.to_dict(), "note": note})
+        print(f"ended by the {note['ended_by']} after {step} steps, {note['seconds']:.0f} s")
     if world > 1:
-        dist.barrier()
         dist.destroy_process_group()
     if main_process:
+        if num_classes == 1 and (run_dir / "config.json").is_file():
+            tune_threshold(run_dir, val_loader, device)
         finish(config, run_dir, source)
     return run_dir
+
+
+def end_of_epoch(
+    run_dir: Path, model, optimizer, val_loader, device, num_classes: int, config: TrainConfig,
+    *, epoch: int, step: int, elapsed: float, best: dict[str, Any], train_figures: dict,
+) -> bool:  # fmt: skip
+    """Validate, log the epoch's row in metrics.csv and write its checkpoint; True when the
+    validation Dice is the best so far (`best` is updated), so the caller saves the weights."""
+    val_dice, val_iou = validate(model, val_loader, device, num_classes, config.threshold)
+    print(f"epoch {epoch}: val Dice {val_dice:.4f}, val IoU {val_iou:.4f}")
+    append_csv(
+        run_dir / "metrics.csv",
+        {
+            "epoch": epoch,
+            "lr": f"{train_figures['lr']:.3g}",
+            "train_loss": f"{train_figures['train_loss']:.5f}",
+            "val_dice": f"{val_dice:.5f}",
+            "val_iou": f"{val_iou:.5f}",
+            "images_per_s": f"{train_figures['images_per_s']:.2f}",
+            "seconds": f"{train_figures['seconds']:.1f}",
+        },
+    )
+    improved = val_dice > best["best_dice"] or math.isnan(val_dice)
+    if improved:
+        best["best_dice"] = val_dice if not math.isnan(val_dice) else best["best_dice"]
+        best["best_epoch"] = epoch
+    # The checkpoint first: if the process dies before the best weights are written, the
+    # resumed run writes them from this epoch's checkpoint (best_epoch == epoch).
+    save_checkpoint(
+        run_dir,
+        epoch,
+        model.state_dict(),
+        {
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "elapsed": elapsed,
+            "best_dice": best["best_dice"],
+            "best_epoch": best["best_epoch"],
+        },
+    )
+    return improved
+
+
+@torch.inference_mode()
+def tune_threshold(run_dir: Path, loader: DataLoader, device: torch.device) -> None:
+    """Save in config.json the threshold at which the best weights have their best pooled F1
+    (Dice) on the validation images, to 0.01 as the app's slider shows it; never chosen on the
+    test split. Nothing changes without validation images or without foreground in them."""
+    model = zoo.from_pretrained(run_dir).to(device).eval()
+    scores, targets = [], []
+    for batch in loader:
+        probabilities = model(batch["image"].to(device)).float().sigmoid()[0, 0].cpu().numpy()
+        roi = batch["roi"][0].numpy()
+        scores.append(probabilities[roi])
+        targets.append(batch["mask"][0].numpy()[roi] == 1)
+    try:
+        if not scores:
+            raise ValueError("no validation images")
+        curve = metrics.precision_recall_curve(np.concatenate(scores), np.concatenate(targets))
+    except ValueError as error:  # no validation images, or no foreground in them
+        print(f"threshold left at the configured one: {error}")
+        return
+    threshold = min(max(round(curve.best_threshold, 2), 0.01), 0.99)
+    config_file = run_dir / "config.json"
+    config = json.loads(config_file.read_text())
+    write_json(config_file, {**config, "threshold": threshold, "threshold_from": "validation"})
+    print(f"threshold {threshold:.2f}: best F1 {curve.best_f1:.4f} on the validation images")
 
 
 def finish(config: TrainConfig, run_dir: Path, source: Any) -> None:

@@ -9,7 +9,7 @@ A plugin is one `.py` file in this folder (found with no reinstall), in a folder
 Importing `zoo` imports neither timm nor gradio; plugins load on the first lookup.
 """
 
-from ._engines import ENGINE_ENV, ENGINES, engine_predict
+from ._engines import ENGINE_ENV, ENGINES, Runner, engine_predict
 from ._hub import from_pretrained, save_pretrained
 from ._inference import fewest_pixels_tile, sliding_window_predict
 from ._model import ModelBuildError, SegmentationModel, create_model
@@ -33,6 +33,7 @@ __all__ = [
     "ModelSpec",
     "PluginWarning",
     "PretrainedWeightsError",
+    "Runner",
     "SegmentationModel",
     "adapt_input_conv",
     "add_spec",

@@ -21,6 +21,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,7 @@ from torch import Tensor
 
 from ._model import SegmentationModel
 
-__all__ = ["CACHE_ENV", "ENGINES", "ENGINE_ENV", "engine_predict", "exported_onnx"]
+__all__ = ["CACHE_ENV", "ENGINES", "ENGINE_ENV", "Runner", "engine_predict", "exported_onnx"]
 
 LOG = logging.getLogger("bioseg.engines")
 ENGINES = ("eager", "onnxruntime", "openvino")
@@ -40,6 +41,20 @@ _EXPORT_FORMAT = 1  # bump when the export itself changes, so older cached files
 _EXPORT_SIZE = 128  # the example input's side; height and width stay dynamic
 
 Predict = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Runner:
+    """A model's prediction through an engine, called as `model.predict` is. `release()`
+    hands back the working memory the engine keeps sized for the largest input it has run
+    (ONNX Runtime's arena, OpenVINO's buffers), at the cost of growing it again on the next
+    run: worth it after an input much larger than the usual."""
+
+    predict: Predict
+    release: Callable[[], None] = field(default=lambda: None)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.predict(x)
 
 
 def cache_dir() -> Path:
@@ -92,7 +107,10 @@ def exported_onnx(model: SegmentationModel) -> Path:
     return path
 
 
-def _onnxruntime(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+Session = tuple[Callable[[np.ndarray], np.ndarray], Callable[[], None]]  # run, release
+
+
+def _onnxruntime(path: Path, threads: int, smallest: tuple[int, ...]) -> Session:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
@@ -100,23 +118,31 @@ def _onnxruntime(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"image": x})[0]
+    shrink = onnxruntime.RunOptions()  # a run that ends by freeing the arena's unused chunks
+    shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    tiny = np.zeros(smallest, dtype=np.float32)
+
+    def release() -> None:
+        session.run(None, {"image": tiny}, shrink)
+
+    return lambda x: session.run(None, {"image": x})[0], release
 
 
-def _openvino(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+def _openvino(path: Path, threads: int, smallest: tuple[int, ...]) -> Session:
     import openvino
 
     core = openvino.Core()
     config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
     compiled = core.compile_model(str(path), "CPU", config)  # f32: no silent bf16 on new CPUs
-    return lambda x: compiled.create_infer_request().infer({0: x})[0]
+    return lambda x: compiled.create_infer_request().infer({0: x})[0], compiled.release_memory
 
 
 _RUNTIMES = {"onnxruntime": _onnxruntime, "openvino": _openvino}
 
 
-def _runtime_predict(model: SegmentationModel, engine: str, threads: int) -> Predict:
-    run = _RUNTIMES[engine](exported_onnx(model), threads)
+def _runtime_predict(model: SegmentationModel, engine: str, threads: int) -> Runner:
+    smallest = (1, model.in_channels, model.spec.min_size, model.spec.min_size)
+    run, release = _RUNTIMES[engine](exported_onnx(model), threads, smallest)
 
     def predict(x: Tensor) -> Tensor:
         model.check_input(x)
@@ -124,13 +150,13 @@ def _runtime_predict(model: SegmentationModel, engine: str, threads: int) -> Pre
         model.check_output(logits, x)
         return logits.sigmoid() if model.num_classes == 1 else logits.softmax(dim=1)
 
-    predict(torch.zeros(1, model.in_channels, model.spec.min_size, model.spec.min_size))
-    return predict
+    predict(torch.zeros(smallest))  # fails here, not in a visitor's request, if it fails
+    return Runner(predict, release)
 
 
 def engine_predict(
     model: SegmentationModel, engine: str | None = None, *, threads: int | None = None
-) -> tuple[Predict, str]:
+) -> tuple[Runner, str]:
     """`model.predict` through `engine` (default `$BIOSEG_ENGINE`, else the measured fastest),
     and the name of the engine that answers: "eager" when the model cannot be exported or run
     by the engine, or its package is not installed (logged once, with the reason)."""
@@ -138,15 +164,15 @@ def engine_predict(
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "eager":
-        return model.predict, engine
+        return Runner(model.predict), engine
     if importlib.util.find_spec(engine) is None:
         LOG.warning("%s: engine %s is not installed (pip install %s); using eager PyTorch",
                     model.spec.name, engine, engine)  # fmt: skip
-        return model.predict, "eager"
+        return Runner(model.predict), "eager"
     try:
         return _runtime_predict(model, engine, threads or torch.get_num_threads()), engine
     except Exception as error:  # an operator the exporter or the runtime cannot handle, ...
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
         LOG.warning("%s: cannot run on %s (%s: %s); using eager PyTorch",
                     model.spec.name, engine, type(error).__name__, first_line)  # fmt: skip
-        return model.predict, "eager"
+        return Runner(model.predict), "eager"

@@ -50,7 +50,7 @@ def sliding_window_predict(
     """Class probabilities (1 x K x H x W) of a normalized 1 x C x H x W image, tile by tile.
 
     Tiles of `tile` pixels overlap by `overlap` of their side and are blended with a Gaussian
-    weight, so seams do not show. Memory stays bounded: the output and its blending weights,
+    weight, so seams do not show. Memory stays bounded: the output (no full-size weight sum),
     plus one batch of `batch_size` tiles. An image no larger than one tile is predicted in one
     pass. `predict` maps a batch to probabilities (default `model.predict`; an engine's, from
     `zoo.engine_predict`, for speed). `progress(done, total)` is called after each batch.
@@ -68,23 +68,28 @@ def sliding_window_predict(
         return predict(image)
     tile = max(tile, model.spec.min_size)
     stride = max(int(tile * (1 - overlap)), 1)
-    boxes = [
-        (y, x, min(tile, height), min(tile, width))
-        for y in _starts(height, tile, stride)
-        for x in _starts(width, tile, stride)
-    ]
+    rows, columns = _starts(height, tile, stride), _starts(width, tile, stride)
+    h, w = min(tile, height), min(tile, width)
+    weight_y, weight_x = _gaussian(h, image.device), _gaussian(w, image.device)
+    weight = weight_y[:, None] * weight_x  # every tile has this shape and weight
+    boxes = [(y, x) for y in rows for x in columns]
     out = torch.zeros(1, model.num_classes, height, width, device=image.device)
-    norm = torch.zeros(1, 1, height, width, device=image.device)
-    weights: dict[tuple[int, int], Tensor] = {}  # one Gaussian per tile shape
     for first in range(0, len(boxes), batch_size):
         chunk = boxes[first : first + batch_size]
-        tiles = torch.cat([image[..., y : y + h, x : x + w] for y, x, h, w in chunk])
+        tiles = torch.cat([image[..., y : y + h, x : x + w] for y, x in chunk])
         probabilities = predict(tiles)
-        for (y, x, h, w), p in zip(chunk, probabilities, strict=True):
-            if (h, w) not in weights:
-                weights[h, w] = _gaussian(h, image.device)[:, None] * _gaussian(w, image.device)
-            out[..., y : y + h, x : x + w].addcmul_(p, weights[h, w])
-            norm[..., y : y + h, x : x + w] += weights[h, w]
+        for (y, x), p in zip(chunk, probabilities, strict=True):
+            out[..., y : y + h, x : x + w].addcmul_(p, weight)
         if progress:
             progress(min(first + batch_size, len(boxes)), len(boxes))
-    return out.div_(norm)
+    # The tiles' weights summed at each pixel: the grid is rows x columns of one weight, so the
+    # sum is the outer product of two sums along the sides (no full-size array to add into).
+    return out.div_(_summed(weight_y, rows, height)[:, None] * _summed(weight_x, columns, width))
+
+
+def _summed(weights: Tensor, starts: list[int], length: int) -> Tensor:
+    """Along one side of the image: the sum of the tiles' `weights` placed at `starts`."""
+    total = torch.zeros(length, device=weights.device)
+    for start in starts:
+        total[start : start + len(weights)] += weights
+    return total

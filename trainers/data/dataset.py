@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # torchvision is imported only where transforms are built
 __all__ = ["SegmentationDataset"]
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+KEEP_ALL_BYTES = 2 * 2**30
+"""How much decoded data a training set may keep in memory (`keep_all`): 2 GiB."""
 
 
 class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
@@ -28,7 +30,7 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
     (the transform pads it with False). Images are converted to ``in_channels`` (grey repeated to
     RGB, RGB averaged to grey). With ``patches_per_image`` > 1 every sample appears that many
     times, each index a fresh random crop. Files are read on first use; the last ``cache_size``
-    decoded samples are kept.
+    decoded samples are kept, and `keep_all` keeps every sample decoded for the whole run.
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
         self.patches_per_image = patches_per_image
         self.cache_size = cache_size
         self._cache: OrderedDict[int, Arrays] = OrderedDict()
+        self._kept: dict[int, Arrays] = {}
 
     def __len__(self) -> int:
         return len(self.samples) * self.patches_per_image
@@ -70,7 +73,28 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
         image, mask, roi = self.transform(*self._arrays(position))
         return {"image": image, "mask": mask, "roi": roi, "id": self.samples[position].id}
 
+    def keep_all(self, budget_bytes: int = KEEP_ALL_BYTES) -> bool:
+        """Decode every sample now and keep it, 8-bit images as uint8 (a quarter of float32),
+        if the whole set fits in `budget_bytes`; False (and nothing kept) if it does not.
+
+        Called before a DataLoader starts its workers, each worker inherits the decoded set
+        (forked, the pages are shared): every image is decoded once per run, not once per crop.
+        """
+        kept: dict[int, Arrays] = {}
+        total = 0
+        for position in range(len(self.samples)):
+            arrays = self._arrays(position)
+            kept[position] = arrays = (_compact(arrays[0]), _compact_labels(arrays[1]), arrays[2])
+            total += sum(array.nbytes for array in arrays)
+            if total > budget_bytes:
+                return False
+        self._kept = kept
+        self._cache.clear()
+        return True
+
     def _arrays(self, position: int) -> Arrays:
+        if position in self._kept:
+            return self._kept[position]
         if position in self._cache:
             self._cache.move_to_end(position)
             return self._cache[position]
@@ -83,6 +107,21 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return arrays
+
+
+def _compact(image: np.ndarray) -> np.ndarray:
+    """An image read from 8 bits (every value k / 255) as uint8 k; any other unchanged."""
+    if image.dtype != np.float32:
+        return image
+    levels = np.rint(image * 255).astype(np.uint8)
+    return levels if np.array_equal(levels.astype(np.float32) / 255.0, image) else image
+
+
+def _compact_labels(mask: np.ndarray) -> np.ndarray:
+    """Class ids below 256 as uint8 (an eighth of int64); a bool mask unchanged."""
+    if mask.dtype == np.int64 and mask.size and mask.min() >= 0 and mask.max() < 256:
+        return mask.astype(np.uint8)
+    return mask
 
 
 def match_channels(image: np.ndarray, channels: int) -> np.ndarray:

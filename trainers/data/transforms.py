@@ -1,14 +1,15 @@
 """Joint image / mask / roi transforms on ``torchvision.transforms.v2``.
 
-A transform takes the image (float32 H x W x C in [0, 1]), the mask (H x W, bool or integer class
-ids) and the roi (bool H x W) as numpy arrays and returns tensors: the normalized image
-(float32 C x H x W), the mask (int64 H x W) and the roi (bool H x W). Geometric steps move all
-three together; masks and roi are resampled with nearest neighbours and padded with 0 / False, so
-only their original values ever appear. Colour jitter touches the image only.
+A transform takes the image (float32 H x W x C in [0, 1], or uint8), the mask (H x W, bool or
+integer class ids) and the roi (bool H x W) as numpy arrays and returns tensors: the normalized
+image (float32 C x H x W), the mask (int64 H x W) and the roi (bool H x W). Geometric steps move
+all three together; masks and roi are resampled with nearest neighbours and padded with 0 /
+False, so only their original values ever appear. Colour jitter touches the image only.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,10 +17,11 @@ import torch
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 from zoo import normalize
 
-__all__ = ["SegmentationTransform", "eval_transform", "train_transform"]
+__all__ = ["RandomAffineCrop", "SegmentationTransform", "eval_transform", "train_transform"]
 
 
 class SegmentationTransform:
@@ -40,14 +42,19 @@ class SegmentationTransform:
     def __call__(
         self, image: np.ndarray, mask: np.ndarray, roi: np.ndarray
     ) -> tuple[Tensor, Tensor, Tensor]:
-        image_t = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
-        mask_t = tv_tensors.Mask(torch.from_numpy(mask.astype(np.int64)))
-        roi_t = tv_tensors.Mask(torch.from_numpy(roi.astype(bool)))
+        """The image may be float32 in [0, 1] or uint8 (0..255, as kept by a data set's cache);
+        nothing is copied at full size before the steps, so a crop costs what the crop costs."""
+        image_t = tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1))  # views, no copies
+        mask_t = tv_tensors.Mask(torch.from_numpy(mask))
+        roi_t = tv_tensors.Mask(torch.from_numpy(roi))
         image_t, mask_t, roi_t = self.steps(image_t, mask_t, roi_t)
+        image_t = image_t.as_subclass(Tensor)
+        if image_t.dtype == torch.uint8:
+            image_t = image_t.float().div_(255)  # as the readers scale 8-bit images
         return (
-            self.normalize(image_t.as_subclass(Tensor)),
-            mask_t.as_subclass(Tensor),
-            roi_t.as_subclass(Tensor),
+            self.normalize(image_t),
+            mask_t.as_subclass(Tensor).long(),
+            roi_t.as_subclass(Tensor).bool(),
         )
 
     def normalize(self, image: Tensor) -> Tensor:
@@ -56,6 +63,49 @@ class SegmentationTransform:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.steps!r}, mean={self.mean}, std={self.std})"
+
+
+class RandomAffineCrop(v2.Transform):
+    """A random ``size`` x ``size`` crop of the image rotated by up to ``rotation`` degrees and
+    scaled by a factor drawn from ``scale``, at a cost that does not grow with the image.
+
+    The rotation and scale are drawn first; then a window just large enough to hold the final
+    crop after them is cut at a random place (padded where it leaves the image), rotated and
+    scaled about its centre, and its centre kept. Only that window is resampled, not the image.
+    """
+
+    def __init__(self, size: int, *, rotation: float, scale: tuple[float, float]) -> None:
+        super().__init__()
+        if size < 1 or not 0 < scale[0] <= scale[1]:
+            raise ValueError(f"need size >= 1 and 0 < scale[0] <= scale[1], got {size}, {scale}")
+        self.size, self.rotation, self.scale = size, float(rotation), scale
+
+    def make_params(self, flat_inputs: list) -> dict:
+        height, width = v2.query_size(flat_inputs)
+        angle = float(torch.empty(1).uniform_(-self.rotation, self.rotation))
+        factor = float(torch.empty(1).uniform_(*self.scale))
+        radians = math.radians(angle)
+        # The final crop's footprint on the source: its side over the scale, rotated.
+        window = math.ceil(self.size * (abs(math.cos(radians)) + abs(math.sin(radians))) / factor)
+        window = max(window + 2, self.size)  # a pixel of margin each side for interpolation
+        top, left = (
+            int(torch.randint(min(0, extent - window), max(0, extent - window) + 1, ()))
+            for extent in (height, width)
+        )
+        return {"angle": angle, "scale": factor, "window": window, "top": top, "left": left}
+
+    def transform(self, inpt: Tensor, params: dict) -> Tensor:
+        window = params["window"]
+        cut = F.crop(inpt, params["top"], params["left"], window, window)  # pads with 0
+        turned = F.affine(
+            cut,
+            angle=params["angle"],
+            translate=[0.0, 0.0],
+            scale=params["scale"],
+            shear=[0.0, 0.0],
+            interpolation=v2.InterpolationMode.BILINEAR,  # masks and roi: nearest, always
+        )
+        return F.center_crop(turned, [self.size, self.size])
 
 
 def train_transform(
@@ -67,20 +117,18 @@ def train_transform(
     rotation: float = 15.0,
     jitter: float = 0.1,
 ) -> SegmentationTransform:
-    """Random scale and rotation, flips, colour jitter, then a random ``size`` x ``size`` crop.
+    """A random ``size`` x ``size`` crop with random scale and rotation (`RandomAffineCrop`),
+    then flips and colour jitter on the crop alone.
 
     Images smaller than ``size`` are padded (image 0, mask 0, roi False). ``jitter`` is the
     brightness, contrast and saturation range.
     """
     steps = v2.Compose(
         [
-            v2.RandomAffine(
-                degrees=rotation, scale=scale, interpolation=v2.InterpolationMode.BILINEAR
-            ),
+            RandomAffineCrop(size, rotation=rotation, scale=scale),
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
             v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
-            v2.RandomCrop(size, pad_if_needed=True),
         ]
     )
     return SegmentationTransform(steps, mean=mean, std=std)
