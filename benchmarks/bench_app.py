@@ -55,7 +55,7 @@ STAGES = {
     "contrast-stretched RGB for display": [("plots.py", "display_rgb")],
     "overlays": [("plots.py", "overlay")],
     "error map": [("plots.py", "error_map")],
-    "PNG encoding (views, mask)": [("app.py", "write_png")],
+    "PNG encoding (views, mask)": [("app.py", "write_pngs")],
 }
 
 

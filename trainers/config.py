@@ -57,6 +57,8 @@ class TrainConfig:
     iou_weight: float = 0.5
     val_fraction: float = 0.2  # held out of train when the data set has no val split
     threshold: float = 0.5  # probability above which a pixel is foreground (binary models)
+    mean: list[float] = field(default_factory=list)  # per input channel; empty: the model's own
+    std: list[float] = field(default_factory=list)
     workers: int = 2  # DataLoader processes
     seed: int = 0
     deterministic: bool = False  # deterministic kernels: reproducible, slower
@@ -90,6 +92,13 @@ class TrainConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if (self.mean or self.std) and not (
+            len(self.mean) == len(self.std) == self.in_channels and min(self.std) > 0
+        ):
+            raise ValueError(
+                f"mean and std need one value per input channel ({self.in_channels}), std "
+                f"positive; got {self.mean} and {self.std}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -132,14 +141,19 @@ def load_config_file(path: Path) -> dict[str, Any]:
     return from_dict(values, str(path))
 
 
-def _json_dict(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
+def _json(kind: type) -> Any:
+    """An argparse type: `text` parsed as JSON, which must be a `kind` (dict or list)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
+        if not isinstance(value, kind):
+            raise argparse.ArgumentTypeError(f"expected a JSON {kind.__name__}, got {text!r}")
+        return value
+
+    return parse
 
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -150,12 +164,14 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--resume", type=Path, help="continue the run in this folder")
     for name, spec in FIELDS.items():
         flag = "--" + name.replace("_", "-")
-        default = spec.default if spec.default is not dataclasses.MISSING else {}
+        default = (
+            spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()
+        )
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
         if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif isinstance(default, dict):
-            kwargs["type"] = _json_dict
+        elif isinstance(default, dict | list):
+            kwargs["type"] = _json(type(default))
         else:
             kwargs["type"] = type(default)
         parser.add_argument(flag, help=f"default: {default!r}", **kwargs)

@@ -2,7 +2,7 @@
 
     python -m trainers.data download kvasir                      # into $BIOSEG_DATA
     python -m trainers.data download dsb2018 --samples 4 --into examples/
-    python -m trainers.data info drive:../shared/data/DRIVE
+    python -m trainers.data info drive:../shared/data/DRIVE   # splits, classes, fingerprint
 
 Bad input prints one line on stderr and exits with status 2.
 """
@@ -28,7 +28,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     get.add_argument("name", help=f"one of {', '.join(DOWNLOADS)}, or KIND:PATH with --samples")
     get.add_argument("--into", type=Path, help="destination folder (default: $BIOSEG_DATA)")
     get.add_argument("--samples", type=int, help="copy N image/mask pairs as PNGs into --into")
-    info = commands.add_parser("info", help="samples per split and class names of a data set")
+    info = commands.add_parser(
+        "info", help="samples per split, class names and the fingerprint of a data set"
+    )
     info.add_argument("spec", help=f"KIND:PATH, KIND one of {', '.join(KINDS)}")
     args = parser.parse_args(argv)
     try:
@@ -53,6 +55,12 @@ def _info(spec: str) -> None:
     print(f"classes: {', '.join(source.class_names)}")
     for split, items in splits.items():
         print(f"{split}: {len(items)}")
+    if splits.get("train"):
+        from .fingerprint import describe, fingerprint
+
+        print(
+            "fingerprint of the training images:\n  " + "\n  ".join(describe(fingerprint(source)))
+        )
 
 
 if __name__ == "__main__":
