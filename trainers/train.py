@@ -11,6 +11,7 @@ On CUDA: bf16 autocast, channels_last and optional torch.compile; on the CPU: fl
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -218,8 +219,9 @@ def shared_progress(budget: Budget, step: int, device: torch.device) -> float:
     return progress
 
 
-def train(config: TrainConfig, resume: bool = False) -> Path:
-    """Run the training described by `config`; returns the run folder."""
+def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -> Path:
+    """Run the training described by `config`; returns the run folder, where `plan` (the
+    settings `--plan auto` derived, with its reasons) is kept as plan.json."""
     rank, world, device = setup_distributed()
     main_process = rank == 0
     seed_generators(config.seed + rank)
@@ -229,8 +231,10 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     run_dir, resume = prepare_run_dir(config, resume)
     config.output = str(run_dir)
 
-    # Data and model.
+    # Data and model; a normalization of the run's own replaces the model's, in its config too.
     spec = zoo.get_spec(config.model)
+    if config.mean:
+        spec = dataclasses.replace(spec, mean=tuple(config.mean), std=tuple(config.std))
     train_loader, val_loader, num_classes, source = make_loaders(config, spec, world, rank)
     model = zoo.create_model(
         config.model,
@@ -239,6 +243,7 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
         pretrained=config.pretrained and not resume,
         **config.model_kwargs,
     ).to(device)
+    model.spec = spec
     if cuda and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -268,6 +273,8 @@ def train(config: TrainConfig, resume: bool = False) -> Path:
     if main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "train_config.json", config.to_dict())
+        if plan:
+            write_json(run_dir / "plan.json", plan)
         print(f"run folder: {run_dir}\nsettings: {config.to_dict()}")
         print(f"data: {len(train_loader.dataset)} training, {len(val_loader.dataset)} validation")
 
@@ -419,18 +426,52 @@ def finish(config: TrainConfig, run_dir: Path, source: Any) -> None:
         print(f"published: {push_run(run_dir, config.push_to_hub)}")
 
 
+def auto_plan(data: str) -> dict[str, Any]:
+    """The settings `--plan auto` derives for `data` on this machine, printed with a reason
+    each; under "note" (which --config ignores) the reasons and the fingerprint."""
+    from trainers.data.fingerprint import describe, fingerprint
+    from trainers.plan import Hardware, make_plan
+
+    measured = fingerprint(parse_spec(data))
+    settings, reasons = make_plan(measured, Hardware.detect())
+    print("fingerprint:\n  " + "\n  ".join(describe(measured)))
+    print("plan (explicit flags win):\n  " + "\n  ".join(reasons))
+    return {**settings, "note": {"reasons": reasons, "fingerprint": describe(measured)}}
+
+
+def planned_settings(plan: dict[str, Any], in_channels: int) -> dict[str, Any]:
+    """The plan's settings; with another channel count given, its statistics averaged to it."""
+    settings = {key: value for key, value in plan.items() if key != "note"}
+    if in_channels != plan["in_channels"]:
+        settings["mean"], settings["std"] = (
+            [sum(values) / len(values)] * in_channels for values in (plan["mean"], plan["std"])
+        )
+    return settings
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser("python -m trainers.train", __doc__.splitlines()[0])
+    parser.add_argument(
+        "--plan",
+        choices=["auto"],
+        help="derive crop size, crops per image, batch size, model width, normalization and "
+        "workers from the data set and this machine (saved in the run as plan.json)",
+    )
     args = parser.parse_args(argv)
     try:
-        base = None
+        base, plan = None, None
         if args.resume:
             base = load_config_file(args.resume / "train_config.json")
             base["output"] = str(args.resume)
+        elif args.plan:
+            if not getattr(args, "data", None):
+                parser.error("--plan auto needs --data KIND:PATH")
+            plan = auto_plan(args.data)
+            base = planned_settings(plan, getattr(args, "in_channels", plan["in_channels"]))
         config = resolve(args, base)
         if not config.data:
             parser.error("--data is required, e.g. --data drive:../shared/data/DRIVE")
-        train(config, resume=args.resume is not None)
+        train(config, resume=args.resume is not None, plan=plan)
     except (ValueError, FileNotFoundError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"error: {message}", file=sys.stderr)
