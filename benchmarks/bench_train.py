@@ -1,6 +1,14 @@
-"""Training throughput: bioseg's trainer beside a plain PyTorch loop on the same model and data.
+"""Training throughput: the data pipeline on small and large images, and bioseg's trainer beside
+a plain PyTorch loop on the same model and data.
 
     python benchmarks/bench_train.py [--models unet timm/resnet18] [--sizes 224 512]
+
+First, the data pipeline alone (one process, no model): training samples per second, 128x128
+crops with the default augmentation, from 300x300 and from 1000x1000 images (8 PNGs each, 256
+samples in a shuffled order, median of 5 passes, the four cases timed in turns): bioseg's
+(crop first, then augment the crop; images decoded once) against the previous pipeline (affine
+and colour jitter on the whole image, then the crop; images decoded again whenever the last 8
+read do not hold them).
 
 For each model and size, in the same run: `python -m trainers.train` for one epoch over synthetic
 images of that size (its images/s from metrics.csv: data loading, augmentation, loss, optimizer),
@@ -38,6 +46,64 @@ def make_images(folder: Path, count: int, size: int) -> None:
         Image.fromarray((image[..., 0] > 128).astype(np.uint8) * 255).save(
             folder / "masks" / f"{index}.png"
         )
+
+
+def previous_transform(size: int):
+    """The pipeline before crop-first: affine and jitter on the whole image, then the crop."""
+    from torchvision.transforms import v2
+
+    from trainers.data import SegmentationTransform
+
+    steps = v2.Compose([
+        v2.RandomAffine(degrees=15.0, scale=(0.75, 1.25),
+                        interpolation=v2.InterpolationMode.BILINEAR),
+        v2.RandomHorizontalFlip(), v2.RandomVerticalFlip(),
+        v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1),
+        v2.RandomCrop(size, pad_if_needed=True),
+    ])  # fmt: skip
+    return SegmentationTransform(steps, mean=(0.5,) * 3, std=(0.25,) * 3)
+
+
+def pipeline_rows(samples: int = 256, crop: int = 128) -> list[str]:
+    """Samples per second of the data pipeline: ours and the previous, small and large images."""
+    import torch
+    from bench_zoo import paired_medians
+
+    from trainers.data import SegmentationDataset, parse_spec, train_transform
+
+    torch.set_num_threads(1)  # one loader worker's share
+    cases = {}
+    for side in (300, 1000):
+        folder = Path(tempfile.mkdtemp())
+        make_images(folder, 8, side)
+        items = parse_spec(f"folder:{folder}").splits()["train"]
+        ours = SegmentationDataset(items, train_transform(crop, mean=(0.5,) * 3, std=(0.25,) * 3),
+                                   patches_per_image=samples // 8)  # fmt: skip
+        ours.keep_all()
+        previous = SegmentationDataset(
+            items, previous_transform(crop), patches_per_image=samples // 8
+        )
+        cases[side] = (ours, previous)
+    order = np.random.default_rng(0).permutation(samples)
+
+    def run(dataset) -> None:
+        for index in order:
+            dataset[int(index)]
+
+    runs = [lambda d=d: run(d) for side in (300, 1000) for d in cases[side]]
+    ours_300, previous_300, ours_1000, previous_1000 = (
+        samples / t for t in paired_medians(runs, repeats=5)
+    )
+    return [
+        f"| pipeline ({crop}x{crop} crops) | from 300x300 | from 1000x1000 | 1000 / 300 |",
+        "| --- | ---: | ---: | ---: |",
+        f"| bioseg (crop first, decoded once) | {ours_300:.0f}/s | {ours_1000:.0f}/s "
+        f"| {ours_1000 / ours_300:.2f} |",
+        f"| previous (whole-image augmentation) | {previous_300:.0f}/s | {previous_1000:.0f}/s "
+        f"| {previous_1000 / previous_300:.2f} |",
+        f"| bioseg / previous | {ours_300 / previous_300:.1f}x "
+        f"| {ours_1000 / previous_1000:.1f}x | |",
+    ]
 
 
 def peak_memory_mb() -> float:
@@ -116,6 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    print("\n".join(pipeline_rows()) + "\n")
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU, float32"
     print(f"device: {device}; {args.images} images per run, batch {args.batch_size}\n")
     print(

@@ -186,3 +186,26 @@ def test_the_demo_does_not_import_torchvision_or_timm() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_release_gives_the_memory_back_and_the_engine_answers_the_same_after() -> None:
+    torch.manual_seed(0)
+    model = zoo.create_model("unet", base_channels=4).eval()
+    runner, used = zoo.engine_predict(model, "onnxruntime")
+    assert used == "onnxruntime"
+    x = torch.rand(1, 3, 96, 80)
+    before = runner(x)
+    runner.release()
+    torch.testing.assert_close(runner(x), before, atol=0, rtol=0)
+
+
+def test_the_app_releases_the_engine_memory_after_inputs_larger_than_512x512() -> None:
+    import app
+
+    model = zoo.create_model("unet", base_channels=4).eval()
+    released = []
+    served = app.Served(model, model.predict, lambda: released.append(1), "test")
+    app.predict(served, np.zeros((512, 512, 3), np.float32))
+    assert released == []  # the usual size: the engine keeps its memory for the next request
+    app.predict(served, np.zeros((520, 600, 3), np.float32))
+    assert released == [1]
