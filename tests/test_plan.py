@@ -195,3 +195,18 @@ def test_a_budgeted_planned_run_saves_its_plan_threshold_and_how_it_ended(
     assert config["mean"] == plan["mean"] and config["std"] == plan["std"]
     if "threshold_from" in config:  # the validation image had foreground to tune on
         assert config["threshold_from"] == "validation" and 0.01 <= config["threshold"] <= 0.99
+
+
+def test_a_budgeted_run_resumes_with_the_time_it_had_spent(tmp_path: Path) -> None:
+    data = squares_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    main(["--data", f"folder:{data}", "--output", str(run), "--workers", "0", "--model", "unet",
+          "--model-kwargs", '{"base_channels": 4}', "--image-size", "32", "--batch-size", "2",
+          "--val-fraction", "0.34", "--no-evaluate", "--time-budget", "2s"])  # fmt: skip
+    first = json.loads((run / "train_config.json").read_text())["note"]
+    main(["--resume", str(run), "--time-budget", "4s"])
+    second = json.loads((run / "train_config.json").read_text())["note"]
+    assert first["ended_by"] == second["ended_by"] == "time budget"
+    assert second["steps"] > first["steps"] and 4 <= second["seconds"] < 4 + first["seconds"]
+    epochs = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().split()[1:]]
+    assert epochs == list(range(1, len(epochs) + 1))  # the resumed epochs follow on
