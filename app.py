@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import io
 import json
@@ -39,7 +40,8 @@ import zoo
 from trainers import metrics
 from trainers.data.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_labels
 from trainers.data.dataset import match_channels
-from trainers.data.readers import DataError, check_pixel_count, decoding, read_image, read_mask
+from trainers.data.medical import Decoded
+from trainers.data.readers import DataError, check_pixel_count, decoding, read_decoded, read_mask
 from trainers.model_card import DATASETS, TASKS
 from trainers.plots import CLASS_COLOURS, FN, FP, TP, display_rgb, error_map, overlay
 from zoo._hub import check_repo_id, download_file
@@ -307,6 +309,7 @@ class Prediction:
     target: np.ndarray | None
     classes: list[str]
     name: str
+    source: Decoded  # what the file said: pixel size, frames, window (its pixels not kept)
     still: dict[str, str] = field(default_factory=dict)  # view -> PNG file
 
 
@@ -414,9 +417,11 @@ def render(prediction: Prediction | None, threshold: float):
     files = write_pngs(views)
     still.update((name, files.pop(name)) for name in ("image", "target") if name in files)
     slider = (still["image"], files["prediction"])
+    about = source_note(prediction.source)
     if prediction.target is None:
         note = legend(prediction.classes) + "<br>No target given: add a mask to see the metrics."
-        return None, files["prediction"], None, slider, [], files["mask"], note
+        return None, files["prediction"], None, slider, [], files["mask"], note + about
+    physical = physical_hd95(labels, prediction.target, prediction.classes, prediction.source)
     return (
         still["target"],
         files["prediction"],
@@ -424,26 +429,58 @@ def render(prediction: Prediction | None, threshold: float):
         slider,
         metric_rows(labels, prediction.target, prediction.classes),
         files["mask"],
-        legend(prediction.classes),
+        legend(prediction.classes) + about + physical,
     )
 
 
-def read_inputs(image_path: str | None, image_file: str | None) -> tuple[np.ndarray, str]:
+def source_note(source: Decoded) -> str:
+    """What the file said, for the note under the views: frame, window, pixel size."""
+    parts = []
+    if source.note.startswith("plane"):
+        parts.append(source.note)
+    elif source.frames > 1:
+        parts.append(f"frame {source.index} of {source.frames}")
+    if source.note.startswith(("window", "full range")):  # a grey DICOM's display
+        parts.append(f"shown through its {source.note}")
+    if source.spacing:
+        parts.append(f"pixel {source.spacing[0]:g} x {source.spacing[1]:g} {source.unit}")
+    return "<br>**File:** " + "; ".join(parts) if parts else ""
+
+
+def physical_hd95(
+    labels: np.ndarray, target: np.ndarray, classes: list[str], source: Decoded
+) -> str:
+    """HD95 per class in the file's physical unit, when it states a pixel size."""
+    if not source.spacing:
+        return ""
+    values = [
+        f"{classes[c] if c < len(classes) else f'class {c}'} "
+        f"{metrics.hd95(labels == c, target == c, spacing=source.spacing):.3g} {source.unit}"
+        for c in range(1, max(len(classes), 2))
+    ]
+    return "<br>**HD95 in " + source.unit + ":** " + ", ".join(values)
+
+
+def read_inputs(
+    image_path: str | None, image_file: str | None, frame: float | None = 0
+) -> tuple[Decoded, str]:
+    """The uploaded image (its frame, page or plane `frame`), and a name for its files."""
     path = image_file or image_path
     if not path:
         raise gr.Error("Upload an image (or pick an example) first.")
     try:
-        image = read_image(path, max_pixels=MAX_PIXELS)
+        decoded = read_decoded(path, index=int(frame or 0), max_pixels=MAX_PIXELS)
     except DataError as error:
         raise gr.Error(str(error)) from None
     # The name labels the output files; it never chooses a folder.
-    return image, re.sub(r"[^\w.-]", "_", Path(path).stem)[:40].lstrip(".") or "image"
+    return decoded, re.sub(r"[^\w.-]", "_", Path(path).stem)[:40].lstrip(".") or "image"
 
 
 def run_model(
-    choice: str, image: np.ndarray, name: str, mask_file: str | None, progress=None
+    choice: str, decoded: Decoded, name: str, mask_file: str | None, progress=None
 ) -> tuple[Prediction, str]:
     """The chosen model's prediction for the image, and a message if the target was not used."""
+    image = decoded.pixels
     location = resolve_location(choice)
     try:  # whatever went wrong, the visitor gets a message, the log the traceback
         served = load_model(location)
@@ -464,8 +501,9 @@ def run_model(
         except DataError as error:
             message = f"**Target not used:** {error}"
             gr.Warning(str(error))
-    kept = Prediction(display_rgb(image), probabilities, target, class_names(model), name)
-    return kept, message
+    about = dataclasses.replace(decoded, pixels=np.empty((0, 0, 1), np.float32))
+    rgb = display_rgb(image)
+    return Prediction(rgb, probabilities, target, class_names(model), name, about), message
 
 
 def segment(
@@ -474,12 +512,13 @@ def segment(
     image_file: str | None,
     mask_file: str | None,
     threshold: float,
+    frame: float | None = 0,
     progress=gr.Progress(),  # noqa: B008 (Gradio's way to report progress)
 ):
     """Run the model on the image; the views and metrics come from `render`."""
-    image, name = read_inputs(image_path, image_file)
-    prediction, message = run_model(choice, image, name, mask_file, progress)
-    del image  # the float image is not needed for the views: freed before they are drawn
+    decoded, name = read_inputs(image_path, image_file, frame)
+    prediction, message = run_model(choice, decoded, name, mask_file, progress)
+    del decoded  # the float image is not needed for the views: freed before they are drawn
     *views, note = render(prediction, threshold)
     return (*views, f"{note}<br>{message}" if message else note, prediction)
 
@@ -526,7 +565,7 @@ def _editor_value(background: np.ndarray, layer: np.ndarray | None = None) -> di
 
 def edit_target(image_path: str | None, image_file: str | None):
     """The image into the editor, to paint its target over it."""
-    image, _ = read_inputs(image_path, image_file)
+    image = read_inputs(image_path, image_file)[0].pixels
     return _editor_value(display_rgb(image)), image_file or image_path
 
 
@@ -557,7 +596,8 @@ def drawing_to_mask(
             "The drawing was made on another image than the one loaded now: load this image "
             "into the editor again (nothing of the drawing is used)."
         )
-    image, name = read_inputs(image_path, image_file)
+    decoded, name = read_inputs(image_path, image_file)
+    image = decoded.pixels
     model = load_model(resolve_location(choice)).model
     colours = CLASS_COLOURS[: max(1, model.num_classes - 1)]
     layers = drawing.get("layers") or []
@@ -578,10 +618,10 @@ def compare(
     choice_a: str, choice_b: str, image_path: str | None, mask_file: str | None, threshold=0.5
 ):
     """Two models on the same image, side by side, with their metrics."""
-    image, name = read_inputs(image_path, None)
+    decoded, name = read_inputs(image_path, None)
     folder, outputs, rows = answer_folder(name), [], []
     for side, choice in zip("ab", (choice_a, choice_b), strict=True):
-        prediction, _ = run_model(choice, image, name, mask_file)
+        prediction, _ = run_model(choice, decoded, name, mask_file)
         labels = labels_of(prediction, threshold)
         view = overlay(prediction.rgb, labels)
         outputs.append(write_png(view, folder / f"prediction_{side}.png"))
@@ -659,7 +699,8 @@ ENTRIES = dropdown_entries()
 with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
     gr.Markdown(
         "# bioseg\nUpload a scan or micrograph, pick a model, and compare its prediction with "
-        "the target. TIFF and 16-bit images: use *Image file*, which reads them on the server."
+        "the target. DICOM, TIFF stacks and 16-bit images: use *Image file*, which reads them "
+        "on the server (pick the frame, page or plane below it)."
     )
     with gr.Tab("Segment"):
         with gr.Row():
@@ -678,7 +719,12 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
                     format="png",
                     image_mode=None,
                 )
-                image_file = gr.File(label="Image file (TIFF, 16-bit PNG...)", type="filepath")
+                image_file = gr.File(
+                    label="Image file (DICOM, TIFF and OME-TIFF, 16-bit PNG...)", type="filepath"
+                )
+                frame = gr.Number(
+                    0, precision=0, minimum=0, label="Frame, page or plane (DICOM, TIFF stacks)"
+                )
                 mask_in = gr.File(label="Target mask (optional)", type="filepath")
                 threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
                 run = gr.Button("Segment", variant="primary")
@@ -724,7 +770,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
             drawn_mask = gr.File(label="Drawn or corrected mask (PNG, full resolution)")
         state = gr.State(time_to_live=1800)  # a visitor's last prediction, for the threshold
         views = [target_out, pred_out, error_out, slider_out, metrics_out, mask_out, note_out]
-        inputs = [model_choice, image_in, image_file, mask_in, threshold]
+        inputs = [model_choice, image_in, image_file, mask_in, threshold, frame]
         run.click(segment, inputs, [*views, state], api_name="segment")
         load_image.click(
             edit_target, [image_in, image_file], [editor, editor_source], api_visibility="private"

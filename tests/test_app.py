@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from tests.conftest import REPO, SHARED_DATA
 from tests.test_data import png_header
 from trainers import metrics
+from trainers.data.medical import Decoded
 
 DRIVE = SHARED_DATA / "DRIVE" / "test"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -183,6 +185,50 @@ def png_bytes() -> bytes:
     noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
     Image.fromarray(noise).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_a_windowed_dicom_and_an_ome_tiff_plane_with_hd95_in_physical_units(
+    client, examples: Path, tmp_path: Path
+) -> None:
+    from gradio_client import handle_file
+
+    from tests.test_medical import PATIENT, dicom
+
+    yy, xx = np.mgrid[:96, :96]
+    disc = (yy - 48) ** 2 + (xx - 40) ** 2 <= 20**2
+    mask = tmp_path / "disc_mask.png"
+    Image.fromarray(disc.astype(np.uint8) * 255).save(mask)
+    stored = np.where(disc, 1200, 200).astype(np.uint16)
+    scan = dicom(tmp_path / "scan.dcm", stored, RescaleSlope=1, RescaleIntercept=-1024,
+                 WindowCenter=40, WindowWidth=400, PixelSpacing=[0.5, 0.5])  # fmt: skip
+    *views, table, mask_file, note = client.predict(
+        "drive-unet (bundled)", None, handle_file(str(scan)), handle_file(str(mask)), 0.5, 0,
+        api_name="/segment",
+    )  # fmt: skip
+    assert "shown through its window centre 40, width 400 (the file's)" in note
+    assert "pixel 0.5 x 0.5 mm" in note and "**HD95 in mm:** vessel" in note
+    assert np.asarray(Image.open(mask_file)).shape == (96, 96)
+    stack = np.stack([np.where(disc, 1000 * z, 0).astype(np.uint16) for z in range(1, 4)])
+    ome = tmp_path / "stack.ome.tif"
+    sizes = {"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2}
+    tifffile.imwrite(ome, stack, ome=True, metadata=sizes)
+    *_, tiff_note = client.predict(
+        "drive-unet (bundled)",
+        None,
+        handle_file(str(ome)),
+        handle_file(str(mask)),
+        0.5,
+        2,
+        api_name="/segment",
+    )
+    assert "plane 2 of 3 (Z stack)" in tiff_note and "**HD95 in µm:**" in tiff_note
+    with pytest.raises(Exception, match="plane 3 is out of range"):
+        client.predict("drive-unet (bundled)", None, handle_file(str(ome)), None, 0.5, 3,
+                       api_name="/segment")  # fmt: skip
+    # The patient's name: in no answer, no file name, no line of the server's log.
+    answer = repr((views, table, mask_file, note))
+    assert PATIENT.split("^")[0] not in answer
+    assert PATIENT.split("^")[0] not in (examples.parent / "app.log").read_text()
 
 
 @pytest.mark.parametrize(
@@ -372,7 +418,7 @@ def test_a_visitor_s_kept_prediction_is_compact_and_redraws_the_same_mask(tmp_pa
     import app
 
     image = np.random.default_rng(0).random((64, 48, 3), dtype=np.float32)
-    kept, message = app.run_model("drive-unet (bundled)", image, "scan", None)
+    kept, message = app.run_model("drive-unet (bundled)", Decoded(image), "scan", None)
     assert message == "" and kept.rgb.dtype == np.uint8 and kept.rgb.shape == (64, 48, 3)
     assert kept.probabilities.dtype == np.float16 and kept.probabilities.shape == (1, 64, 48)
     views = []

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image, ImageOps
 
+from .errors import MAX_PIXELS_ENV, DataError, check_pixel_count
+from .medical import Decoded, is_dicom, is_tiff, read_dicom, read_tiff
+
 if TYPE_CHECKING:
     from .layouts import Sample
 
@@ -28,6 +31,7 @@ __all__ = [
     "Palette",
     "check_pixel_count",
     "decoding",
+    "read_decoded",
     "read_image",
     "read_mask",
     "read_masks_union",
@@ -35,7 +39,6 @@ __all__ = [
 ]
 
 DEFAULT_MAX_PIXELS = 20_000 * 20_000
-MAX_PIXELS_ENV = "BIOSEG_MAX_PIXELS"
 MaskMode = Literal["binary", "labels"]
 Palette = dict[tuple[int, int, int], int]
 
@@ -44,26 +47,35 @@ _PIL_LIMIT_LOCK = threading.Lock()
 _MAX_LISTED = 10
 
 
-class DataError(ValueError):
-    """A data file or data set that cannot be used as given; the message names the file."""
-
-
 def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
     """Read an image as float32 H x W x C in [0, 1], C = 1 (grey) or 3 (colour).
 
-    8-bit images are divided by 255 and 16-bit grey ones by 65535 (full depth kept; Pillow
-    decodes 16-bit colour at 8 bits per channel). Alpha is
-    dropped; palette, CMYK and other colour modes are converted to RGB. ``max_pixels``
-    defaults to ``$BIOSEG_MAX_PIXELS`` or 20,000 x 20,000.
+    DICOM and TIFF go through pydicom and tifffile (`read_decoded`: the first frame, page or
+    plane); other formats through Pillow: 8-bit images are divided by 255 and 16-bit grey ones
+    by 65535. Alpha is dropped; palette, CMYK and other colour modes are converted to RGB.
+    ``max_pixels`` defaults to ``$BIOSEG_MAX_PIXELS`` or 20,000 x 20,000.
     """
+    return read_decoded(path, max_pixels=max_pixels).pixels
+
+
+def read_decoded(path: str | Path, *, index: int = 0, max_pixels: int | None = None) -> Decoded:
+    """Frame, page or plane `index` of an image file, with the physical size of a pixel and
+    the number of frames when the file states them (DICOM, TIFF, OME-TIFF)."""
     path, limit = _checked_file(path), _max_pixels(max_pixels)
     with decoding(path):
+        if is_dicom(path):
+            return read_dicom(path, index=index, max_pixels=limit)
+        decoded = read_tiff(path, index=index, max_pixels=limit) if is_tiff(path) else None
+        if decoded is not None:
+            return decoded
+        if index != 0:
+            raise DataError(f"{path}: frame {index} is out of range; the file has 1 (0)")
         image = _open(path, limit)
         if image.mode in _SIXTEEN_BIT_MODES:
             pixels = _sixteen_bit(path, image).astype(np.float32) / 65535.0
         else:
             pixels = np.asarray(_eight_bit(image), dtype=np.float32) / 255.0
-    return pixels[..., None] if pixels.ndim == 2 else pixels
+    return Decoded(pixels[..., None] if pixels.ndim == 2 else pixels)
 
 
 def read_mask(
@@ -234,17 +246,6 @@ def decoding(path: str | Path) -> Iterator[None]:
         raise DataError(
             f"{path}: not a readable image ({type(error).__name__}: {error})"
         ) from error
-
-
-def check_pixel_count(path: str | Path, size: tuple[int, int], limit: int) -> None:
-    """A `DataError` naming `path` when an image of `size` (width, height, as its header
-    says) has more than `limit` pixels: checked before decoding."""
-    width, height = size
-    if width * height > limit:
-        raise DataError(
-            f"{path}: {width} x {height} = {width * height:,} pixels exceeds the limit "
-            f"of {limit:,}; raise it with {MAX_PIXELS_ENV} if the file is trusted"
-        )
 
 
 def _open(path: Path, limit: int) -> Image.Image:
