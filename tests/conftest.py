@@ -4,6 +4,7 @@ the fuzzing profiles."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -44,3 +45,10 @@ def run_python() -> Callable[..., subprocess.CompletedProcess[str]]:
         return result
 
     return run
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

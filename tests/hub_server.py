@@ -10,6 +10,8 @@ What huggingface_hub 2.x calls for `create_repo`, `create_commit` and `hf_hub_do
 - `POST /api/models/{repo}/commit/{revision}`: NDJSON, a header line then one line per file.
 - `HEAD` and `GET /{repo}/resolve/{revision}/{path}`: X-Repo-Commit, ETag and Content-Length,
   and the bytes for GET; a missing repo, revision or file gets the Hub's X-Error-Code.
+- Spaces alike (`/api/spaces/...`, `/spaces/{repo}/resolve/...`; gradio ones only), kept in
+  `repos` under "spaces/OWNER/NAME", and `POST /api/spaces/{repo}/variables` into `variables`.
 
 Anything else is answered 404 and recorded in `unhandled`. Files are kept in memory.
 """
@@ -67,12 +69,23 @@ class FakeHub:
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.variables: dict[str, dict[str, str]] = {}  # "spaces/OWNER/NAME" -> its variables
+        kind, rev = r"(?P<kind>models|spaces)", r"(?P<rev>[^/]+)"
         self.routes: list[tuple[str, re.Pattern[str], Callable[..., Answer]]] = [
             ("POST", re.compile(r"/api/repos/create"), self._create),
             ("POST", re.compile(r"/api/validate-yaml"), self._validate_yaml),
-            ("POST", re.compile(rf"/api/models/{_REPO}/preupload/(?P<rev>[^/]+)"), self._preupload),
-            ("POST", re.compile(rf"/api/models/{_REPO}/commit/(?P<rev>[^/]+)"), self._commit),
-            ("GET", re.compile(rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), self._resolve),
+            (
+                "POST",
+                re.compile(rf"/api/{kind}/{_REPO}/preupload/{rev}"),
+                self._preupload,
+            ),
+            ("POST", re.compile(rf"/api/{kind}/{_REPO}/commit/{rev}"), self._commit),
+            ("POST", re.compile(rf"/api/spaces/{_REPO}/variables"), self._variable),
+            (
+                "GET",
+                re.compile(rf"/(?P<kind>spaces/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"),
+                self._resolve,
+            ),
         ]
 
     @property
@@ -124,7 +137,8 @@ class FakeHub:
                 return 401, {"error": "Invalid credentials in Authorization header"}, {}
             handler, match = route
             try:
-                return handler(body, **{k: unquote(v) for k, v in match.groupdict().items()})
+                groups = {k: unquote(v) if v else v for k, v in match.groupdict().items()}
+                return handler(body, **groups)
             except HubError as error:
                 headers = {"X-Error-Code": error.code, "X-Repo-Commit": error.commit}
                 return error.status, {"error": str(error)}, headers
@@ -137,6 +151,12 @@ class FakeHub:
     def _create(self, body: bytes) -> Answer:
         payload = json.loads(body)
         repo_id = f"{payload['organization']}/{payload['name']}"
+        if payload.get("type") == "space":  # a Space: kept apart from a model of the same name
+            if payload.get("sdk") != "gradio":
+                raise HubError(
+                    400, "", f"this fake Hub hosts gradio Spaces, not {payload.get('sdk')}"
+                )
+            repo_id = f"spaces/{repo_id}"
         answer = {"url": f"{self.url}/{repo_id}"}
         if repo_id in self.repos:
             return 409, {"error": "You already created this model repo", **answer}, {}
@@ -151,14 +171,25 @@ class FakeHub:
             raise HubError(400, "", "README.md has no YAML mapping between '---' lines")
         return 200, {"errors": [], "warnings": []}, {}
 
-    def _preupload(self, body: bytes, repo: str, rev: str) -> Answer:
-        self._repo(repo)
+    @staticmethod
+    def _key(kind: str | None, repo: str) -> str:
+        return f"spaces/{repo}" if kind and kind.startswith("spaces") else repo
+
+    def _variable(self, body: bytes, repo: str) -> Answer:
+        self._repo(f"spaces/{repo}")
+        payload = json.loads(body)
+        variables = self.variables.setdefault(f"spaces/{repo}", {})
+        variables[payload["key"]] = payload["value"]
+        return 200, {key: {"value": value} for key, value in variables.items()}, {}
+
+    def _preupload(self, body: bytes, kind: str, repo: str, rev: str) -> Answer:
+        self._repo(self._key(kind, repo))
         files = json.loads(body)["files"]
         modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
         return 200, {"files": modes}, {}
 
-    def _commit(self, body: bytes, repo: str, rev: str) -> Answer:
-        record = self._repo(repo)
+    def _commit(self, body: bytes, kind: str, repo: str, rev: str) -> Answer:
+        record = self._repo(self._key(kind, repo))
         if rev != "main":
             raise HubError(404, "RevisionNotFound", f"this fake Hub commits to main, not {rev}")
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
@@ -182,8 +213,8 @@ class FakeHub:
         commit_url = f"{self.url}/{repo}/commit/{oid}"
         return 200, {"commitUrl": commit_url, "commitOid": oid, "pullRequestUrl": None}, {}
 
-    def _resolve(self, body: bytes, repo: str, rev: str, path: str) -> Answer:
-        record = self._repo(repo)
+    def _resolve(self, body: bytes, kind: str | None, repo: str, rev: str, path: str) -> Answer:
+        record = self._repo(self._key(kind, repo))
         oid = next(reversed(record.commits), None) if rev == "main" else rev
         if oid not in record.commits:
             raise HubError(404, "RevisionNotFound", f"{repo} has no revision {rev}")

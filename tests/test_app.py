@@ -17,7 +17,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from tests.conftest import REPO, SHARED_DATA
+from tests.conftest import REPO, SHARED_DATA, free_port
 from tests.test_data import png_header
 from trainers import metrics
 from trainers.data.medical import Decoded
@@ -31,12 +31,6 @@ pytestmark = pytest.mark.skipif(
     not any((REPO / "weights").glob("*/model.safetensors")),
     reason="no bundled weights in weights/ (the demo needs at least one model)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -20,7 +24,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 import zoo
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from trainers import push
 from trainers.model_card import model_card
 
@@ -426,3 +430,79 @@ def test_the_mean_and_std_saved_with_weights_win_over_the_plugin_s_defaults(tmp_
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"config\.json: 'mean' and 'std' must be lists"):
         zoo.from_pretrained(folder)
+
+
+def test_push_with_a_space_makes_a_space_that_starts_from_its_own_files(
+    run_dir, tmp_path, run_python
+) -> None:
+    """The Space round trip: push the model and its Space to the local Hub server, download the
+    Space's files into a fresh folder, start its app there offline (the Hub cache pre-filled,
+    as a Space's first start would fill it), and ask it for a prediction."""
+    from gradio_client import handle_file
+
+    space_id, home = "owner/drive-unet-demo", tmp_path / "hf_home"
+    with FakeHub(token="fake") as hub:
+        url = hub.url
+        code = (
+            "from huggingface_hub import hf_hub_download\nfrom trainers.push import main\n"
+            f"assert main([{str(run_dir)!r}, {REPO_ID!r}, '--space', {space_id!r}]) == 0\n"
+            f"for name in ('config.json', 'model.safetensors'):\n"
+            f"    hf_hub_download({REPO_ID!r}, name)\n"
+        )
+        printed = run_python(code, env=client_env(hub.url, home)).stdout
+        assert hub.unhandled == []
+    assert f"space: {url}/spaces/{space_id}" in printed
+    space = hub.repos[f"spaces/{space_id}"].files
+    assert hub.variables[f"spaces/{space_id}"] == {"BIOSEG_WEIGHTS": REPO_ID}
+    assert not any(name.endswith((".safetensors", ".onnx")) for name in space)  # no weights
+    readme = space["README.md"].decode()
+    assert front_matter(readme)["sdk"] == "gradio" and front_matter(readme)["models"] == [REPO_ID]
+    assert f"(https://huggingface.co/{REPO_ID})" in readme  # the Space links to the model
+    card = hub.repos[REPO_ID].files["README.md"].decode()
+    assert f"(https://huggingface.co/spaces/{space_id})" in card  # and the model to the Space
+    folder = tmp_path / "space"
+    for name, content in space.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+
+    port = free_port()
+    env = {
+        **os.environ,
+        **client_env("http://127.0.0.1:9", home, offline=True),  # no Hub: the cache only
+        "BIOSEG_WEIGHTS": hub.variables[f"spaces/{space_id}"]["BIOSEG_WEIGHTS"],
+        "BIOSEG_CACHE": str(tmp_path / "engines"),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    log = tmp_path / "space.log"
+    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=folder,
+                              env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        client = connect(f"http://127.0.0.1:{port}/", server, log)
+        image = np.random.default_rng(0).random((64, 64, 3))
+        Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / "image.png")
+        answer = client.predict(f"{REPO_ID} (Hub)", None, handle_file(str(tmp_path / "image.png")),
+                                None, 0.5, api_name="/segment")  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    model = zoo.from_pretrained(run_dir)
+    pixels = torch.from_numpy(np.asarray(Image.open(tmp_path / "image.png"), np.float32) / 255)
+    x = zoo.normalize(pixels.permute(2, 0, 1)[None], model.spec.mean, model.spec.std)
+    expected = model.predict(x)[0, 0].numpy() > 0.5
+    predicted = np.asarray(Image.open(answer[5])) > 0
+    assert (predicted != expected).sum() <= 5  # the Space's engine against eager PyTorch
+
+
+def connect(url: str, server: subprocess.Popen, log: Path):
+    """A gradio_client on `url` once the app answers (it fails the test if the app exits)."""
+    from gradio_client import Client
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            return Client(url, verbose=False)
+        except Exception:  # not up yet
+            if server.poll() is not None:
+                pytest.fail(f"the Space's app exited:\n{log.read_text()}")
+            time.sleep(0.5)
+    pytest.fail(f"the Space's app did not start within 180 s:\n{log.read_text()}")

@@ -67,6 +67,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC memory format on CUDA (ignored on the CPU)
     evaluate: bool = True  # evaluate the best weights on the test split at the end
     push_to_hub: str = ""  # OWNER/NAME: publish the run to the Hugging Face Hub at the end
+    space: str = ""  # OWNER/NAME: with push_to_hub, also a Gradio Space that serves the model
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "image_size", "patches_per_image", "in_channels")

@@ -229,8 +229,9 @@ def _dataset_section(dataset: str) -> str:
     return "\n".join(lines)
 
 
-def model_card(run_dir: Path, repo_id: str) -> str:
-    """README.md for the Hub repo `repo_id` of run folder `run_dir`: YAML metadata, then text."""
+def model_card(run_dir: Path, repo_id: str, space_id: str | None = None) -> str:
+    """README.md for the Hub repo `repo_id` of run folder `run_dir`: YAML metadata, then text;
+    with `space_id`, a link to the Space that serves it."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise FileNotFoundError(
@@ -256,6 +257,9 @@ def model_card(run_dir: Path, repo_id: str) -> str:
     sections = [
         f"---\n{metadata.to_yaml()}\n---",
         f"# {repo_id}\n\nA bioseg segmentation model: {spec.summary}.",
+        f"**Try it in the browser:** [{space_id}](https://huggingface.co/spaces/{space_id})"
+        if space_id
+        else None,
         _model_section(config, spec),
         _usage_section(config, repo_id),
         _training_section(run_dir, dataset, settings),

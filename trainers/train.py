@@ -421,9 +421,15 @@ def finish(config: TrainConfig, run_dir: Path, source: Any) -> None:
         )
         print(f"test: Dice {summary['metrics']['dice']['mean']:.4f} ({run_dir / 'eval'})")
     if config.push_to_hub:
-        from trainers.push import push_run
+        from huggingface_hub import get_token
 
-        print(f"published: {push_run(run_dir, config.push_to_hub)}")
+        from trainers.push import push_run, push_space
+
+        token = get_token()
+        url = push_run(run_dir, config.push_to_hub, token=token, space_id=config.space or None)
+        print(f"published: {url}")
+        if config.space:
+            print(f"space: {push_space(config.push_to_hub, config.space, token=token)}")
 
 
 def auto_plan(data: str) -> dict[str, Any]:
