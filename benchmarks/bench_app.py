@@ -207,7 +207,7 @@ class Page:
         session = uuid.uuid4().hex
         http.post(
             f"{root}/gradio_api/queue/join",
-            json={"data": [label, None, image, None, 0.5], "fn_index": self.segment,
+            json={"data": [label, None, image, None, 0.5, 0], "fn_index": self.segment,
                   "session_hash": session, "event_data": None, "trigger_id": None},
         ).raise_for_status()  # fmt: skip
         stream = http.stream(
