@@ -2,6 +2,7 @@
 a plain PyTorch loop on the same model and data.
 
     python benchmarks/bench_train.py [--models unet timm/resnet18] [--sizes 224 512]
+    python benchmarks/bench_train.py --models        # the data pipeline only
 
 First, the data pipeline alone (one process, no model): training samples per second, 128x128
 crops with the default augmentation, from 300x300 and from 1000x1000 images (8 PNGs each, 256
@@ -175,7 +176,9 @@ def measure_in_subprocess(kind: str, model: str, size: int, count: int, batch: i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["unet", "timm/resnet18"])
+    parser.add_argument(
+        "--models", nargs="*", default=["unet", "timm/resnet18"], help="none: the pipeline only"
+    )
     parser.add_argument("--sizes", nargs="+", type=int, default=[224, 512])
     parser.add_argument("--images", type=int, default=16, help="images per epoch")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -183,6 +186,8 @@ def main() -> None:
     import torch
 
     print("\n".join(pipeline_rows()) + "\n")
+    if not args.models:
+        return
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU, float32"
     print(f"device: {device}; {args.images} images per run, batch {args.batch_size}\n")
     print(
