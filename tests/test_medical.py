@@ -169,3 +169,10 @@ def test_a_16_bit_colour_tiff_keeps_its_depth_and_resolution_tags_give_the_size(
     decoded = read_decoded(path)
     assert decoded.pixels[0, 0, 1] == np.float32(300 / 65535)
     assert decoded.spacing == (2500.0, 5000.0) and decoded.unit == "µm"  # 1 cm / 4 and / 2
+
+
+def test_a_planar_rgb_tiff_reads_as_its_contiguous_twin(tmp_path: Path) -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 6, 3), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, -1, 0), photometric="rgb",
+                     planarconfig="separate")  # fmt: skip
+    np.testing.assert_array_equal(read_image(tmp_path / "planar.tif"), rgb.astype(np.float32) / 255)

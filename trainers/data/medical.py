@@ -140,10 +140,9 @@ def read_tiff(path: Path, *, index: int = 0, max_pixels: int) -> Decoded | None:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes, shape = series.axes, series.shape
-            spatial = "YXS" if axes.endswith("S") else "YX"
-            stack = {a: n for a, n in zip(axes, shape, strict=True) if a not in spatial}
-            plane = [n for a, n in zip(axes, shape, strict=True) if a in spatial]
-            check_pixel_count(path, (plane[1], plane[0]), max_pixels)
+            stack = {a: n for a, n in zip(axes, shape, strict=True) if a not in "YXS"}
+            plane = dict(zip(axes, shape, strict=True))
+            check_pixel_count(path, (plane["X"], plane["Y"]), max_pixels)
             planes = int(np.prod(list(stack.values()), dtype=np.int64))
             index = _index(path, index, planes, "plane" if tif.is_ome else "page")
             first = series.pages[0]
@@ -153,6 +152,8 @@ def read_tiff(path: Path, *, index: int = 0, max_pixels: int) -> Decoded | None:
                 values = series.pages[index].asarray()
             else:
                 values = series.asarray()[np.unravel_index(index, list(stack.values()))]
+            if "S" in axes and axes.index("S") < axes.index("Y"):  # planar RGB: samples last
+                values = np.moveaxis(values, 0, -1)
             spacing, unit = _tiff_spacing(path, tif)
     except DataError:
         raise
