@@ -35,7 +35,9 @@ class Hardware:
         memory = 0.0
         if torch.cuda.is_available():
             memory = torch.cuda.get_device_properties(0).total_memory / 2**30
-        return cls(threads=len(os.sched_getaffinity(0)), gpu_memory_gb=memory)
+        # The CPUs this process may run on (Linux), else all of them (macOS, Windows).
+        usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        return cls(threads=len(usable) if usable else os.cpu_count() or 1, gpu_memory_gb=memory)
 
     def describe(self) -> str:
         gpu = f"a GPU with {self.gpu_memory_gb:.0f} GB" if self.gpu_memory_gb else "no GPU"
