@@ -720,19 +720,27 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
                     image_mode=None,
                 )
                 image_file = gr.File(
-                    label="Image file (DICOM, TIFF and OME-TIFF, 16-bit PNG...)", type="filepath"
+                    label="Image file (DICOM, TIFF and OME-TIFF, 16-bit PNG...)",
+                    type="filepath",
+                    elem_id="image-file",
                 )
                 frame = gr.Number(
-                    0, precision=0, minimum=0, label="Frame, page or plane (DICOM, TIFF stacks)"
+                    0,
+                    precision=0,
+                    minimum=0,
+                    label="Frame, page or plane (DICOM, TIFF stacks)",
+                    elem_id="frame",
                 )
-                mask_in = gr.File(label="Target mask (optional)", type="filepath")
+                mask_in = gr.File(
+                    label="Target mask (optional)", type="filepath", elem_id="mask-file"
+                )
                 threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
                 run = gr.Button("Segment", variant="primary")
             with gr.Column(scale=2):
                 with gr.Row():
                     target_out = gr.Image(label="Target", format="png", interactive=False)
                     pred_out = gr.Image(label="Prediction", format="png", interactive=False)
-                note_out = gr.Markdown()
+                note_out = gr.Markdown(elem_id="note")
                 metrics_out = gr.Dataframe(
                     headers=["class", *METRIC_NAMES],
                     label="Metrics",
