@@ -118,3 +118,17 @@ def test_timm_weights_missing_offline_name_the_hub_file(tmp_path: Path, run_pyth
     )
     assert "model.safetensors of the Hub repository timm/resnet18" in result.stdout
     assert str(tmp_path / "hub" / "models--timm--resnet18") in result.stdout
+
+
+def test_an_rgb_input_conv_adapted_to_grey_answers_as_for_r_equal_g_equal_b() -> None:
+    from zoo import adapt_input_conv
+
+    torch.manual_seed(0)
+    rgb = torch.nn.Conv2d(3, 4, 3, padding=1)
+    grey = torch.rand(1, 1, 8, 8)
+    adapted = adapt_input_conv(rgb, 1)
+    assert adapted.in_channels == 1 and adapted.padding == (1, 1)
+    torch.testing.assert_close(adapted(grey), rgb(grey.repeat(1, 3, 1, 1)))
+    four = adapt_input_conv(rgb, 4)  # filters repeated R, G, B, R and scaled by 3 / 4
+    torch.testing.assert_close(four.weight[:, 3], rgb.weight[:, 0] * 0.75)
+    assert adapt_input_conv(rgb, 3) is rgb

@@ -78,9 +78,12 @@ def timm_encoder(name: str, *, pretrained: bool, **kwargs: object) -> nn.Module:
 def adapt_input_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """A copy of an RGB input conv taking `in_channels` channels, keeping what it learnt.
 
-    One channel gets the sum of the RGB filters (a grey image seen as R=G=B answers as before);
-    other counts repeat the RGB filters cyclically, scaled by 3 / in_channels.
+    The weights are timm's `adapt_input_conv`: one channel gets the sum of the RGB filters (a
+    grey image seen as R=G=B answers as before); other counts repeat the RGB filters cyclically,
+    scaled by 3 / in_channels.
     """
+    from timm.models import adapt_input_conv as adapted_weight
+
     if in_channels == conv.in_channels:
         return conv
     new = nn.Conv2d(
@@ -92,13 +95,7 @@ def adapt_input_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
         bias=conv.bias is not None,
     )
     with torch.no_grad():
-        weight = conv.weight
-        if in_channels == 1:
-            new.weight.copy_(weight.sum(dim=1, keepdim=True))
-        else:
-            repeats = -(-in_channels // weight.shape[1])
-            tiled = weight.repeat(1, repeats, 1, 1)[:, :in_channels]
-            new.weight.copy_(tiled * weight.shape[1] / in_channels)
+        new.weight.copy_(adapted_weight(in_channels, conv.weight))
         if conv.bias is not None:
             new.bias.copy_(conv.bias)
     return new
