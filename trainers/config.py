@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trainers.budget import parse_duration
+from trainers.losses import check_loss_weights
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The report: ImageNet-pretrained, frozen VGG16 FCN, Adam at 1e-3 with a cosine schedule over
@@ -68,6 +69,7 @@ class TrainConfig:
     evaluate: bool = True  # evaluate the best weights on the test split at the end
     push_to_hub: str = ""  # OWNER/NAME: publish the run to the Hugging Face Hub at the end
     space: str = ""  # OWNER/NAME: with push_to_hub, also a Gradio Space that serves the model
+    license: str = ""  # the Hub licence id the model card states (mit, apache-2.0, cc-by-4.0...)
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "image_size", "patches_per_image", "in_channels")
@@ -81,12 +83,11 @@ class TrainConfig:
             raise ValueError(
                 f"epochs must be a positive integer (or 0 with a time budget), got {self.epochs!r}"
             )
-        for name in ("lr", "weight_decay", "dice_weight", "iou_weight"):
+        for name in ("lr", "weight_decay"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
                 raise ValueError(f"{name} must be a finite number >= 0 (lr > 0), got {value!r}")
-        if self.dice_weight == self.iou_weight == 0:
-            raise ValueError("dice_weight and iou_weight are both 0: the loss would be 0")
+        check_loss_weights(self.dice_weight, self.iou_weight)
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if not 0 <= self.val_fraction < 1:

@@ -1,4 +1,5 @@
-"""Soft Dice and IoU losses computed from logits.
+"""The soft Dice + IoU loss the trainer uses, computed from logits (`DiceIoULoss`; Dice alone is
+`DiceIoULoss(1, 0)`, IoU alone `DiceIoULoss(0, 1)`).
 
 Binary mode: logits (N, 1, H, W) go through a sigmoid and the target holds values in [0, 1].
 Multi-class mode: logits (N, C, H, W) with C >= 2 go through a softmax over the class dimension
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import one_hot
 
-__all__ = ["DiceIoULoss", "DiceLoss", "IoULoss", "dice_loss", "iou_loss", "overlap_terms"]
+__all__ = ["DiceIoULoss", "overlap_terms"]
 
 OverlapTerms = tuple[Tensor, Tensor, Tensor]
 
@@ -136,76 +137,20 @@ def _iou_from_terms(terms: OverlapTerms, smooth: float) -> Tensor:
     return 1 - _score(inter + smooth, pred_sum + target_sum - inter + smooth).mean()
 
 
-def dice_loss(
-    logits: Tensor, target: Tensor, *, smooth: float = 1.0, ignore_index: int | None = None
-) -> Tensor:
-    """Soft Dice loss: 1 - mean over images and classes of (2I + smooth) / (P + T + smooth).
-
-    Shape:
-        - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
-        - target: binary (N, 1, H, W) or (N, H, W) in [0, 1]; multi-class (N, H, W) indices.
-        - output: scalar.
-    """
-    terms = overlap_terms(logits, target, ignore_index=ignore_index)
-    return _dice_from_terms(terms, _check_smooth(smooth))
+def check_loss_weights(dice_weight: float, iou_weight: float) -> None:
+    """ValueError unless both weights are finite, >= 0, and not both 0."""
+    for name, weight in (("dice_weight", dice_weight), ("iou_weight", iou_weight)):
+        if not (math.isfinite(weight) and weight >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {weight!r}")
+    if dice_weight == 0 and iou_weight == 0:
+        raise ValueError("dice_weight and iou_weight are both 0; at least one must be > 0")
 
 
-def iou_loss(
-    logits: Tensor, target: Tensor, *, smooth: float = 1.0, ignore_index: int | None = None
-) -> Tensor:
-    """Soft IoU (Jaccard) loss: 1 - mean of (I + smooth) / (P + T - I + smooth).
+class DiceIoULoss(nn.Module):
+    """dice_weight * soft Dice loss + iou_weight * soft IoU loss, from shared overlap terms.
 
-    Shape:
-        - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
-        - target: binary (N, 1, H, W) or (N, H, W) in [0, 1]; multi-class (N, H, W) indices.
-        - output: scalar.
-    """
-    terms = overlap_terms(logits, target, ignore_index=ignore_index)
-    return _iou_from_terms(terms, _check_smooth(smooth))
-
-
-class _OverlapLoss(nn.Module):
-    """Holds the options shared by the overlap losses."""
-
-    def __init__(self, smooth: float = 1.0, ignore_index: int | None = None) -> None:
-        super().__init__()
-        self.smooth = _check_smooth(smooth)
-        self.ignore_index = ignore_index
-
-    def extra_repr(self) -> str:
-        return f"smooth={self.smooth}, ignore_index={self.ignore_index}"
-
-
-class DiceLoss(_OverlapLoss):
-    """Module form of `dice_loss`.
-
-    Shape:
-        - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
-        - target: binary (N, 1, H, W) or (N, H, W) in [0, 1]; multi-class (N, H, W) indices.
-        - output: scalar.
-    """
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return dice_loss(logits, target, smooth=self.smooth, ignore_index=self.ignore_index)
-
-
-class IoULoss(_OverlapLoss):
-    """Module form of `iou_loss`.
-
-    Shape:
-        - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
-        - target: binary (N, 1, H, W) or (N, H, W) in [0, 1]; multi-class (N, H, W) indices.
-        - output: scalar.
-    """
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return iou_loss(logits, target, smooth=self.smooth, ignore_index=self.ignore_index)
-
-
-class DiceIoULoss(_OverlapLoss):
-    """Weighted sum dice_weight * dice_loss + iou_weight * iou_loss (overlap terms shared).
-
-    Weights must be >= 0 and not both 0.
+    Dice loss is 1 - mean over images and classes of (2I + smooth) / (P + T + smooth); IoU loss
+    1 - mean of (I + smooth) / (P + T - I + smooth). Weights must be >= 0 and not both 0.
 
     Shape:
         - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
@@ -220,12 +165,10 @@ class DiceIoULoss(_OverlapLoss):
         smooth: float = 1.0,
         ignore_index: int | None = None,
     ) -> None:
-        super().__init__(smooth, ignore_index)
-        for name, weight in (("dice_weight", dice_weight), ("iou_weight", iou_weight)):
-            if not (math.isfinite(weight) and weight >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0, got {weight!r}")
-        if dice_weight == 0 and iou_weight == 0:
-            raise ValueError("dice_weight and iou_weight are both 0; at least one must be > 0")
+        super().__init__()
+        self.smooth = _check_smooth(smooth)
+        self.ignore_index = ignore_index
+        check_loss_weights(dice_weight, iou_weight)
         self.dice_weight = float(dice_weight)
         self.iou_weight = float(iou_weight)
 
@@ -236,6 +179,7 @@ class DiceIoULoss(_OverlapLoss):
         return self.dice_weight * dice + self.iou_weight * iou
 
     def extra_repr(self) -> str:
-        return f"dice_weight={self.dice_weight}, iou_weight={self.iou_weight}, " + (
-            super().extra_repr()
+        return (
+            f"dice_weight={self.dice_weight}, iou_weight={self.iou_weight}, "
+            f"smooth={self.smooth}, ignore_index={self.ignore_index}"
         )
