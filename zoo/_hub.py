@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ._files import atomic_write
+from ._messages import listing
 from ._model import SegmentationModel, create_model
 from ._pretrained import PretrainedWeightsError
 from ._spec import ModelSpec
@@ -178,32 +179,27 @@ def _read_config(path: Path, origin: str) -> dict[str, object]:
     return config
 
 
-def _listing(keys: list[str]) -> str:
-    more = f" and {len(keys) - _LISTED} more" if len(keys) > _LISTED else ""
-    return ", ".join(keys[:_LISTED]) + more
-
-
 def _check_weights(weights: dict[str, torch.Tensor], model: SegmentationModel, source: str) -> None:
     """Raise a ValueError naming `source` if `weights` hold NaN/inf or do not fit `model`."""
     bad = [k for k, v in weights.items() if v.is_floating_point() and not bool(v.isfinite().all())]
     if bad:
         raise ValueError(
-            f"{source} holds NaN or infinite values in {_listing(bad)}; refusing to load them "
-            "(the training run probably diverged: use an earlier checkpoint)"
+            f"{source} holds NaN or infinite values in {listing(bad, _LISTED)}; refusing to load "
+            "them (the training run probably diverged: use an earlier checkpoint)"
         )
     expected = model.state_dict()
     problems = []
     if missing := sorted(set(expected) - set(weights)):
-        problems.append(f"missing keys {_listing(missing)}")
+        problems.append(f"missing keys {listing(missing, _LISTED)}")
     if unexpected := sorted(set(weights) - set(expected)):
-        problems.append(f"unexpected keys {_listing(unexpected)}")
+        problems.append(f"unexpected keys {listing(unexpected, _LISTED)}")
     shapes = [
         f"{key} (file {list(weights[key].shape)}, model {list(value.shape)})"
         for key, value in expected.items()
         if key in weights and weights[key].shape != value.shape
     ]
     if shapes:
-        problems.append(f"other shapes for {_listing(shapes)}")
+        problems.append(f"other shapes for {listing(shapes, _LISTED)}")
     if problems:
         raise ValueError(
             f"{source} does not fit {model.spec.name} with num_classes={model.num_classes}, "

@@ -34,13 +34,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from zoo._messages import listing
+
 from .readers import DataError, MaskMode, Palette
 
 __all__ = ["KINDS", "SPLITS", "DatasetSource", "Sample", "parse_spec", "train_val_split"]
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
-_MAX_LISTED = 10
 _VAL_TEST = {"test": 0.1, "val": 0.1}
 _ISIC_PARTS = {"train": "Training", "val": "Validation", "test": "Test"}
 
@@ -156,9 +157,7 @@ def _by_id(samples: Iterable[Sample]) -> list[Sample]:
 
 
 def _listing(items: Sequence[object]) -> str:
-    shown = ", ".join(str(item) for item in items[:_MAX_LISTED])
-    more = f" and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
-    return f"{len(items)}: {shown}{more}"
+    return f"{len(items)}: {listing(items)}"
 
 
 def _require(paths: Iterable[Path]) -> None:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image, ImageOps
 
+from zoo._messages import listing
+
 from .errors import MAX_PIXELS_ENV, DataError, check_pixel_count
 from .medical import Decoded, is_dicom, is_tiff, read_dicom, read_tiff
 
@@ -44,7 +46,6 @@ Palette = dict[tuple[int, int, int], int]
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": 32-bit, values 0..65535
 _PIL_LIMIT_LOCK = threading.Lock()
-_MAX_LISTED = 10
 
 
 def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
@@ -133,10 +134,9 @@ def _check_binary_levels(path: Path, values: np.ndarray) -> None:
     else:
         levels = set(np.unique(values).tolist())
     if not any(levels <= {0, top} for top in (1, 255, 65535)):
-        shown = ", ".join(str(v) for v in sorted(levels)[:_MAX_LISTED])
         raise DataError(
-            f"{path}: a binary mask holds 0/255 or 0/1, this one has the values {shown}"
-            f"{' ...' if len(levels) > _MAX_LISTED else ''}; a class map is read with "
+            f"{path}: a binary mask holds 0/255 or 0/1, this one has the values "
+            f"{listing(sorted(levels))}; a class map is read with "
             "mode='labels' (JPEG masks are thresholded instead)"
         )
 
@@ -285,9 +285,7 @@ def _map_palette(path: Path, rgb: np.ndarray, palette: Palette) -> np.ndarray:
     lookup = {(r << 16) | (g << 8) | b: label for (r, g, b), label in palette.items()}
     unexpected = [int(c) for c in colours if int(c) not in lookup]
     if unexpected:
-        listed = ", ".join(
-            str((c >> 16, (c >> 8) & 255, c & 255)) for c in unexpected[:_MAX_LISTED]
-        )
+        listed = listing([(c >> 16, (c >> 8) & 255, c & 255) for c in unexpected])
         raise DataError(
             f"{path}: {len(unexpected)} colour(s) not in the palette: {listed}; "
             f"palette colours are {sorted(palette)}"
