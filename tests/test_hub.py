@@ -280,6 +280,14 @@ def test_model_card_of_a_full_run(run_dir):
     assert "![grid]" not in card and "DRIVE's terms forbid copying" in card
 
 
+def test_the_card_states_the_licence_the_run_was_trained_with(run_dir):
+    assert "license:" not in model_card(run_dir, REPO_ID)  # none given: none claimed
+    settings = json.loads((run_dir / "train_config.json").read_text())
+    (run_dir / "train_config.json").write_text(json.dumps({**settings, "license": "cc-by-4.0"}))
+    front_matter = model_card(run_dir, REPO_ID).split("---")[1]
+    assert "license: cc-by-4.0" in front_matter
+
+
 def set_dataset(run_dir: Path, dataset: str) -> None:
     config = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps({**config, "dataset": dataset}))
