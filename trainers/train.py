@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
@@ -219,6 +220,44 @@ def shared_progress(budget: Budget, step: int, device: torch.device) -> float:
     return progress
 
 
+def build_model(
+    config: TrainConfig, spec: zoo.ModelSpec, num_classes: int, pretrained: bool, device
+) -> zoo.SegmentationModel:
+    """The model to train, on `device`, normalising its inputs with `spec`'s mean and std."""
+    model = zoo.create_model(
+        config.model,
+        num_classes=num_classes,
+        in_channels=config.in_channels,
+        pretrained=pretrained,
+        **config.model_kwargs,
+    ).to(device)
+    model.spec = spec
+    if device.type == "cuda" and config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """Adam or AdamW over the parameters that train (a frozen encoder's are left out)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(trainable, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def write_settings(
+    run_dir: Path, config: TrainConfig, plan: dict | None = None, note: dict | None = None
+) -> None:
+    """train_config.json (with `note`, how the run ended, once it has), and plan.json."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(
+        run_dir / "train_config.json", {**config.to_dict(), **({"note": note} if note else {})}
+    )
+    if plan:
+        write_json(run_dir / "plan.json", plan)
+    if not note:
+        print(f"run folder: {run_dir}\nsettings: {config.to_dict()}")
+
+
 def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -> Path:
     """Run the training described by `config`; returns the run folder, where `plan` (the
     settings `--plan auto` derived, with its reasons) is kept as plan.json."""
@@ -227,7 +266,6 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
     seed_generators(config.seed + rank)
     if config.deterministic:
         use_deterministic_algorithms()
-    cuda = device.type == "cuda"
     run_dir, resume = prepare_run_dir(config, resume)
     config.output = str(run_dir)
 
@@ -236,22 +274,8 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
     if config.mean:
         spec = dataclasses.replace(spec, mean=tuple(config.mean), std=tuple(config.std))
     train_loader, val_loader, num_classes, source = make_loaders(config, spec, world, rank)
-    model = zoo.create_model(
-        config.model,
-        num_classes=num_classes,
-        in_channels=config.in_channels,
-        pretrained=config.pretrained and not resume,
-        **config.model_kwargs,
-    ).to(device)
-    model.spec = spec
-    if cuda and config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer_class = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_class(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    # The loss sees every pixel, outside a region of interest too (DRIVE's black surround is
-    # background a model must learn); the region of interest applies to the metrics.
-    loss_fn = DiceIoULoss(config.dice_weight, config.iou_weight)
+    model = build_model(config, spec, num_classes, config.pretrained and not resume, device)
+    optimizer = make_optimizer(config, model)
 
     def save_best() -> None:  # the best weights, ready for from_pretrained and the Hub
         zoo.save_pretrained(
@@ -269,79 +293,94 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
     budget = Budget(config.epochs, seconds, len(train_loader), spent=run["elapsed"])
     net = torch.compile(model) if config.compile else model
     net = DistributedDataParallel(net) if world > 1 else net
-
     if main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "train_config.json", config.to_dict())
-        if plan:
-            write_json(run_dir / "plan.json", plan)
-        print(f"run folder: {run_dir}\nsettings: {config.to_dict()}")
+        write_settings(run_dir, config, plan)
         print(f"data: {len(train_loader.dataset)} training, {len(val_loader.dataset)} validation")
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config.amp)
     epoch, step = run["epoch"], run["step"]
     budget.start()
     while shared_progress(budget, step, device) < 1:
-        # Shuffling, augmentation and dropout seeded by epoch and rank: a resumed run sees the
-        # batches and draws of an uninterrupted one, on any number of processes.
-        if isinstance(train_loader.sampler, DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
-        train_loader.generator.manual_seed(config.seed + 1000 * epoch + rank)
-        seed_generators(config.seed + 1000 * epoch + rank)
-        net.train()
-        started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        total = f"/{config.epochs}" if config.epochs else ""
-        bar = tqdm(train_loader, desc=f"epoch {epoch}{total}", disable=not main_process,
-                   file=sys.stdout, dynamic_ncols=True)  # fmt: skip
-        for batch in bar:
-            progress = shared_progress(budget, step, device)
-            if progress >= 1:  # the time is up: this epoch ends here, validated as any other
-                break
-            for group in optimizer.param_groups:  # the cosine over the run: epochs or time
-                group["lr"] = config.lr * cosine(progress)
-            images = batch["image"].to(device, non_blocking=True)
-            if cuda and config.channels_last:
-                images = images.to(memory_format=torch.channels_last)
-            target = batch["mask"].to(device, non_blocking=True)
-            with autocast:
-                logits = net(images)
-            loss = loss_fn(logits.float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            seen += len(images)
-            loss_sum += loss.item() * len(images)
-            rate = seen / (time.perf_counter() - started)  # this process's images per second
-            left = {"left": budget.left()} if budget.seconds is not None else {}
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}", **left)
-        seconds = time.perf_counter() - started
-        seen, loss_sum = all_ranks_sum([seen, loss_sum], device)  # every rank's batches
-        if main_process:
-            best = end_of_epoch(
-                run_dir, model, optimizer, val_loader, device, num_classes, config,
-                epoch=epoch, step=step, elapsed=budget.elapsed(), best=run,
-                train_figures={"lr": optimizer.param_groups[0]["lr"],
-                               "train_loss": loss_sum / max(seen, 1),
-                               "images_per_s": seen / seconds, "seconds": seconds},
-            )  # fmt: skip
-            if best:
-                save_best()
+        step, figures = train_epoch(net, train_loader, optimizer, budget, config, epoch, step)
+        if main_process and end_of_epoch(
+            run_dir, model, optimizer, val_loader, device, num_classes, config,
+            epoch=epoch, step=step, elapsed=budget.elapsed(), best=run, train_figures=figures,
+        ):  # fmt: skip
+            save_best()
         if world > 1:  # the others wait here, not inside the next gradient sync
             dist.barrier()
         epoch += 1
-    if main_process:
-        note = {"ended_by": budget.ended_by(step), "steps": step,
-                "seconds": round(budget.elapsed(), 1)}  # fmt: skip
-        write_json(run_dir / "train_config.json", {**config.to_dict(), "note": note})
-        print(f"ended by the {note['ended_by']} after {step} steps, {note['seconds']:.0f} s")
     if world > 1:
         dist.destroy_process_group()
     if main_process:
+        note = {"ended_by": budget.ended_by(step), "steps": step,
+                "seconds": round(budget.elapsed(), 1)}  # fmt: skip
+        write_settings(run_dir, config, note=note)
+        print(f"ended by the {note['ended_by']} after {step} steps, {note['seconds']:.0f} s")
         if num_classes == 1 and (run_dir / "config.json").is_file():
             tune_threshold(run_dir, val_loader, device)
         finish(config, run_dir, source)
     return run_dir
+
+
+def train_epoch(
+    net: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    budget: Budget,
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+) -> tuple[int, dict[str, float]]:
+    """One pass over `loader` (cut short when the budget runs out); the step reached, and the
+    epoch's learning rate, loss and images per second over all processes."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    device = next(net.parameters()).device
+    cuda = device.type == "cuda"
+    # Shuffling, augmentation and dropout seeded by epoch and rank: a resumed run sees the
+    # batches and draws of an uninterrupted one, on any number of processes.
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    loader.generator.manual_seed(config.seed + 1000 * epoch + rank)
+    seed_generators(config.seed + 1000 * epoch + rank)
+    # The loss sees every pixel, outside a region of interest too (DRIVE's black surround is
+    # background a model must learn); the region of interest applies to the metrics.
+    loss_fn = DiceIoULoss(config.dice_weight, config.iou_weight)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config.amp)
+    net.train()
+    started, seen, loss_sum = time.perf_counter(), 0, 0.0
+    total = f"/{config.epochs}" if config.epochs else ""
+    bar = tqdm(loader, desc=f"epoch {epoch}{total}", disable=rank != 0, file=sys.stdout,
+               dynamic_ncols=True)  # fmt: skip
+    for batch in bar:
+        progress = shared_progress(budget, step, device)
+        if progress >= 1:  # the time is up: this epoch ends here, validated as any other
+            break
+        for group in optimizer.param_groups:  # the cosine over the run: epochs or time
+            group["lr"] = config.lr * cosine(progress)
+        images = batch["image"].to(device, non_blocking=True)
+        if cuda and config.channels_last:
+            images = images.to(memory_format=torch.channels_last)
+        target = batch["mask"].to(device, non_blocking=True)
+        with autocast:
+            logits = net(images)
+        loss = loss_fn(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        seen += len(images)
+        loss_sum += loss.item() * len(images)
+        rate = seen / (time.perf_counter() - started)  # this process's images per second
+        left = {"left": budget.left()} if budget.seconds is not None else {}
+        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}", **left)
+    seconds = time.perf_counter() - started
+    seen, loss_sum = all_ranks_sum([seen, loss_sum], device)  # every rank's batches
+    return step, {
+        "lr": optimizer.param_groups[0]["lr"],
+        "train_loss": loss_sum / max(seen, 1),
+        "images_per_s": seen / seconds,
+        "seconds": seconds,
+    }
 
 
 def end_of_epoch(
