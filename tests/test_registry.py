@@ -214,3 +214,16 @@ print(errors)
 def test_first_lookups_from_many_threads_all_find_their_model(run_python) -> None:
     for _ in range(3):  # a race: try it more than once
         assert run_python(THREADED_LOOKUP).stdout.strip() == "[]"
+
+
+def test_another_top_level_zoo_first_on_the_path_is_named_at_import(tmp_path, run_python):
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / "__init__.py").write_text("")  # someone else's `zoo`, first on the path
+    result = run_python(
+        "import trainers", cwd=tmp_path, env={"PYTHONPATH": f"{tmp_path}:{REPO}"}, check=False
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: bioseg's trainers need bioseg's own `zoo` package")
+    assert str(tmp_path / "zoo" / "__init__.py") in last
+    assert run_python("import trainers.data", cwd=REPO).returncode == 0  # a checkout: ours first
