@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,17 @@ from trainers import metrics
 from trainers.data.medical import Decoded
 
 DRIVE = SHARED_DATA / "DRIVE" / "test"
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")  # found as .ci/run finds it
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--no-first-run"]  # fmt: skip
+
+
+def browser_test(test: Callable) -> Callable:
+    """Marked `browser`, and skipped where there is no Chromium to drive."""
+    needs = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Debian chromium at {CHROMIUM}")
+    return pytest.mark.browser(needs(test))
+
+
 SERVER_PIDS: dict[str, int] = {}  # app URL -> process id, for the memory figures
 pytestmark = pytest.mark.skipif(
     not any((REPO / "weights").glob("*/model.safetensors")),
@@ -470,8 +478,7 @@ def test_answers_go_to_fresh_folders_and_old_ones_are_pruned(tmp_path, monkeypat
     assert app.read_inputs(None, str(odd))[1] == "a_scan_rm_-rf"  # a label, never a path
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+@browser_test
 def test_browser_shows_target_prediction_and_metrics(app_url, drive_pair, tmp_path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
@@ -496,8 +503,7 @@ def test_browser_shows_target_prediction_and_metrics(app_url, drive_pair, tmp_pa
     assert (tmp_path / "demo.png").stat().st_size > 10_000
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Debian chromium at {CHROMIUM}")
+@browser_test
 def test_browser_dicom_and_ome_tiff_show_hd95_in_physical_units(
     app_url, examples: Path, medical_files: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
@@ -538,8 +544,7 @@ def dice_shown(page, timeout: float = 60) -> float:
     return float(text.split("nucleus", 1)[1].split()[0])
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Debian chromium at {CHROMIUM}")
+@browser_test
 def test_browser_dsb_example_then_a_painted_target(app_url, tmp_path) -> None:
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import zlib
@@ -224,11 +225,19 @@ def test_isbi2012_layout_inverts_to_membrane() -> None:
     assert 0.20 < mask.mean() < 0.25  # membranes are about a fifth of the pixels
 
 
+DSB_TEST_IDS_SHA256 = "5de280aaa931ba6836835304cc27acf1472de2f03ddbc6c5cc2867b110fddb6c"
+
+
 def test_dsb2018_layout_is_a_fixed_seeded_split() -> None:
     spec = f"dsb2018:{shared('DSB2018-nuclei')}"
     splits = parse_spec(spec).splits()
     assert {k: len(v) for k, v in splits.items()} == {"train": 531, "test": 133}
     assert splits == parse_spec(spec).splits()
+    # Pinned by its image ids: a changed split rule (or file listing) fails here, since the
+    # README's and the bundled model's test figures are measured on exactly these images.
+    test_ids = "\n".join(sample.id for sample in splits["test"])
+    assert splits["test"][0].id.startswith("00ae65c1c6631ae6")
+    assert hashlib.sha256(test_ids.encode()).hexdigest() == DSB_TEST_IDS_SHA256
     assert not {s.id for s in splits["train"]} & {s.id for s in splits["test"]}
     sample = next(s for s in splits["test"] if len(s.masks) > 3)
     image, mask, _ = read_sample(sample)
@@ -452,6 +461,32 @@ def test_exif_orientation_is_applied_to_images_and_masks_alike(tmp_path: Path) -
     upright = read_image(tmp_path / "photo.png")[..., 0]
     assert upright.shape == (8, 4) and upright[:2, -1].tolist() == [1.0, 1.0]
     assert read_mask(tmp_path / "photo.png").shape == (8, 4)
+
+
+def test_a_camera_jpeg_with_an_orientation_tag_is_read_upright(tmp_path: Path) -> None:
+    """As a phone or microscope camera writes it: JPEG, maker tags, orientation 6 (the sensor's
+    top row is the picture's right edge); each quadrant's colour must land where it is seen."""
+    stored = np.zeros((48, 64, 3), np.uint8)
+    stored[:24, :32] = (220, 30, 30)  # stored top left: red
+    stored[:24, 32:] = (30, 220, 30)  # stored top right: green
+    stored[24:, :32] = (30, 30, 220)  # stored bottom left: blue
+    stored[24:, 32:] = (230, 230, 230)  # stored bottom right: white
+    exif = Image.Exif()
+    exif.update({0x010F: "Camera Maker", 0x0110: "Model 1", 0x0132: "2026:11:29 10:00:00"})
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", quality=95, exif=exif)
+    upright = read_image(tmp_path / "photo.jpg")
+    assert upright.shape == (64, 48, 3)  # turned: taller than wide
+    seen = {  # quadrant centres of the picture as displayed, rotated 90 degrees clockwise
+        "top right": upright[16, 36],
+        "bottom right": upright[48, 36],
+        "top left": upright[16, 12],
+        "bottom left": upright[48, 12],
+    }
+    expected = {"top right": (220, 30, 30), "bottom right": (30, 220, 30),
+                "top left": (30, 30, 220), "bottom left": (230, 230, 230)}  # fmt: skip
+    for where, colour in expected.items():
+        np.testing.assert_allclose(seen[where] * 255, colour, atol=12, err_msg=where)
 
 
 def test_a_palette_binary_mask_is_read_by_index_not_by_colour(tmp_path: Path) -> None:

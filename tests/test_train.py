@@ -145,6 +145,39 @@ def test_resume_with_more_epochs_extends_a_finished_run(tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_config_file_sits_between_the_preset_and_the_flags(tmp_path: Path) -> None:
+    settings = tmp_path / "mine.json"
+    settings.write_text(json.dumps({"lr": 0.01, "batch_size": 4, "epochs": 7}))
+    parser = build_parser("t", "t")
+    argv = ["--preset", "report", "--config", str(settings), "--epochs", "3", "--data", "x:y"]
+    config = resolve(parser.parse_args(argv))
+    assert config.model == PRESETS["report"]["model"]  # the preset, where nothing overrides it
+    assert (config.lr, config.batch_size) == (0.01, 4)  # the file beats the preset
+    assert config.epochs == 3  # the flag beats the file
+
+
+def test_the_best_epoch_is_kept_not_the_last(tmp_path: Path, monkeypatch) -> None:
+    """Validation Dice 0.5, 0.7, 0.6 (scripted): model.safetensors holds epoch 2's weights."""
+    import trainers.train as train_module
+
+    scores = iter([(0.5, 0.4), (0.7, 0.6), (0.6, 0.5)])
+    monkeypatch.setattr(train_module, "validate", lambda *args: next(scores))
+    by_epoch = {}
+    save = train_module.save_checkpoint
+
+    def recording(run_dir, epoch, weights, state):
+        by_epoch[epoch] = {k: v.clone() for k, v in weights.items()}
+        save(run_dir, epoch, weights, state)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", recording)
+    run = tmp_path / "run"
+    main(run_args(disc_dataset(tmp_path / "data"), run, "--epochs", "3", "--no-evaluate"))
+    kept = load_file(run / "model.safetensors")
+    assert all(torch.equal(kept[k], by_epoch[2][k]) for k in kept)
+    assert not all(torch.equal(kept[k], by_epoch[3][k]) for k in kept)  # the last differs
+    assert [row["val_dice"] for row in read_metrics(run)] == ["0.50000", "0.70000", "0.60000"]
+
+
 def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     data = disc_dataset(tmp_path / "data", count=10)
     run = tmp_path / "ddp"
