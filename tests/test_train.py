@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -178,18 +179,62 @@ def test_the_best_epoch_is_kept_not_the_last(tmp_path: Path, monkeypatch) -> Non
     assert [row["val_dice"] for row in read_metrics(run)] == ["0.50000", "0.70000", "0.60000"]
 
 
+DDP_SPY = """
+import json, os, sys
+from safetensors.torch import save_file
+import trainers.train as train
+
+rank, out, models, seen = os.environ["RANK"], sys.argv[1], [], []
+
+
+class Bar:  # tqdm's place: records the ids of each batch this rank trains on
+    def __init__(self, loader, **options):
+        self.loader = loader
+
+    def __iter__(self):
+        for batch in self.loader:
+            seen.extend(batch["id"])
+            yield batch
+
+    def set_postfix(self, **figures):
+        pass
+
+
+def kept(*args):
+    models.append(build(*args))
+    return models[-1]
+
+
+train.tqdm, build, train.build_model = Bar, train.build_model, kept
+train.main(sys.argv[2:])
+save_file(models[0].state_dict(), f"{out}/weights-{rank}.safetensors")
+open(f"{out}/ids-{rank}.json", "w").write(json.dumps(seen))
+"""
+
+
 def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
+    """Two CPU processes: each trains on its own half of the images, both end with the same
+    weights, and rank 0 alone writes the run folder."""
     data = disc_dataset(tmp_path / "data", count=10)
-    run = tmp_path / "ddp"
+    run, spy = tmp_path / "ddp", tmp_path / "spy.py"
+    spy.write_text(DDP_SPY)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--master-port", "29517", "-m", "trainers.train",
+               "--master-port", "29517", str(spy), str(tmp_path),
                *run_args(data, run, "--epochs", "2", "--no-evaluate")]  # fmt: skip
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_metrics(run)
     assert [row["epoch"] for row in rows] == ["1", "2"]  # rank 0 alone writes
     assert result.stdout.count("run folder:") == 1
     assert (run / "checkpoints" / "LATEST").read_text() == "epoch-2"
+    ids = [json.loads((tmp_path / f"ids-{rank}.json").read_text()) for rank in (0, 1)]
+    # 6 training images (2 held out for validation): 3 per rank and epoch, one batch of 2 each
+    assert len(ids[0]) == len(ids[1]) == 4
+    for epoch in (slice(0, 2), slice(2, 4)):  # within an epoch, the ranks see different images
+        assert not set(ids[0][epoch]) & set(ids[1][epoch])
+    weights = [load_file(tmp_path / f"weights-{rank}.safetensors") for rank in (0, 1)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 def class_map_dataset(root: Path, palette: bool) -> Path:

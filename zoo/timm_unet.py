@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo import ModelSpec, add_spec, register_prefix
+from zoo._blocks import conv_norm_relu, double_conv
 from zoo._pretrained import timm_encoder
 
 CURATED = {
@@ -25,17 +26,6 @@ CURATED = {
     "convnext_tiny": "ConvNeXt-Tiny encoder (first features at stride 4), U-Net decoder",
 }
 DECODER_CHANNELS = (256, 128, 64, 32, 16)
-
-
-def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for channels in (in_channels, out_channels):
-        layers += [
-            nn.Conv2d(channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        ]
-    return nn.Sequential(*layers)
 
 
 class UNetDecoder(nn.Module):
@@ -57,7 +47,7 @@ class UNetDecoder(nn.Module):
         widths = widths + (widths[-1],) * (len(self.reductions) - len(widths))
         blocks, in_channels = [], channels[-1]
         for skip, width in zip(skip_channels, widths, strict=False):
-            blocks.append(_conv_block(in_channels + skip, width))
+            blocks.append(double_conv(in_channels + skip, width))
             in_channels = width
         self.blocks = nn.ModuleList(blocks)
         self.out_channels = in_channels
@@ -105,9 +95,7 @@ class TimmSegmenter(nn.Module):
             self.decoder = None
             width = max(channels[-1] // 4, 16)
             self.head = nn.Sequential(
-                nn.Conv2d(channels[-1], width, 3, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
+                *conv_norm_relu(channels[-1], width),
                 nn.Dropout(0.1),
                 nn.Conv2d(width, num_classes, 1),
             )

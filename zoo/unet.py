@@ -14,17 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo import register_model
-
-
-def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+from zoo._blocks import double_conv, padded_forward
 
 
 @register_model(
@@ -55,18 +45,19 @@ class UNet(nn.Module):
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.multiple = 2**depth
         self.encoder = nn.ModuleList(
-            [_double_conv(in_channels, widths[0])]
-            + [_double_conv(a, b) for a, b in itertools.pairwise(widths)]
+            [double_conv(in_channels, widths[0])]
+            + [double_conv(a, b) for a, b in itertools.pairwise(widths)]
         )
         self.up = nn.ModuleList(
             nn.ConvTranspose2d(b, a, 2, stride=2) for a, b in itertools.pairwise(widths)
         )
-        self.decoder = nn.ModuleList(_double_conv(2 * a, a) for a in widths[:-1])
+        self.decoder = nn.ModuleList(double_conv(2 * a, a) for a in widths[:-1])
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        x = F.pad(x, (0, -w % self.multiple, 0, -h % self.multiple))
+        return padded_forward(x, self.multiple, self._forward)
+
+    def _forward(self, x: Tensor) -> Tensor:
         skips = []
         for level, block in enumerate(self.encoder):
             x = block(x if level == 0 else F.max_pool2d(x, 2))
@@ -74,4 +65,4 @@ class UNet(nn.Module):
         x = skips.pop()
         for up, block in zip(reversed(self.up), reversed(self.decoder), strict=True):
             x = block(torch.cat([skips.pop(), up(x)], dim=1))
-        return self.head(x)[..., :h, :w]
+        return self.head(x)

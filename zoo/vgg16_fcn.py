@@ -18,28 +18,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo import register_model
+from zoo._blocks import conv_norm_relu, padded_forward
 from zoo._vgg import VGG16_SOURCES, freeze, vgg16
 
 _REPORT_KERNEL = 2 * (224 - 7) + 1  # 435: the report's conv5 kernel, computed for 224x224 inputs
-
-
-def _norm(channels: int, norm: bool) -> nn.Module:
-    return nn.BatchNorm2d(channels) if norm else nn.Identity()
 
 
 def _up(in_channels: int, out_channels: int, norm: bool = False) -> nn.Sequential:
     """An exact x2 upsampling stage, batch-normalised when `norm`."""
     return nn.Sequential(
         nn.ConvTranspose2d(in_channels, out_channels, 4, stride=2, padding=1),
-        _norm(out_channels, norm),
-        nn.ReLU(inplace=True),
-    )
-
-
-def _conv(in_channels: int, out_channels: int, norm: bool) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1),
-        _norm(out_channels, norm),
+        nn.BatchNorm2d(out_channels) if norm else nn.Identity(),
         nn.ReLU(inplace=True),
     )
 
@@ -79,17 +68,17 @@ class VGG16FCN(nn.Module):
         if len(up_channels) != 5:
             raise ValueError(f"up_channels needs 5 entries (/32 -> /1), got {up_channels}")
         self.encoder = _vgg16_encoder(in_channels, pretrained, freeze_backbone, backbone)
-        self.conv5 = _conv(512, bottleneck_channels, decoder_norm)
+        self.conv5 = conv_norm_relu(512, bottleneck_channels, norm=decoder_norm, bias=True)
         widths = (bottleneck_channels, *up_channels)
         self.up = nn.Sequential(*(_up(a, b, decoder_norm) for a, b in itertools.pairwise(widths)))
-        self.conv6 = _conv(up_channels[-1], up_channels[-1], decoder_norm)
+        self.conv6 = conv_norm_relu(up_channels[-1], up_channels[-1], norm=decoder_norm, bias=True)
         self.conv7 = nn.Conv2d(up_channels[-1], num_classes, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        padded = F.pad(x, (0, -w % 32, 0, -h % 32))
-        y = self.conv7(self.conv6(self.up(self.conv5(self.encoder(padded)))))
-        return y[..., :h, :w]
+        return padded_forward(x, 32, self._forward)
+
+    def _forward(self, x: Tensor) -> Tensor:
+        return self.conv7(self.conv6(self.up(self.conv5(self.encoder(x)))))
 
 
 class ReportConv(nn.Conv2d):
