@@ -12,53 +12,49 @@ full depth), outputs are PNG, and large images are predicted tile by tile.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import functools
 import io
 import json
 import logging
 import os
 import re
-import shutil
-import tempfile
-import threading
-import time
-import zlib
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import numpy as np
-import torch
 from gradio.data_classes import FileData
 from PIL import Image
 
 import zoo
-from trainers import metrics
 from trainers.data.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_labels
-from trainers.data.dataset import match_channels
 from trainers.data.medical import Decoded
-from trainers.data.readers import DataError, check_pixel_count, decoding, read_decoded, read_mask
+from trainers.data.readers import DataError, check_pixel_count, decoding, read_decoded
 from trainers.model_card import DATASETS, TASKS
-from trainers.plots import CLASS_COLOURS, FN, FP, TP, display_rgb, error_map, overlay
+from trainers.plots import CLASS_COLOURS, display_rgb, overlay
+from trainers.views import (
+    METRIC_NAMES,
+    VIEWS,
+    Prediction,
+    answer_folder,
+    class_names,
+    labels_of,
+    metric_rows,
+    read_target,
+    render,
+    write_png,
+)
 from zoo._hub import check_repo_id, download_file
+from zoo.serving import ModelShelf, Served, predict_image
 
 LOG = logging.getLogger("bioseg.app")
 ROOT = Path(__file__).resolve().parent
 BUNDLED = ROOT / "weights"
-# Larger images are predicted in tiles overlapping by an eighth of their side; of these sizes,
-# the one that runs the model over the fewest pixels for the image at hand. An image of at most
-# the largest size on each side is one pass. Measured on a 2-core CPU: `benchmarks/bench_app.py`.
-TILES, OVERLAP = (512, 768, 1024), 0.125
 MAX_PIXELS = int(os.environ.get("BIOSEG_APP_MAX_PIXELS", 8192 * 8192))  # refused before decoding
 # A model id typed by a visitor may describe any model: refused above this, before download.
 MAX_PARAMETERS = int(os.environ.get("BIOSEG_APP_MAX_PARAMETERS", 400_000_000))
-METRIC_NAMES = ("dice", "iou", "hd95", "precision", "recall")
-_OUTPUT = tempfile.TemporaryDirectory(prefix="bioseg-app-")  # private (0700), gone at exit
-OUTPUT_DIR = Path(_OUTPUT.name)  # the files of each answer: views and the mask to download
 # A real fundus photograph that scikit-image ships, for the DRIVE model (it has no target).
 # Its ihc.png and cell.png are out of the nuclei model's domain (DAB-stained membranes, noise):
 # the nuclei examples are DSB 2018 test images with their targets, under examples/dsb2018/.
@@ -145,57 +141,9 @@ def listed_models(choices: dict[str, str]) -> list[Listed]:
     return sorted(found, key=lambda model: -model.test_dice)
 
 
-_load_locks: dict[str, threading.Lock] = {}
-_load_locks_guard = threading.Lock()
-
-
-@dataclass(frozen=True)
-class Served:
-    """A loaded model and its prediction through the inference engine that runs it:
-    `predict` takes a batch in [0, 1] and normalizes it as the weights expect (evaluation's
-    normalization, the saved mean and std); `release` gives back the engine's working memory
-    grown for an input larger than the usual."""
-
-    model: zoo.SegmentationModel
-    predict: Callable[[torch.Tensor], torch.Tensor]
-    release: Callable[[], None]
-    engine: str
-
-
-def _serve(location: str, **load_options) -> Served:
-    model = zoo.from_pretrained(location, **load_options)
-    runner, engine = zoo.engine_predict(model, ARGS.engine)
-    LOG.info("%s: served by %s", location, engine)
-
-    def predict(batch: torch.Tensor) -> torch.Tensor:
-        return runner(zoo.normalize(batch, model.spec.mean, model.spec.std))
-
-    return Served(model, predict, runner.release, engine)
-
-
-@functools.cache
-def _listed_model(location: str) -> Served:
-    return _serve(location, hub_only=not Path(location).is_absolute())
-
-
-@functools.lru_cache(maxsize=2)
-def _typed_model(repo_id: str) -> Served:
-    return _serve(repo_id, hub_only=True, max_parameters=MAX_PARAMETERS)
-
-
 def load_model(location: str) -> Served:
-    """Weights from a folder or the Hub, loaded (and exported to the engine) once and then
-    shared by every request.
-
-    Listed models stay loaded, each behind its own lock (a slow Hub download holds up no
-    other model). Hub ids typed by visitors share one lock and a cache of two, so they can
-    neither push the listed models out nor pile up in memory; they never read local files.
-    """
-    listed = location in CHOICES.values()
-    with _load_locks_guard:
-        lock = _load_locks.setdefault(location if listed else "", threading.Lock())
-    with lock:
-        return _listed_model(location) if listed else _typed_model(location)
+    """The model at `location`, loaded once and shared (see `zoo.serving.ModelShelf`)."""
+    return SHELF.get(location, listed=location in CHOICES.values())
 
 
 def resolve_location(choice: str | None) -> str:
@@ -260,207 +208,6 @@ def model_card(choice: str | None) -> str:
     return "  \n".join(lines)
 
 
-def model_input(image: np.ndarray, model: zoo.SegmentationModel) -> torch.Tensor:
-    """An H x W x C image in [0, 1] as the 1 x C x H x W tensor of the model's channels, not yet
-    normalized: a view of the image (grey repeated without a copy, as match_channels does),
-    so that tiles are normalized one at a time and no full-size normalized copy is held."""
-    channels_first = torch.from_numpy(image).permute(2, 0, 1)
-    if channels_first.shape[0] == 1 < model.in_channels:
-        channels_first = channels_first.expand(model.in_channels, -1, -1)
-    else:
-        channels_first = torch.from_numpy(match_channels(image, model.in_channels)).permute(2, 0, 1)
-    return channels_first[None]
-
-
-def predict(served: Served, image: np.ndarray, progress=None) -> np.ndarray:
-    """Class probabilities K x H x W as float16; images larger than the largest of TILES are
-    predicted in overlapping tiles, each normalized as it is cut. After forward passes larger
-    than 512x512 the engine's memory grown for them is given back, so that the server's
-    resident memory stays that of the usual request between larger ones."""
-    report = (lambda done, total: progress((done, total), desc="tiles")) if progress else None
-    height, width = image.shape[:2]
-    tile = (
-        max(TILES)
-        if max(height, width) <= max(TILES)
-        else zoo.fewest_pixels_tile(height, width, TILES, OVERLAP)
-    )
-    probabilities = zoo.sliding_window_predict(
-        served.model,
-        model_input(image, served.model),
-        tile=tile,
-        overlap=OVERLAP,
-        predict=served.predict,
-        progress=report,
-    )
-    if min(tile, height) * min(tile, width) > 512 * 512:
-        served.release()
-    return probabilities[0].to(torch.float16).numpy()
-
-
-@dataclass
-class Prediction:
-    """What the views are drawn from, kept for a visitor so that a new threshold needs no model
-    run: the image as shown and the class probabilities, in a quarter and a half of their
-    float32 size (a 4096x4096 binary prediction keeps 84 MB, not 268 MB), and the files of the
-    views that no threshold changes (image, target), encoded once."""
-
-    rgb: np.ndarray  # H x W x 3, uint8
-    probabilities: np.ndarray  # K x H x W, float16
-    target: np.ndarray | None
-    classes: list[str]
-    name: str
-    source: Decoded  # what the file said: pixel size, frames, window (its pixels not kept)
-    still: dict[str, str] = field(default_factory=dict)  # view -> PNG file
-
-
-def class_names(model: zoo.SegmentationModel) -> list[str]:
-    """The saved class names, or 'background' and one name per other class."""
-    saved = model.pretrained_config.get("classes")
-    if saved:
-        return list(saved)
-    if model.num_classes == 1:
-        return ["background", "foreground"]
-    return ["background", *(f"class {c}" for c in range(1, model.num_classes))]
-
-
-def labels_of(prediction: Prediction, threshold: float) -> np.ndarray:
-    """An H x W uint8 label map: probability above `threshold` (one class), else argmax."""
-    if prediction.probabilities.shape[0] == 1:
-        return (prediction.probabilities[0] > threshold).view(np.uint8)
-    return prediction.probabilities.argmax(0).astype(np.uint8)
-
-
-def read_target(path: str, shape: tuple[int, int], binary: bool) -> np.ndarray:
-    target = read_mask(path, mode="binary" if binary else "labels", max_pixels=MAX_PIXELS)
-    if target.shape != shape:
-        raise DataError(
-            f"The target mask {Path(path).name} is {target.shape[1]}x{target.shape[0]} pixels "
-            f"but the image is {shape[1]}x{shape[0]}: a target must match its image."
-        )
-    return target.astype(np.int64)
-
-
-def metric_rows(labels: np.ndarray, target: np.ndarray, classes: list[str]) -> list[list]:
-    """One row per foreground class: the class, then Dice, IoU, HD95, precision and recall."""
-    rows = []
-    for c in range(1, max(len(classes), 2)):
-        values = metrics.binary_metrics(labels == c, target == c)
-        name = classes[c] if c < len(classes) else f"class {c}"
-        rows.append([name, *(round(float(values[m]), 4) for m in METRIC_NAMES)])
-    return rows
-
-
-def legend(classes: list[str]) -> str:
-    swatches = [
-        f"<span style='color:rgb{CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)]}'>&#9632;</span> "
-        f"{name}"
-        for c, name in enumerate(classes)
-        if c > 0
-    ]
-    errors = " &nbsp; ".join(
-        f"<span style='color:rgb{colour}'>&#9632;</span> {name}"
-        for colour, name in ((TP, "true positive"), (FP, "false positive"), (FN, "false negative"))
-    )
-    return f"**Overlay:** {' &nbsp; '.join(swatches)} &nbsp;&nbsp; **Error map:** {errors}"
-
-
-def answer_folder(name: str) -> Path:
-    """A new folder for the files of one answer; folders older than an hour are deleted, so
-    the output folder does not grow without bound."""
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    cutoff = time.time() - 3600
-    for old in OUTPUT_DIR.iterdir():
-        with contextlib.suppress(FileNotFoundError):  # another request may delete it first
-            if old.stat().st_mtime < cutoff:
-                shutil.rmtree(old, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=OUTPUT_DIR))
-
-
-def write_png(pixels: np.ndarray, path: Path) -> str:
-    """Views go to Gradio as PNG files, not arrays: Gradio copies a file into its cache
-    atomically, but rewrites an array's cache file in place, where a concurrent request with
-    the same answer (two visitors on one example) can read it half-written. zlib level 1 with
-    run-length matching: lossless, 6x faster to write than Pillow's default, and on a fundus
-    photograph 15 % smaller than plain level 1."""
-    Image.fromarray(pixels).save(path, compress_level=1, compress_type=zlib.Z_RLE)
-    return str(path)
-
-
-def write_pngs(views: dict[str, tuple[np.ndarray, Path]]) -> dict[str, str]:
-    """Each view (name -> pixels, path) written as `write_png`, two at a time: Pillow lets go
-    of the GIL while it compresses, so both cores work."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        files = pool.map(lambda view: write_png(*view), views.values())
-        return dict(zip(views, files, strict=True))
-
-
-def render(prediction: Prediction | None, threshold: float):
-    """Target and prediction overlays, error map, slider, metrics and mask file. The image and
-    target views are written once per prediction; a new threshold redraws only the rest."""
-    if prediction is None:  # nothing segmented yet, or kept longer than the state lives
-        return None, None, None, None, [], None, "Press **Segment** first, then move the threshold."
-    labels = labels_of(prediction, threshold)
-    binary = prediction.probabilities.shape[0] == 1
-    still, rgb = prediction.still, prediction.rgb
-    views = {}
-    if not still:
-        still["folder"] = str(answer_folder(prediction.name))
-        views["image"] = rgb, Path(still["folder"]) / "image.png"
-        if prediction.target is not None:
-            views["target"] = overlay(rgb, prediction.target), Path(still["folder"]) / "target.png"
-    folder = Path(tempfile.mkdtemp(prefix="threshold-", dir=still["folder"]))
-    views["prediction"] = overlay(rgb, labels), folder / "prediction.png"
-    mask = labels * 255 if binary else labels  # 0/255, or class ids
-    views["mask"] = mask, folder / f"{prediction.name}_predicted_mask.png"
-    if prediction.target is not None and binary:
-        views["errors"] = error_map(labels > 0, prediction.target > 0), folder / "errors.png"
-    files = write_pngs(views)
-    still.update((name, files.pop(name)) for name in ("image", "target") if name in files)
-    slider = (still["image"], files["prediction"])
-    about = source_note(prediction.source)
-    if prediction.target is None:
-        note = legend(prediction.classes) + "<br>No target given: add a mask to see the metrics."
-        return None, files["prediction"], None, slider, [], files["mask"], note + about
-    physical = physical_hd95(labels, prediction.target, prediction.classes, prediction.source)
-    return (
-        still["target"],
-        files["prediction"],
-        files.get("errors"),
-        slider,
-        metric_rows(labels, prediction.target, prediction.classes),
-        files["mask"],
-        legend(prediction.classes) + about + physical,
-    )
-
-
-def source_note(source: Decoded) -> str:
-    """What the file said, for the note under the views: frame, window, pixel size."""
-    parts = []
-    if source.note.startswith("plane"):
-        parts.append(source.note)
-    elif source.frames > 1:
-        parts.append(f"frame {source.index} of {source.frames}")
-    if source.note.startswith(("window", "full range")):  # a grey DICOM's display
-        parts.append(f"shown through its {source.note}")
-    if source.spacing:
-        parts.append(f"pixel {source.spacing[0]:g} x {source.spacing[1]:g} {source.unit}")
-    return "<br>**File:** " + "; ".join(parts) if parts else ""
-
-
-def physical_hd95(
-    labels: np.ndarray, target: np.ndarray, classes: list[str], source: Decoded
-) -> str:
-    """HD95 per class in the file's physical unit, when it states a pixel size."""
-    if not source.spacing:
-        return ""
-    values = [
-        f"{classes[c] if c < len(classes) else f'class {c}'} "
-        f"{metrics.hd95(labels == c, target == c, spacing=source.spacing):.3g} {source.unit}"
-        for c in range(1, max(len(classes), 2))
-    ]
-    return "<br>**HD95 in " + source.unit + ":** " + ", ".join(values)
-
-
 def read_inputs(
     image_path: str | None, image_file: str | None, frame: float | None = 0
 ) -> tuple[Decoded, str]:
@@ -488,7 +235,7 @@ def run_model(
         LOG.warning("could not load model %s", location, exc_info=True)
         raise gr.Error(f"Could not load model {choice!r}: {error}") from None
     try:
-        probabilities = predict(served, image, progress)
+        probabilities = predict_image(served, image, tile_progress(progress))
     except (ValueError, zoo.ModelBuildError) as error:  # a too small image, a broken plugin
         raise gr.Error(f"{name}: {error}") from None
     except Exception as error:  # out of memory, a fault in a plugin's forward
@@ -497,7 +244,7 @@ def run_model(
     model, target, message = served.model, None, ""
     if mask_file:
         try:
-            target = read_target(mask_file, image.shape[:2], model.num_classes == 1)
+            target = read_target(mask_file, image.shape[:2], model.num_classes == 1, MAX_PIXELS)
         except DataError as error:
             message = f"**Target not used:** {error}"
             gr.Warning(str(error))
@@ -519,8 +266,30 @@ def segment(
     decoded, name = read_inputs(image_path, image_file, frame)
     prediction, message = run_model(choice, decoded, name, mask_file, progress)
     del decoded  # the float image is not needed for the views: freed before they are drawn
-    *views, note = render(prediction, threshold)
-    return (*views, f"{note}<br>{message}" if message else note, prediction)
+    return {**shown(render(prediction, threshold), message), state: prediction}
+
+
+def redraw(prediction: Prediction | None, threshold: float) -> dict:
+    """The views at a new threshold, from the kept prediction: no model run."""
+    return shown(render(prediction, threshold))
+
+
+def shown(views: dict[str, Any], message: str = "") -> dict:
+    """`render`'s views keyed by the components that show them, `message` under the note."""
+    if message:
+        views = views | {"note": f"{views['note']}<br>{message}"}
+    return {VIEW_COMPONENTS[name]: value for name, value in views.items()}
+
+
+def tile_progress(progress: gr.Progress | None) -> Callable[[int, int], None] | None:
+    """Gradio's progress bar, told of each tile done."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int) -> None:
+        progress((done, total), desc="tiles")
+
+    return report
 
 
 def segment_example(image_path: str, mask_file: str | None, choice: str):
@@ -691,6 +460,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 ARGS = parse_args()
 CHOICES = weight_choices(ARGS.weights)
+SHELF = ModelShelf(ARGS.engine, MAX_PARAMETERS)
 LISTED = listed_models(CHOICES)
 EXAMPLES = examples()  # read once: the Segment tab's rows and the Compare tab's pairs
 COMPARISONS = report_comparisons(EXAMPLES)
@@ -778,6 +548,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
             drawn_mask = gr.File(label="Drawn or corrected mask (PNG, full resolution)")
         state = gr.State(time_to_live=1800)  # a visitor's last prediction, for the threshold
         views = [target_out, pred_out, error_out, slider_out, metrics_out, mask_out, note_out]
+        VIEW_COMPONENTS = dict(zip(VIEWS, views, strict=True))
         inputs = [model_choice, image_in, image_file, mask_in, threshold, frame]
         run.click(segment, inputs, [*views, state], api_name="segment")
         load_image.click(
@@ -796,7 +567,7 @@ with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
             api_visibility="private",
         ).success(segment, inputs, [*views, state], api_visibility="private")
         # A new threshold redraws the views from the kept probabilities: no model run.
-        threshold.release(render, [state, threshold], views, api_visibility="private")
+        threshold.release(redraw, [state, threshold], views, api_visibility="private")
         model_choice.change(saved_threshold, model_choice, threshold, api_visibility="private")
         model_choice.change(model_card, model_choice, card, api_visibility="private")
         demo.load(model_card, model_choice, card, api_visibility="private")

@@ -21,6 +21,7 @@ from tests.conftest import REPO, SHARED_DATA, free_port
 from tests.test_data import png_header
 from trainers import metrics
 from trainers.data.medical import Decoded
+from trainers.views import answer_folder, class_names, render
 
 DRIVE = SHARED_DATA / "DRIVE" / "test"
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")  # found as .ci/run finds it
@@ -435,22 +436,21 @@ def test_a_visitor_s_kept_prediction_is_compact_and_redraws_the_same_mask(tmp_pa
     assert kept.probabilities.dtype == np.float16 and kept.probabilities.shape == (1, 64, 48)
     views = []
     for threshold in (0.3, 0.6):
-        views.append(app.render(kept, threshold))
+        views.append(render(kept, threshold))
         expected = (kept.probabilities[0] > threshold) * 255
-        np.testing.assert_array_equal(np.asarray(Image.open(views[-1][5])), expected)
-    (first_image, first_prediction), (image, prediction) = views[0][3], views[1][3]
+        np.testing.assert_array_equal(np.asarray(Image.open(views[-1]["mask"])), expected)
+    (first_image, first_prediction), (image, prediction) = (v["slider"] for v in views)
     assert image == first_image  # the image view is written once per prediction
     assert prediction != first_prediction and Path(first_prediction).is_file()  # redrawn apart
 
 
 def test_a_model_without_class_names_gets_one_name_per_class() -> None:
-    import app
     import zoo
 
     model = zoo.create_model("unet", num_classes=4, base_channels=4)
-    assert app.class_names(model) == ["background", "class 1", "class 2", "class 3"]
+    assert class_names(model) == ["background", "class 1", "class 2", "class 3"]
     model.pretrained_config = {"classes": ["bg", "nucleus"]}
-    assert app.class_names(model) == ["bg", "nucleus"]
+    assert class_names(model) == ["bg", "nucleus"]
 
 
 def test_a_1x1_image_gets_a_1x1_mask(client, tmp_path: Path) -> None:
@@ -459,10 +459,9 @@ def test_a_1x1_image_gets_a_1x1_mask(client, tmp_path: Path) -> None:
     assert np.asarray(Image.open(segment(client, None, file=tiny)[5])).shape == (1, 1)
 
 
-def test_answers_go_to_fresh_folders_and_old_ones_are_pruned(tmp_path, monkeypatch) -> None:
+def test_answers_go_to_fresh_folders_and_old_ones_are_pruned(tmp_path) -> None:
     import app
 
-    monkeypatch.setattr(app, "OUTPUT_DIR", tmp_path / "out")
     (tmp_path / "out").mkdir()
     stale = tmp_path / "out" / "stale-answer"
     stale.mkdir()
@@ -470,7 +469,7 @@ def test_answers_go_to_fresh_folders_and_old_ones_are_pruned(tmp_path, monkeypat
     two_hours_ago = time.time() - 7200
     os.utime(stale, (two_hours_ago, two_hours_ago))
     (tmp_path / "out" / "deleted-meanwhile").symlink_to(tmp_path / "gone")  # listed, then gone
-    first, second = app.answer_folder("scan"), app.answer_folder("scan")
+    first, second = answer_folder("scan", tmp_path / "out"), answer_folder("scan", tmp_path / "out")
     assert not stale.exists()  # older than an hour: deleted; another request's race: ignored
     assert first != second and {first.parent, second.parent} == {tmp_path / "out"}
     odd = tmp_path / "..a scan;rm -rf.png"
@@ -514,17 +513,20 @@ def test_browser_dicom_and_ome_tiff_show_hd95_in_physical_units(
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(app_url, wait_until="load", timeout=120_000)
-        note = page.locator("#note")
         shown = [  # what each upload's note must say: the window, the plane, the pixel size
             (scan, 0, ["window centre 40, width 400", "pixel 0.5 x 0.5 mm", "HD95 in mm:"]),
             (ome, 2, ["plane 2 of 3 (Z stack)", "pixel 0.2 x 0.2 µm", "HD95 in µm:"]),
         ]
         for upload, plane, expected in shown:
-            page.locator("#image-file input[type=file]").set_input_files(str(upload))
-            page.locator("#mask-file input[type=file]").set_input_files(str(mask))
+            page.goto(app_url, wait_until="load", timeout=120_000)
+            for box, path in (("#image-file", upload), ("#mask-file", mask)):
+                with page.expect_file_chooser() as chooser:
+                    page.locator(box).get_by_label("Click to upload or drop files").click()
+                chooser.value.set_files(str(path))
+                page.locator(box).get_by_text(path.name.split(".")[0]).wait_for(timeout=30_000)
             page.locator("#frame input").fill(str(plane))
             page.get_by_role("button", name="Segment", exact=True).click()
+            note = page.locator("#note")
             note.get_by_text(expected[-1]).wait_for(timeout=120_000)
             assert all(text in note.inner_text() for text in expected), note.inner_text()
         page.screenshot(path=tmp_path / "medical.png", full_page=True)

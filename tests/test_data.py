@@ -27,7 +27,7 @@ from trainers.data import (
     train_transform,
     train_val_split,
 )
-from trainers.data.dataset import match_channels
+from zoo import match_channels
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -143,35 +143,30 @@ def test_a_missing_engine_package_falls_back_to_eager(monkeypatch, caplog) -> No
     assert "engine openvino is not installed (pip install openvino)" in caplog.text
 
 
-def test_the_app_serves_through_the_engine_asked_for(monkeypatch) -> None:
-    import app
+def test_a_served_model_runs_through_the_engine_asked_for() -> None:
+    from zoo import serving
 
-    monkeypatch.setattr(app.ARGS, "engine", "eager")
-    served = app._serve(str(REPO / "weights" / "dsb2018-unet"))
+    served = serving.serve(str(REPO / "weights" / "dsb2018-unet"), "eager")
     assert served.engine == "eager"
     image = np.asarray(Image.new("RGB", (70, 50), "white"), dtype=np.float32) / 255
-    x = app.model_input(image, served.model)
+    x = serving.model_input(image, served.model)
     mean, std = (
         torch.tensor(v)[:, None, None] for v in (served.model.spec.mean, served.model.spec.std)
     )
     assert torch.equal(served.predict(x), served.model.predict((x - mean) / std))
-    assert app.predict(served, image).shape == (1, 50, 70)
+    assert serving.predict_image(served, image).shape == (1, 50, 70)
 
 
-def test_tiles_normalized_one_at_a_time_give_the_whole_image_normalized_at_once(
-    monkeypatch,
-) -> None:
-    import app
+def test_tiles_normalized_one_at_a_time_give_the_whole_image_normalized_at_once() -> None:
+    from zoo import serving
 
-    monkeypatch.setattr(app.ARGS, "engine", "eager")
-    served = app._serve(str(REPO / "weights" / "dsb2018-unet"))
+    served = serving.serve(str(REPO / "weights" / "dsb2018-unet"), "eager")
     grey = np.random.default_rng(0).random((300, 200, 1), dtype=np.float32)
-    monkeypatch.setattr(app, "TILES", (128,))  # 300x200 in overlapping 128x128 tiles
-    tiled = app.predict(served, grey)
+    tiled = serving.predict_image(served, grey, tiles=(128,))  # overlapping 128x128 tiles
     model = served.model
     whole = zoo.normalize(torch.from_numpy(grey).permute(2, 0, 1).expand(3, -1, -1)[None],
                           model.spec.mean, model.spec.std)  # fmt: skip
-    expected = zoo.sliding_window_predict(model, whole, tile=128, overlap=app.OVERLAP)
+    expected = zoo.sliding_window_predict(model, whole, tile=128, overlap=serving.OVERLAP)
     np.testing.assert_allclose(tiled, expected[0].to(torch.float16).numpy(), atol=0)
 
 
@@ -199,13 +194,13 @@ def test_release_gives_the_memory_back_and_the_engine_answers_the_same_after() -
     torch.testing.assert_close(runner(x), before, atol=0, rtol=0)
 
 
-def test_the_app_releases_the_engine_memory_after_inputs_larger_than_512x512() -> None:
-    import app
+def test_the_engine_memory_is_given_back_after_inputs_larger_than_512x512() -> None:
+    from zoo import serving
 
     model = zoo.create_model("unet", base_channels=4).eval()
     released = []
-    served = app.Served(model, model.predict, lambda: released.append(1), "test")
-    app.predict(served, np.zeros((512, 512, 3), np.float32))
+    served = serving.Served(model, model.predict, lambda: released.append(1), "test")
+    serving.predict_image(served, np.zeros((512, 512, 3), np.float32))
     assert released == []  # the usual size: the engine keeps its memory for the next request
-    app.predict(served, np.zeros((520, 600, 3), np.float32))
+    serving.predict_image(served, np.zeros((520, 600, 3), np.float32))
     assert released == [1]

@@ -22,7 +22,7 @@ from ._registry import (
     register_model,
     register_prefix,
 )
-from ._spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, normalize
+from ._spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec, match_channels, normalize
 
 __all__ = [
     "ENGINES",
@@ -43,6 +43,7 @@ __all__ = [
     "from_pretrained",
     "get_spec",
     "list_models",
+    "match_channels",
     "normalize",
     "register_model",
     "register_prefix",

@@ -1,10 +1,12 @@
-"""What the registry knows about a model: a flat dataclass kept apart from the architecture."""
+"""What the registry knows about a model (a flat dataclass kept apart from the architecture), and
+the inputs its weights expect: channels matched, values normalised."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -64,4 +66,20 @@ def normalize(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> Ten
     shape = (channels, 1, 1)
     return image.sub(torch.tensor(mean, dtype=image.dtype).view(shape)).div_(
         torch.tensor(std, dtype=image.dtype).view(shape)
+    )
+
+
+def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """An H x W x C image with `channels` channels: grey repeated, or colour averaged.
+
+    Other mismatches (an RGB image for a 4-channel model) raise a ValueError saying both counts.
+    """
+    if image.shape[2] == channels:
+        return image
+    if channels == 1:
+        return image.mean(axis=2, keepdims=True, dtype=np.float32)
+    if image.shape[2] == 1:
+        return np.repeat(image, channels, axis=2)
+    raise ValueError(
+        f"the model takes {channels}-channel images and this one has {image.shape[2]} channels"
     )

@@ -10,6 +10,8 @@ import numpy as np
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from zoo import match_channels
+
 from .layouts import Sample
 from .readers import MaskMode, Palette, read_sample
 
@@ -122,19 +124,3 @@ def _compact_labels(mask: np.ndarray) -> np.ndarray:
     if mask.dtype == np.int64 and mask.size and mask.min() >= 0 and mask.max() < 256:
         return mask.astype(np.uint8)
     return mask
-
-
-def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """An H x W x C image with `channels` channels: grey repeated, or colour averaged.
-
-    Other mismatches (an RGB image for a 4-channel model) raise a ValueError saying both counts.
-    """
-    if image.shape[2] == channels:
-        return image
-    if channels == 1:
-        return image.mean(axis=2, keepdims=True, dtype=np.float32)
-    if image.shape[2] == 1:
-        return np.repeat(image, channels, axis=2)
-    raise ValueError(
-        f"the model takes {channels}-channel images and this one has {image.shape[2]} channels"
-    )
