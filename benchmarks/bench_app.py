@@ -11,9 +11,11 @@ Prints, for the default model (the first listed, `drive-unet`):
    retina itself and a 4096x4096 TIFF of noise; "Gradio and transfer" is the same request
    through gradio_client minus `segment`;
 4. `python app.py` on a free localhost port: start-up; the 512x512 request through
-   gradio_client, the same request as the page makes it (one kept-alive connection: upload,
-   queue, event stream, then the images the page shows), and an eager float32 forward of
-   the same model in this process (median of 5 each, the three timed in turns); the retina
+   gradio_client (downloading every output file, as it does by default), through
+   gradio_client with `download_files=False` (the answer, its files left on the server), the
+   same request as the page makes it (one kept-alive connection: upload, queue, event
+   stream, then the images the page shows), and an eager float32 forward of the same model
+   in this process (median of 5 each, the four timed in turns); the retina
    (median of 5) and the 4096x4096 TIFF (median of 3) through gradio_client; the server's
    peak resident memory after them all.
 """
@@ -45,17 +47,18 @@ from bench_engines import THREADS, engine_table  # noqa: E402
 from bench_zoo import paired_medians  # noqa: E402
 
 import zoo  # noqa: E402
+from zoo import serving  # noqa: E402
 
 TILES = (256, 384, 512, 768, 1024)
 # Stages of a request: the functions whose cumulative time makes each (file, function name).
 STAGES = {
     "read the file": [("readers.py", "read_image")],
-    "normalise": [("app.py", "model_input")],
+    "normalise": [("serving.py", "model_input"), ("_spec.py", "normalize")],
     "forward (engine)": [("_engines.py", "predict"), ("_model.py", "predict")],
     "contrast-stretched RGB for display": [("plots.py", "display_rgb")],
     "overlays": [("plots.py", "overlay")],
     "error map": [("plots.py", "error_map")],
-    "PNG encoding (views, mask)": [("app.py", "write_pngs")],
+    "PNG encoding (views, mask)": [("views.py", "write_pngs")],
 }
 
 
@@ -88,10 +91,10 @@ def test_images(folder: Path) -> dict[str, Path]:
     return images
 
 
-def tile_rows(demo_app, served) -> list[str]:
+def tile_rows(served: serving.Served) -> list[str]:
     """Seconds for a 2048x2048 image per tile size, through the app's engine."""
     image = np.random.default_rng(1).random((2048, 2048, 3), dtype=np.float32)
-    x = demo_app.model_input(image, served.model)
+    x = serving.model_input(image, served.model)
     rows = [
         "| tile | tiles | s for 2048x2048 | us per image pixel |",
         "| ---: | ---: | ---: | ---: |",
@@ -101,7 +104,7 @@ def tile_rows(demo_app, served) -> list[str]:
 
         def run(tile: int = tile) -> None:
             zoo.sliding_window_predict(
-                served.model, x, tile=tile, overlap=demo_app.OVERLAP, predict=served.predict,
+                served.model, x, tile=tile, overlap=serving.OVERLAP, predict=served.predict,
                 progress=lambda done, total: count.append(total),
             )  # fmt: skip
 
@@ -224,7 +227,7 @@ class Page:
 
 
 def main() -> None:
-    from gradio_client import handle_file
+    from gradio_client import Client, handle_file
 
     import app as demo_app
 
@@ -232,29 +235,30 @@ def main() -> None:
     print("## Engines\n\n" + "\n".join(engine_table()))
     label = next(iter(demo_app.CHOICES))
     served = demo_app.load_model(demo_app.CHOICES[label])
-    print(f"\n## Tile size ({served.engine}, {label}, overlap {demo_app.OVERLAP})\n")
-    print("\n".join(tile_rows(demo_app, served)))
+    print(f"\n## Tile size ({served.engine}, {label}, overlap {serving.OVERLAP})\n")
+    print("\n".join(tile_rows(served)))
     images = test_images(Path(tempfile.mkdtemp()))
 
     port = free_port()
     root = f"http://127.0.0.1:{port}"
     server, client, startup = start_app(port)
     try:
+        answer_only = Client(f"{root}/", verbose=False, download_files=False)
 
-        def request(path: Path) -> float:
+        def request(path: Path, through=client) -> float:
             start = time.perf_counter()
-            client.predict(label, None, handle_file(str(path)), None, 0.5, api_name="/segment")
+            through.predict(label, None, handle_file(str(path)), None, 0.5, api_name="/segment")
             return time.perf_counter() - start
 
         first = request(images["512x512 PNG"])
         small = images["512x512 PNG"]
         image = np.asarray(Image.open(small).convert("RGB"), dtype=np.float32) / 255
         spec = served.model.spec
-        x = zoo.normalize(demo_app.model_input(image, served.model), spec.mean, spec.std)
+        x = zoo.normalize(serving.model_input(image, served.model), spec.mean, spec.std)
         page = Page(root)
-        via_client, via_page, eager = paired_medians(
-            [lambda: request(small), lambda: page.click(label, small),
-             lambda: served.model.predict(x)], 5,
+        via_client, via_answer, via_page, eager = paired_medians(
+            [lambda: request(small), lambda: request(small, answer_only),
+             lambda: page.click(label, small), lambda: served.model.predict(x)], 5,
         )  # fmt: skip
         client_seconds = {
             "512x512 PNG": via_client,
@@ -279,8 +283,11 @@ def main() -> None:
     print(f"| first answer, 512x512 | {first:.2f} s | |")
     print(f"| 512x512 request through gradio_client (median of 5) | {via_client * 1e3:.0f} ms | |")
     print(f"| eager float32 forward, same model and image (median of 5) | {eager * 1e3:.0f} ms | |")
+    print(f"| the same, files left on the server (`download_files=False`) | "
+          f"{via_answer * 1e3:.0f} ms | |")  # fmt: skip
     print(f"| the same request as the page makes it (median of 5) | {via_page * 1e3:.0f} ms | |")
     print(f"| request through gradio_client / eager forward | {via_client / eager:.2f} | 1.3 |")
+    print(f"| request, files left on the server / eager forward | {via_answer / eager:.2f} | 1.3 |")
     print(f"| request as the page makes it / eager forward | {via_page / eager:.2f} | 1.3 |")
     print(f"| retina.jpg 1411x1411 request (median of 5) | {retina:.2f} s | 4 s |")
     print(f"| retina request / eager 512x512 forward | {retina / eager:.1f} | 8.7 |")
