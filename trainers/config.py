@@ -16,6 +16,7 @@ from typing import Any
 
 from trainers.budget import parse_duration
 from trainers.losses import check_loss_weights
+from zoo._checks import check_positive_int
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The report: ImageNet-pretrained, frozen VGG16 FCN, Adam at 1e-3 with a cosine schedule over
@@ -74,9 +75,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive = ("batch_size", "image_size", "patches_per_image", "in_channels")
         for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if self.time_budget:
             parse_duration(self.time_budget)  # a ValueError naming the text
         if not isinstance(self.epochs, int) or self.epochs < (0 if self.time_budget else 1):

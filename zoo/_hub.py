@@ -13,7 +13,6 @@ import dataclasses
 import functools
 import importlib.metadata
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,8 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ._checks import listing
 from ._files import atomic_write
-from ._messages import listing
 from ._model import SegmentationModel, create_model
 from ._pretrained import PretrainedWeightsError
 from ._spec import ModelSpec
@@ -30,8 +29,6 @@ from ._spec import ModelSpec
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 REQUIRED_KEYS = {"model": str, "num_classes": int, "in_channels": int, "model_kwargs": dict}
-_REPO_ID = re.compile(r"[A-Za-z0-9._-]+/[A-Za-z0-9._-]+")
-_REPO_ID_RULE = "'owner/name' made of letters, digits, '.', '_' and '-' (no '..')"
 _LISTED = 5
 """How many keys an error lists before it says how many more there are."""
 
@@ -44,16 +41,23 @@ def bioseg_version() -> str:
         return "0.1.0"
 
 
-def _is_repo_id(value: str) -> bool:
-    return bool(_REPO_ID.fullmatch(value)) and ".." not in value
+def _repo_id_problem(value: str) -> str | None:
+    """Why `value` is not a Hub repo id `owner/name` (the Hub's own rule, from huggingface_hub's
+    `validate_repo_id`), or None when it is one."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError as error:
+        return str(error).split(". Use `repo_type`")[0].rstrip(".")
+    return None if "/" in value else "a bioseg model's repo id has an owner: 'owner/name'"
 
 
 def check_repo_id(repo_id: str) -> str:
     """Return `repo_id` if it has the shape `owner/name`, else raise a ValueError saying why."""
-    if not _is_repo_id(repo_id):
-        raise ValueError(
-            f"invalid Hub repo id {repo_id!r}: expected {_REPO_ID_RULE}, e.g. 'my-lab/drive-unet'"
-        )
+    problem = _repo_id_problem(repo_id)
+    if problem:
+        raise ValueError(f"invalid Hub repo id {repo_id!r}: {problem}; e.g. 'my-lab/drive-unet'")
     return repo_id
 
 
@@ -150,10 +154,12 @@ def _resolve(id_or_path: str | Path, revision: str | None, hub_only: bool) -> tu
             f"{path} is a file; from_pretrained expects a folder holding {CONFIG_NAME} and "
             f"{WEIGHTS_NAME}, or a Hub repo id 'owner/name'"
         )
-    if isinstance(id_or_path, Path) or not _is_repo_id(id_or_path):
+    problem = "a path" if isinstance(id_or_path, Path) else _repo_id_problem(id_or_path)
+    if problem:
         raise ValueError(
-            f"{str(id_or_path)!r} is neither an existing folder nor a Hub repo id: expected a "
-            f"folder holding {CONFIG_NAME} and {WEIGHTS_NAME}, or a repo id {_REPO_ID_RULE}"
+            f"{str(id_or_path)!r} is neither an existing folder nor a Hub repo id ({problem}): "
+            f"expected a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}, or a repo id "
+            "'owner/name'"
         )
     return _hub(id_or_path, revision)
 

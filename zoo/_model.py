@@ -7,6 +7,7 @@ import inspect
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_positive_int
 from ._pretrained import PretrainedWeightsError
 from ._registry import get_spec
 from ._spec import ModelSpec
@@ -117,9 +118,8 @@ def create_model(
     own loaders (a warm cache works offline). Extra keyword arguments go to the model's builder.
     """
     spec = get_spec(name)
-    for label, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{label} must be a positive integer, got {value!r}")
+    check_positive_int("num_classes", num_classes)
+    check_positive_int("in_channels", in_channels)
     if pretrained and not spec.pretrained_sources:
         raise ValueError(f"model '{name}' has no pretrained weights; use pretrained=False")
     build_kwargs = {**spec.default_kwargs, **kwargs}

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zoo._messages import listing
+from zoo._checks import listing
 
 from .readers import DataError, MaskMode, Palette
 

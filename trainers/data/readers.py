@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from zoo._messages import listing
+from zoo._checks import listing
 
 from .errors import MAX_PIXELS_ENV, DataError, check_pixel_count
 from .medical import Decoded, is_dicom, is_tiff, read_dicom, read_tiff
