@@ -52,7 +52,7 @@ from zoo import serving  # noqa: E402
 TILES = (256, 384, 512, 768, 1024)
 # Stages of a request: the functions whose cumulative time makes each (file, function name).
 STAGES = {
-    "read the file": [("readers.py", "read_image")],
+    "read the file": [("readers.py", "read_decoded")],
     "normalise": [("serving.py", "model_input"), ("_spec.py", "normalize")],
     "forward (engine)": [("_engines.py", "predict"), ("_model.py", "predict")],
     "contrast-stretched RGB for display": [("plots.py", "display_rgb")],

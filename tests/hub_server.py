@@ -6,7 +6,12 @@ What huggingface_hub 2.x calls for `create_repo`, `create_commit` and `hf_hub_do
   url, as the Hub does) when the repo exists, which `exist_ok=True` accepts.
 - `POST /api/validate-yaml`: the README.md front matter must parse as a YAML mapping.
 - `POST /api/models/{repo}/preupload/{revision}`: every file is "regular", so its content comes
-  base64-encoded in the commit and no LFS or Xet upload happens.
+  base64-encoded in the commit; with `FakeHub(lfs=True)`, weight files (`*.safetensors`, `*.bin`,
+  `*.pt`, as the Hub's default .gitattributes tracks them) and files of 10 MB or more are "lfs".
+- LFS, as a client without hf_xet uploads large files (`HF_HUB_DISABLE_XET=1`): `POST
+  /{repo}.git/info/lfs/objects/batch` answers a "basic" upload action per object, `PUT
+  /lfs-objects/{oid}` takes the bytes (refused unless their sha256 is the oid), and the commit
+  names them in `lfsFile` lines.
 - `POST /api/models/{repo}/commit/{revision}`: NDJSON, a header line then one line per file.
 - `HEAD` and `GET /{repo}/resolve/{revision}/{path}`: X-Repo-Commit, ETag and Content-Length,
   and the bytes for GET; a missing repo, revision or file gets the Hub's X-Error-Code.
@@ -61,8 +66,9 @@ class HubError(Exception):
 class FakeHub:
     """The server and its state; `with FakeHub() as hub:` serves on `hub.url` in a thread."""
 
-    def __init__(self, token: str = "fake") -> None:
-        self.token = token
+    def __init__(self, token: str = "fake", lfs: bool = False) -> None:
+        self.token, self.lfs = token, lfs
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 -> the bytes PUT for it
         self.repos: dict[str, Repo] = {}
         self.requests: list[str] = []
         self.unhandled: list[str] = []
@@ -81,6 +87,12 @@ class FakeHub:
             ),
             ("POST", re.compile(rf"/api/{kind}/{_REPO}/commit/{rev}"), self._commit),
             ("POST", re.compile(rf"/api/spaces/{_REPO}/variables"), self._variable),
+            (
+                "POST",
+                re.compile(rf"/(?P<kind>spaces/)?{_REPO}\.git/info/lfs/objects/batch"),
+                self._lfs_batch,
+            ),
+            ("PUT", re.compile(r"/lfs-objects/(?P<oid>[0-9a-f]{64})"), self._lfs_put),
             (
                 "GET",
                 re.compile(rf"/(?P<kind>spaces/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"),
@@ -185,8 +197,32 @@ class FakeHub:
     def _preupload(self, body: bytes, kind: str, repo: str, rev: str) -> Answer:
         self._repo(self._key(kind, repo))
         files = json.loads(body)["files"]
-        modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+        modes = [
+            {"path": f["path"], "uploadMode": self._mode(f), "shouldIgnore": False} for f in files
+        ]
         return 200, {"files": modes}, {}
+
+    def _mode(self, file: dict) -> str:
+        weights = file["path"].endswith((".safetensors", ".bin", ".pt"))
+        return "lfs" if self.lfs and (weights or file["size"] >= 10 * 2**20) else "regular"
+
+    def _lfs_batch(self, body: bytes, kind: str | None, repo: str) -> Answer:
+        self._repo(self._key(kind, repo))
+        payload = json.loads(body)
+        if payload.get("operation") != "upload" or "basic" not in payload.get("transfers", []):
+            raise HubError(400, "", "this fake Hub takes basic LFS uploads only")
+        objects = [
+            {**item, "authenticated": True,
+             "actions": {"upload": {"href": f"{self.url}/lfs-objects/{item['oid']}"}}}
+            for item in payload["objects"]
+        ]  # fmt: skip
+        return 200, {"transfer": "basic", "objects": objects}, {}
+
+    def _lfs_put(self, body: bytes, oid: str) -> Answer:
+        if hashlib.sha256(body).hexdigest() != oid:
+            raise HubError(400, "", f"the bytes PUT for {oid} have another sha256")
+        self.lfs_objects[oid] = body
+        return 200, b"", {}
 
     def _commit(self, body: bytes, kind: str, repo: str, rev: str) -> Answer:
         record = self._repo(self._key(kind, repo))
@@ -200,10 +236,12 @@ class FakeHub:
             key, value = line["key"], line["value"]
             if key == "file" and value.get("encoding") == "base64":
                 files[value["path"]] = base64.b64decode(value["content"])
+            elif key == "lfsFile" and value.get("oid") in self.lfs_objects:
+                files[value["path"]] = self.lfs_objects[value["oid"]]
             elif key == "deletedFile":
                 files.pop(value["path"], None)
             else:
-                raise HubError(400, "", f"this fake Hub takes only regular files, got {key!r}")
+                raise HubError(400, "", f"a {key!r} line this fake Hub cannot take: {value}")
         digest = hashlib.sha1(f"{list(record.commits)}{lines[0]}".encode())
         for path, content in sorted(files.items()):
             digest.update(path.encode() + hashlib.sha256(content).digest())
@@ -241,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         self._send(*self.hub.answer(self.command, path, body, self.headers.get("Authorization")))
 
-    do_GET = do_HEAD = do_POST = _dispatch
+    do_GET = do_HEAD = do_POST = do_PUT = _dispatch
 
     def _send(self, status: int, answer: object, headers: dict[str, str]) -> None:
         data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()

@@ -7,6 +7,7 @@ machine.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -115,6 +116,23 @@ def client_env(hub_url: str, home: Path, offline: bool = False) -> dict[str, str
         "NO_PROXY": "127.0.0.1",
         "no_proxy": "127.0.0.1",
     }
+
+
+def test_weights_go_up_by_lfs_as_the_hub_takes_large_files(run_dir, tmp_path, run_python):
+    """The Hub stores weights in LFS: with a client that does not use hf_xet, the weights go up
+    by the LFS batch API and a PUT of their bytes, the commit names them by sha256, and they
+    come back whole."""
+    paths = {"reference": str(tmp_path / "reference.safetensors"), "run": str(run_dir)}
+    with FakeHub(token="fake", lfs=True) as hub:
+        code = ROUND_TRIP.format(**paths, push_to=[REPO_ID], load=[REPO_ID], missing=[])
+        env = {**client_env(hub.url, tmp_path / "hf_home"), "HF_HUB_DISABLE_XET": "1"}
+        run_python(code, env=env)
+    weights = (run_dir / "model.safetensors").read_bytes()
+    oid = hashlib.sha256(weights).hexdigest()
+    assert f"POST /{REPO_ID}.git/info/lfs/objects/batch" in hub.requests
+    assert f"PUT /lfs-objects/{oid}" in hub.requests and hub.unhandled == []
+    assert set(hub.lfs_objects) == {oid}  # the weights alone: the small files go inline
+    assert hub.repos[REPO_ID].files["model.safetensors"] == weights
 
 
 def front_matter(card: str) -> dict:
