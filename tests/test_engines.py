@@ -96,7 +96,7 @@ def test_a_model_the_engine_cannot_run_falls_back_to_eager_with_one_message(capl
     model = zoo.SegmentationModel(OddNet(), spec, num_classes=1, in_channels=3, build_kwargs={})
     with caplog.at_level(logging.WARNING, logger="bioseg.engines"):
         predict, used = zoo.engine_predict(model, "onnxruntime")
-    assert used == "eager" and predict.predict == model.predict
+    assert used == "eager" and predict.predict == model.probabilities
     (record,) = [r for r in caplog.records if r.name == "bioseg.engines"]
     assert record.getMessage().startswith("odd_op: cannot run on onnxruntime (")
     assert "using eager PyTorch" in record.getMessage()
@@ -139,7 +139,7 @@ def test_a_missing_engine_package_falls_back_to_eager(monkeypatch, caplog) -> No
     monkeypatch.setattr(_engines.importlib.util, "find_spec", lambda name: None)
     with caplog.at_level(logging.WARNING, logger="bioseg.engines"):
         predict, used = zoo.engine_predict(model, "openvino")
-    assert used == "eager" and predict.predict == model.predict
+    assert used == "eager" and predict.predict == model.probabilities
     assert "engine openvino is not installed (pip install openvino)" in caplog.text
 
 
@@ -204,3 +204,16 @@ def test_the_engine_memory_is_given_back_after_inputs_larger_than_512x512() -> N
     assert released == []  # the usual size: the engine keeps its memory for the next request
     serving.predict_image(served, np.zeros((520, 600, 3), np.float32))
     assert released == [1]
+
+
+def test_the_demo_serves_a_model_with_a_scale_at_the_image_s_size() -> None:
+    from zoo import serving
+
+    model = zoo.create_model("unet", base_channels=4).eval()
+    model.scale = 0.5
+    served = serving.Served(model, model.probabilities, lambda: None, "test")
+    image = np.random.default_rng(0).random((1100, 300, 3), dtype=np.float32)
+    tiles = []
+    probabilities = serving.predict_image(served, image, lambda done, total: tiles.append(total))
+    assert probabilities.shape == (1, 1100, 300)
+    assert tiles == [1]  # 550x150 at half resolution: one pass, no tiles

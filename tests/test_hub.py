@@ -532,3 +532,10 @@ def connect(url: str, server: subprocess.Popen, log: Path):
                 pytest.fail(f"the Space's app exited:\n{log.read_text()}")
             time.sleep(0.5)
     pytest.fail(f"the Space's app did not start within 180 s:\n{log.read_text()}")
+
+
+def test_the_card_says_at_what_resolution_a_scaled_model_runs(run_dir):
+    config = json.loads((run_dir / "config.json").read_text())
+    assert "| resolution |" not in model_card(run_dir, REPO_ID)
+    (run_dir / "config.json").write_text(json.dumps({**config, "scale": 0.5}))
+    assert "| resolution | run at 0.5 of the image's size" in model_card(run_dir, REPO_ID)

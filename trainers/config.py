@@ -17,6 +17,7 @@ from typing import Any
 from trainers.budget import parse_duration
 from trainers.losses import check_loss_weights
 from zoo._checks import check_positive_int
+from zoo._spec import check_scale
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The report: ImageNet-pretrained, frozen VGG16 FCN, Adam at 1e-3 with a cosine schedule over
@@ -55,6 +56,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     image_size: int = 256  # side of the square training crops
     patches_per_image: int = 1  # random crops per image and epoch (large images: more)
+    scale: float = 1.0  # train and predict at this fraction of the images' resolution (0, 1]
     dice_weight: float = 0.5  # loss = dice_weight * Dice loss + iou_weight * IoU loss
     iou_weight: float = 0.5
     val_fraction: float = 0.2  # held out of train when the data set has no val split
@@ -87,6 +89,7 @@ class TrainConfig:
             if not (math.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
                 raise ValueError(f"{name} must be a finite number >= 0 (lr > 0), got {value!r}")
         check_loss_weights(self.dice_weight, self.iou_weight)
+        check_scale(self.scale)
         if self.optimizer not in ("adam", "adamw"):
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if not 0 <= self.val_fraction < 1:

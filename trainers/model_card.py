@@ -137,6 +137,9 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
         rows.append(("normalization", normalization))
     if "threshold" in config:
         rows.append(("threshold", _number(config["threshold"])))
+    if config.get("scale", 1) != 1:
+        rows.append(("resolution", f"run at {config['scale']:g} of the image's size by "
+                     "`predict` (resized down, answered at full size)"))  # fmt: skip
     if config["model_kwargs"]:
         options = ", ".join(f"{k}={_cell(v)}" for k, v in config["model_kwargs"].items())
         rows.append(("options", f"`{options}`"))

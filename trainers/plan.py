@@ -1,5 +1,5 @@
 """A training plan derived from a data set's fingerprint and the hardware, as nnU-Net derives
-its own: crop size, crops per image, batch size, model width, normalization, workers.
+its own: crop size, resolution, crops per image, batch size, model width, normalization, workers.
 
     settings, reasons = make_plan(fingerprint(source), Hardware.detect())
 
@@ -19,6 +19,7 @@ from trainers.data.fingerprint import Fingerprint
 CROPS = (128, 192, 256, 384, 512)
 CONTEXT = 4  # a crop spans this many typical object widths: the object and as much each side
 MAX_PATCHES = 16
+MIN_SCALE = 0.25  # the most a plan reduces the resolution
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,17 @@ def make_plan(f: Fingerprint, hardware: Hardware) -> tuple[dict[str, Any], list[
         f"holds {CONTEXT} widths ({need:.0f} px) where the images ({f.heights[0]}x{f.widths[0]}) "
         f"and the hardware (at most {largest}) allow",
     ]
-    if need > crop:
+    scale = 1.0
+    if need > crop:  # nnU-Net's spacing: fewer pixels per object, so a crop holds its context
+        scale = min(1.0, math.ceil(max(crop / need, crop / shorter, MIN_SCALE) * 100) / 100)
+    if scale < 1:
         reasons.append(
-            "note: objects are wider than a crop can hold with their surroundings; training "
-            "at a reduced resolution would help, and is not done by this plan"
+            f"scale {scale:g}: objects wider than a {crop}-pixel crop holds {CONTEXT} times; at "
+            f"this reduced resolution it holds {crop / scale / width:.1f} widths, or the whole "
+            "shorter side of a median image (training, evaluation and the demo run at it; "
+            "masks come back at full size)"
         )
-    area = f.heights[0] * f.widths[0]
+    area = f.heights[0] * f.widths[0] * scale**2
     patches = min(MAX_PATCHES, max(1, math.ceil(area / crop**2)))
     reasons.append(
         f"{patches} crops per image and epoch: a median image is {area / crop**2:.1f} crops "
@@ -97,6 +103,7 @@ def make_plan(f: Fingerprint, hardware: Hardware) -> tuple[dict[str, Any], list[
         "in_channels": f.channels,
         "image_size": crop,
         "patches_per_image": patches,
+        "scale": scale,
         "batch_size": batch,
         "workers": workers,
         "mean": list(f.mean),

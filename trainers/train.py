@@ -99,6 +99,7 @@ def make_loaders(config: TrainConfig, spec: zoo.ModelSpec, world: int, rank: int
         "in_channels": config.in_channels,
         "mask_mode": source.mask_mode,
         "palette": source.palette,
+        "scale": config.scale,
     }
     norm = {"mean": spec.mean, "std": spec.std}
     train_set = SegmentationDataset(
@@ -231,7 +232,7 @@ def build_model(
         pretrained=pretrained,
         **config.model_kwargs,
     ).to(device)
-    model.spec = spec
+    model.spec, model.scale = spec, config.scale
     if device.type == "cuda" and config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

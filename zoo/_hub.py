@@ -24,7 +24,7 @@ from ._checks import listing
 from ._files import atomic_write
 from ._model import SegmentationModel, create_model
 from ._pretrained import PretrainedWeightsError
-from ._spec import ModelSpec
+from ._spec import ModelSpec, check_scale
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -227,8 +227,9 @@ def from_pretrained(
 
     A Hub repo is read through the Hub cache, so a cached one loads with no network or with
     HF_HUB_OFFLINE=1. `revision` (branch, tag or commit) applies to Hub repos only. The config
-    is kept as `model.pretrained_config` (threshold, classes, input_size when saved), and the
-    mean and std saved in it replace the plugin's current ones in `model.spec`.
+    is kept as `model.pretrained_config` (threshold, classes, input_size when saved), the
+    mean and std saved in it replace the plugin's current ones in `model.spec`, and a saved
+    `scale` becomes `model.scale` (the resolution `predict` runs at).
     `hub_only=True` reads a Hub repo even where a local folder has that name, and
     `max_parameters` refuses a config describing a larger model before its weights are fetched
     or any memory is taken (both for ids that strangers type into a web demo).
@@ -264,6 +265,7 @@ def from_pretrained(
     model.load_state_dict(weights, strict=True)
     model.pretrained_config = config
     model.spec = _saved_normalization(model.spec, config, f"{config_path}{origin}")
+    model.scale = check_scale(config.get("scale", 1.0), f"{config_path}{origin}")
     return model.to(map_location).eval()
 
 

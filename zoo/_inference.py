@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ._model import SegmentationModel
+from ._spec import at_size, rescale
 
 
 def _starts(length: int, tile: int, stride: int) -> list[int]:
@@ -52,15 +53,31 @@ def sliding_window_predict(
     Tiles of `tile` pixels overlap by `overlap` of their side and are blended with a Gaussian
     weight, so seams do not show. Memory stays bounded: the output (no full-size weight sum),
     plus one batch of `batch_size` tiles. An image no larger than one tile is predicted in one
-    pass. `predict` maps a batch to probabilities (default `model.predict`; an engine's, from
-    `zoo.engine_predict`, for speed). `progress(done, total)` is called after each batch.
+    pass. `predict` maps a batch to probabilities (default `model.probabilities`; an engine's,
+    from `zoo.engine_predict`, for speed). `progress(done, total)` is called after each batch.
+    A model with a `scale` below 1 is run on the image resized by it (tiles of `tile` pixels at
+    that resolution), and the answer is resized back to the image's size.
     """
     if image.ndim != 4 or image.shape[0] != 1:
         raise ValueError(f"expected one image of shape 1 x C x H x W, got {tuple(image.shape)}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     model.eval()
-    predict = predict or model.predict
+    scaled = rescale(image, model.scale)
+    predict = predict or model.probabilities
+    probabilities = _tiled(model, scaled, tile, overlap, batch_size, predict, progress)
+    return at_size(probabilities, image.shape[-2:])
+
+
+def _tiled(
+    model: SegmentationModel,
+    image: Tensor,
+    tile: int,
+    overlap: float,
+    batch_size: int,
+    predict: Callable[[Tensor], Tensor],
+    progress: Callable[[int, int], None] | None,
+) -> Tensor:
     _, _, height, width = image.shape
     if height <= tile and width <= tile:
         if progress:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ._checks import check_positive_int
 from ._pretrained import PretrainedWeightsError
 from ._registry import get_spec
-from ._spec import ModelSpec
+from ._spec import ModelSpec, at_size, rescale
 
 
 class ModelBuildError(RuntimeError):
@@ -40,6 +40,9 @@ class SegmentationModel(nn.Module):
         self.in_channels = in_channels
         self.build_kwargs = build_kwargs
         self.pretrained_config: dict[str, object] = {}  # config.json, when loaded from one
+        # Trained and run at this fraction of the images' resolution (objects too large for a
+        # crop at full resolution); `predict` answers at the input's size all the same.
+        self.scale = 1.0
 
     def forward(self, x: Tensor) -> Tensor:
         self.check_input(x)
@@ -74,7 +77,14 @@ class SegmentationModel(nn.Module):
 
     @torch.inference_mode()
     def predict(self, x: Tensor) -> Tensor:
-        """Class probabilities in eval mode: sigmoid for one class, else softmax over classes."""
+        """Class probabilities in eval mode at the input's size: a model with a `scale` below 1
+        runs on the input resized by it, and its answer is resized back."""
+        return at_size(self.probabilities(rescale(x, self.scale)), x.shape[-2:])
+
+    @torch.inference_mode()
+    def probabilities(self, x: Tensor) -> Tensor:
+        """Class probabilities in eval mode for `x` as it is (no `scale` applied): sigmoid for
+        one class, else softmax over the classes."""
         self.eval()
         logits = self(x)
         return logits.sigmoid() if self.num_classes == 1 else logits.softmax(dim=1)
@@ -88,6 +98,7 @@ class SegmentationModel(nn.Module):
             "model_kwargs": dict(self.build_kwargs),
             "mean": list(self.spec.mean),
             "std": list(self.spec.std),
+            **({"scale": self.scale} if self.scale != 1 else {}),
         }
 
 

@@ -69,6 +69,34 @@ def normalize(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> Ten
     )
 
 
+def check_scale(scale: object, source: str = "scale") -> float:
+    """`scale` as a float in (0, 1]: the resolution a model is trained and run at, relative to
+    its images'; a ValueError naming `source` otherwise."""
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale <= 1:
+        raise ValueError(f"{source}: the scale must be a number in (0, 1], got {scale!r}")
+    return float(scale)
+
+
+def rescale(image: Tensor, scale: float) -> Tensor:
+    """A ... x C x H x W image at `scale` times its height and width (antialiased bilinear; at
+    least 1 pixel a side); the image itself when `scale` is 1."""
+    if scale == 1:
+        return image
+    size = [max(1, round(side * scale)) for side in image.shape[-2:]]
+    return torch.nn.functional.interpolate(
+        image, size=size, mode="bilinear", antialias=True, align_corners=False
+    )
+
+
+def at_size(probabilities: Tensor, size: Sequence[int]) -> Tensor:
+    """N x K x h x w probabilities resampled (bilinear) to `size`, unchanged when already so."""
+    if tuple(probabilities.shape[-2:]) == tuple(size):
+        return probabilities
+    return torch.nn.functional.interpolate(
+        probabilities, size=list(size), mode="bilinear", align_corners=False
+    )
+
+
 def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
     """An H x W x C image with `channels` channels: grey repeated, or colour averaged.
 

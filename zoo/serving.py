@@ -108,12 +108,13 @@ def predict_image(
     progress: Callable[[int, int], None] | None = None,
     tiles: tuple[int, ...] = TILES,
 ) -> np.ndarray:
-    """Class probabilities K x H x W as float16 for an H x W x C image in [0, 1]. Images larger
-    than the largest of `tiles` are predicted in overlapping tiles, each normalized as it is
-    cut, and `progress(done, total)` is told after each. After forward passes larger than
-    512x512 the engine's memory grown for them is given back, so that a server's resident
-    memory stays that of the usual request between larger ones."""
-    height, width = image.shape[:2]
+    """Class probabilities K x H x W as float16 for an H x W x C image in [0, 1], at the
+    image's size. Images larger than the largest of `tiles` (at the model's `scale`) are
+    predicted in overlapping tiles, each normalized as it is cut, and `progress(done, total)`
+    is told after each. After forward passes larger than 512x512 the engine's memory grown for
+    them is given back, so that a server's resident memory stays that of the usual request
+    between larger ones."""
+    height, width = (max(1, round(side * served.model.scale)) for side in image.shape[:2])
     tile = (
         max(tiles)
         if max(height, width) <= max(tiles)

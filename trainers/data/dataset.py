@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from zoo import match_channels
+from zoo._spec import check_scale, rescale
 
 from .layouts import Sample
 from .readers import MaskMode, Palette, read_sample
@@ -32,7 +34,9 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
     (the transform pads it with False). Images are converted to ``in_channels`` (grey repeated to
     RGB, RGB averaged to grey). With ``patches_per_image`` > 1 every sample appears that many
     times, each index a fresh random crop. Files are read on first use; the last ``cache_size``
-    decoded samples are kept, and `keep_all` keeps every sample decoded for the whole run.
+    decoded samples are kept, and `keep_all` keeps every sample decoded for the whole run. With
+    ``scale`` below 1 each sample is resized by it as it is read (the image antialiased, mask
+    and roi by nearest neighbour), for models trained at a reduced resolution.
     """
 
     def __init__(
@@ -45,6 +49,7 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
         palette: Palette | None = None,
         patches_per_image: int = 1,
         cache_size: int = 8,
+        scale: float = 1.0,
     ):
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
@@ -62,6 +67,7 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
         self.palette = palette
         self.patches_per_image = patches_per_image
         self.cache_size = cache_size
+        self.scale = check_scale(scale)
         self._cache: OrderedDict[int, Arrays] = OrderedDict()
         self._kept: dict[int, Arrays] = {}
 
@@ -103,12 +109,26 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
         image, mask, roi = read_sample(
             self.samples[position], mask_mode=self.mask_mode, palette=self.palette
         )
-        arrays = (match_channels(image, self.in_channels), mask, roi)
+        arrays = _rescaled(match_channels(image, self.in_channels), mask, roi, self.scale)
         if self.cache_size:
             self._cache[position] = arrays
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return arrays
+
+
+def _rescaled(image: np.ndarray, mask: np.ndarray, roi: np.ndarray, scale: float) -> Arrays:
+    """A sample at `scale` times its resolution: the image antialiased, the mask and roi by
+    nearest neighbour (labels stay labels); unchanged at scale 1."""
+    if scale == 1:
+        return image, mask, roi
+    pixels = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
+    small = rescale(pixels[None], scale)[0].permute(1, 2, 0).numpy()
+    rows, columns = (
+        np.minimum(((np.arange(new) + 0.5) / scale).astype(int), old - 1)
+        for new, old in zip(small.shape[:2], image.shape[:2], strict=True)
+    )
+    return np.ascontiguousarray(small), mask[rows][:, columns], roi[rows][:, columns]
 
 
 def _compact(image: np.ndarray) -> np.ndarray:
