@@ -631,3 +631,28 @@ def test_load_16_clients_by_10_requests_all_answered(app_url: str, tmp_path: Pat
         f"p95 {np.percentile(latencies, 95):.2f} s, server peak RSS {peak:.0f} MB"
     )
     assert peak < 4096  # bounded: the queue holds requests, not 160 images in flight
+
+
+FIRST_ANSWERS_AT_ONCE = """
+import gc, threading
+from concurrent.futures import ThreadPoolExecutor
+from trainers import views
+
+barrier = threading.Barrier(16)
+
+
+def first(_):
+    barrier.wait()  # sixteen first requests at the same moment, as in the load test
+    return views.output_dir()
+
+
+with ThreadPoolExecutor(16) as pool:
+    folders = set(pool.map(first, range(16)))
+gc.collect()
+print(len(folders), all(folder.is_dir() for folder in folders))
+"""
+
+
+def test_first_answers_at_once_share_one_output_folder_that_stays(run_python) -> None:
+    """A found race: each made its own folder, and those not kept were deleted mid-answer."""
+    assert run_python(FIRST_ANSWERS_AT_ONCE).stdout.split() == ["1", "True"]

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import shutil
 import tempfile
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -32,14 +33,20 @@ METRIC_NAMES = ("dice", "iou", "hd95", "precision", "recall")
 VIEWS = ("target", "prediction", "errors", "slider", "metrics", "mask", "note")
 
 
+_OUTPUT_LOCK = threading.Lock()
+
+
 @functools.cache
 def _output() -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix="bioseg-app-")  # removed when the process exits
 
 
 def output_dir() -> Path:
-    """The private folder (0700) of every answer's files, made on first use, gone at exit."""
-    return Path(_output().name)
+    """The private folder (0700) of every answer's files, made on first use, gone at exit.
+    Made under a lock: two first requests at once would each make one, and the one not kept
+    would be deleted, answers and all, when it is garbage-collected."""
+    with _OUTPUT_LOCK:
+        return Path(_output().name)
 
 
 @dataclass
