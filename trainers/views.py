@@ -95,12 +95,19 @@ def read_target(
     return target.astype(np.int64)
 
 
+def foreground(classes: list[str]) -> list[tuple[int, str]]:
+    """Each foreground class id with its name ("class c" where `classes` has none)."""
+    return [
+        (c, classes[c] if c < len(classes) else f"class {c}")
+        for c in range(1, max(len(classes), 2))
+    ]
+
+
 def metric_rows(labels: np.ndarray, target: np.ndarray, classes: list[str]) -> list[list]:
     """One row per foreground class: the class, then Dice, IoU, HD95, precision and recall."""
     rows = []
-    for c in range(1, max(len(classes), 2)):
+    for c, name in foreground(classes):
         values = metrics.binary_metrics(labels == c, target == c)
-        name = classes[c] if c < len(classes) else f"class {c}"
         rows.append([name, *(round(float(values[m]), 4) for m in METRIC_NAMES)])
     return rows
 
@@ -213,8 +220,7 @@ def physical_hd95(
     if not source.spacing:
         return ""
     values = [
-        f"{classes[c] if c < len(classes) else f'class {c}'} "
-        f"{metrics.hd95(labels == c, target == c, spacing=source.spacing):.3g} {source.unit}"
-        for c in range(1, max(len(classes), 2))
+        f"{name} {metrics.hd95(labels == c, target == c, spacing=source.spacing):.3g} {source.unit}"
+        for c, name in foreground(classes)
     ]
     return "<br>**HD95 in " + source.unit + ":** " + ", ".join(values)
