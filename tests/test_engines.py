@@ -6,6 +6,9 @@ import dataclasses
 import logging
 import subprocess
 import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +158,32 @@ def test_a_served_model_runs_through_the_engine_asked_for() -> None:
     )
     assert torch.equal(served.predict(x), served.model.predict((x - mean) / std))
     assert serving.predict_image(served, image).shape == (1, 50, 70)
+
+
+def test_served_models_run_one_forward_pass_at_a_time(monkeypatch) -> None:
+    """Two requests' forwards at once would share the same cores and slow each other down."""
+    from zoo import serving
+
+    running, most, guard = [0], [0], threading.Lock()
+
+    def slow_forward(x: torch.Tensor) -> torch.Tensor:
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with guard:
+            running[0] -= 1
+        return x
+
+    monkeypatch.setattr(
+        serving, "engine_predict", lambda model, engine: (_engines.Runner(slow_forward), "slow")
+    )
+    names = ("dsb2018-unet", "drive-unet")  # two models: one forward at a time across models too
+    served = [serving.serve(str(REPO / "weights" / name)) for name in names]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        calls = [pool.submit(s.predict, torch.zeros(1, 3, 8, 8)) for s in served * 4]
+        assert all(call.result().shape == (1, 3, 8, 8) for call in calls)
+    assert most[0] == 1
 
 
 def test_tiles_normalized_one_at_a_time_give_the_whole_image_normalized_at_once() -> None:

@@ -31,6 +31,10 @@ LOG = logging.getLogger("bioseg.serving")
 TILES, OVERLAP = (512, 768, 1024), 0.125
 # After forward passes larger than this, the engine gives back the memory grown for them.
 USUAL_PIXELS = 512 * 512
+# One forward pass at a time in the process, whichever the model: each engine already uses every
+# thread it is given, and two at once on the same cores only slow each other down, while the
+# other request's reading, drawing and PNG writing can go on beside the one forward.
+_FORWARD = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,16 @@ class Served:
 
 def serve(location: str, engine: str | None = None, **load_options: object) -> Served:
     """The weights at `location` (a folder or Hub id, `from_pretrained`'s `load_options`), run
-    by `engine` (default: `$BIOSEG_ENGINE`, else the fastest measured)."""
+    by `engine` (default: `$BIOSEG_ENGINE`, else the fastest measured). Forward passes of every
+    served model run one at a time."""
     model = from_pretrained(location, **load_options)
     runner, used = engine_predict(model, engine)
     LOG.info("%s: served by %s", location, used)
 
     def predict(batch: torch.Tensor) -> torch.Tensor:
-        return runner(normalize(batch, model.spec.mean, model.spec.std))
+        normalized = normalize(batch, model.spec.mean, model.spec.std)
+        with _FORWARD:
+            return runner(normalized)
 
     return Served(model, predict, runner.release, used)
 
