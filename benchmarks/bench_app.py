@@ -312,8 +312,8 @@ def main() -> None:
     ]
     print("| measure | value | bound |\n| --- | ---: | ---: |")
     print("\n".join(f"| {measure} | {value} | {bound} |" for measure, value, bound in rows))
-    print("\n## One new httpx connection, as gradio_client opens for each upload, join, event")
-    print("stream and file (`httpx.Client()` made and closed, median of 20)\n")
+    print("\n## One new httpx connection (`httpx.Client()` made and closed, median of 20), as")
+    print("gradio_client opens for each upload, queue join, event stream and output file\n")
     print("| CA bundle loaded | ms |\n| --- | ---: |")
     for verify, name in ((True, "yes (the default)"), (False, "no (`verify=False`)")):
         seconds = statistics.median(connection_seconds(verify) for _ in range(20))
