@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Train and evaluate the models behind the README's results table (CPU: about 3 hours on 2 cores).
+# Train and evaluate the models behind the README's results table (CPU: about 3 hours on 2 cores;
+# `bash benchmarks/train_results.sh drive-unet isbi2012-unet dsb2018-unet`: the U-Nets alone).
 # Each run writes runs/<name>/ with model.safetensors, config.json, metrics.csv and eval/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 UNET16=(--model unet --model-kwargs '{"base_channels": 16}' --workers 1)
-run() { [ -e "runs/$1/eval/summary.json" ] || python -m trainers.train --output "runs/$1" "${@:2}"; }
+ONLY=" $* "  # run names given as arguments (e.g. drive-unet isbi2012-unet): only those
+run() {
+    [[ "$ONLY" == "  " || "$ONLY" == *" $1 "* ]] || return 0
+    [ -e "runs/$1/eval/summary.json" ] || python -m trainers.train --output "runs/$1" "${@:2}"
+}
 
 run drive-unet "${UNET16[@]}" --data "drive:$DATA/DRIVE" \
     --epochs 50 --image-size 128 --patches-per-image 16 --batch-size 8

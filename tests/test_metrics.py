@@ -283,6 +283,30 @@ def test_precision_recall_curve_by_hand() -> None:
     assert curve.best_threshold == pytest.approx(0.7)
 
 
+def test_threshold_near_prefers_half_where_the_curve_is_flat() -> None:
+    # Ten positives scored .95 down to .05 by .1, ten negatives .04 down to .001: F1 reaches 1
+    # at .05 and is within .002 of it nowhere else, so .05 it is...
+    positives = np.linspace(0.95, 0.05, 10)
+    negatives = np.linspace(0.04, 0.001, 10)
+    scores = np.concatenate([positives, negatives])
+    target = np.arange(20) < 10
+    curve = precision_recall_curve(scores, target)
+    assert curve.best_threshold == pytest.approx(0.05)
+    assert curve.threshold_near(0.5) == pytest.approx(0.05)
+    # ... unless the tolerance reaches the F1 at .45 (6 of 10 found: P 1, R .6, F1 .75).
+    assert curve.threshold_near(0.5, tolerance=0.26) == pytest.approx(0.45)
+    np.testing.assert_allclose(curve.f1[:2], [2 / 11, 2 * 0.2 / 1.2])
+
+
+def test_threshold_near_picks_the_nearest_within_the_tolerance() -> None:
+    # Positives .9 .6, negatives .3 .1: F1 2/3 at .9, 1 at .6 (best), .8 at .3, 2/3 at .1.
+    # Within .21 of the best: .6 and .3; .6 is nearer .5, .3 nearer .2.
+    curve = precision_recall_curve(np.array([0.9, 0.6, 0.3, 0.1]), np.array([1, 1, 0, 0], bool))
+    np.testing.assert_allclose(curve.f1, [2 / 3, 1, 0.8, 2 / 3])
+    assert curve.threshold_near(0.5, tolerance=0.21) == pytest.approx(0.6)
+    assert curve.threshold_near(0.2, tolerance=0.21) == pytest.approx(0.3)
+
+
 def test_precision_recall_curve_ties_and_roi_on_images() -> None:
     # Ties: scores [.5, .5, .2], targets [1, 0, 1]. At .5: P .5, R .5; at .2: P 2/3, R 1.
     # AP = .5 * .5 + .5 * 2/3.

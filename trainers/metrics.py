@@ -75,6 +75,19 @@ class PRCurve:
     best_f1: float
     best_threshold: float
 
+    @property
+    def f1(self) -> np.ndarray:
+        """F1 (Dice) at each threshold; 0 where precision and recall are both 0."""
+        return _f1(self.precision, self.recall)
+
+    def threshold_near(self, preferred: float = 0.5, tolerance: float = 0.002) -> float:
+        """The threshold nearest ``preferred`` among those whose F1 is within ``tolerance`` of
+        the best. Where the curve is flat, as it is for a model whose probabilities sit near 0
+        and 1, where exactly the best point falls is noise; ``preferred`` is the neutral choice.
+        """
+        close = np.flatnonzero(self.f1 >= self.best_f1 - tolerance)
+        return float(self.thresholds[close[np.argmin(np.abs(self.thresholds[close] - preferred))]])
+
 
 def _as_mask(mask: np.ndarray, name: str) -> np.ndarray:
     arr = np.asarray(mask)
@@ -348,8 +361,7 @@ def precision_recall_curve(
     prec = tps / (tps + fps)
     rec = tps / tps[-1]
     average_precision = float(np.sum(np.diff(rec, prepend=0.0) * prec))
-    total = prec + rec
-    f1 = np.divide(2 * prec * rec, total, out=np.zeros_like(total), where=total > 0)
+    f1 = _f1(prec, rec)
     best = int(np.argmax(f1))
     return PRCurve(
         precision=prec,
@@ -359,6 +371,12 @@ def precision_recall_curve(
         best_f1=float(f1[best]),
         best_threshold=float(thresholds[best]),
     )
+
+
+def _f1(precision: np.ndarray, recall: np.ndarray) -> np.ndarray:
+    total = precision + recall
+    product = 2 * precision * recall
+    return np.divide(product, total, out=np.zeros_like(total), where=total > 0)
 
 
 def roc_auc(scores: np.ndarray, target: np.ndarray, roi: np.ndarray | None = None) -> float:
