@@ -52,6 +52,7 @@ from zoo.serving import ModelShelf, Served, predict_image
 LOG = logging.getLogger("bioseg.app")
 ROOT = Path(__file__).resolve().parent
 BUNDLED = ROOT / "weights"
+RUNS = Path(os.environ.get("BIOSEG_RUNS", ROOT / "runs"))  # local training runs, listed too
 MAX_PIXELS = int(os.environ.get("BIOSEG_APP_MAX_PIXELS", 8192 * 8192))  # refused before decoding
 # A model id typed by a visitor may describe any model: refused above this, before download.
 MAX_PARAMETERS = int(os.environ.get("BIOSEG_APP_MAX_PARAMETERS", 400_000_000))
@@ -66,7 +67,7 @@ def weight_choices(extra: list[str] | None = None) -> dict[str, str]:
     choices = {}
     for folder in sorted(BUNDLED.glob("*/model.safetensors")):
         choices[f"{folder.parent.name} (bundled)"] = str(folder.parent)
-    for folder in sorted((ROOT / "runs").glob("*/model.safetensors")):
+    for folder in sorted(RUNS.glob("*/model.safetensors")):
         choices[f"{folder.parent.name} (run)"] = str(folder.parent)
     hub = [*os.environ.get("BIOSEG_WEIGHTS", "").split(","), *(extra or [])]
     for repo_id in filter(None, (h.strip() for h in hub)):

@@ -72,6 +72,7 @@ def app_url(examples: Path) -> Iterator[str]:
     env = {
         **os.environ,
         "BIOSEG_EXAMPLES": str(examples),
+        "BIOSEG_RUNS": str(examples.parent / "runs"),  # none: the bundled models, as in CI
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",  # tests never contact the real Hub
         "HF_HOME": str(examples.parent / "hf"),
@@ -284,6 +285,20 @@ def test_a_typed_model_id_never_reaches_files_on_the_server(client, tmp_path, ty
         assert "invalid Hub repo id" in message
     else:  # asked of the Hub (offline here), never read from the folder of that name
         assert f"Hub repo {typed}" in message and "not in the Hub cache" in message
+
+
+def test_local_runs_are_listed_from_their_folder(tmp_path, monkeypatch) -> None:
+    import app
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "no-weights").mkdir()
+    monkeypatch.setattr(app, "RUNS", tmp_path)
+    choices = app.weight_choices(["someone/model"])
+    assert choices["mine (run)"] == str(tmp_path / "mine")
+    assert choices["drive-unet (bundled)"].endswith("weights/drive-unet")
+    assert choices["someone/model (Hub)"] == "someone/model"
+    assert not any("no-weights" in label for label in choices)
 
 
 def test_the_threshold_saved_with_a_model_is_offered(tmp_path, monkeypatch) -> None:
