@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 UNET16=(--model unet --model-kwargs '{"base_channels": 16}' --workers 1)
 ONLY=" $* "  # run names given as arguments (e.g. drive-unet isbi2012-unet): only those
+for name in "$@"; do  # each must be one of the runs below
+    grep -q "^run $name " "$0" || { echo "error: no run named '$name' in $0" >&2; exit 2; }
+done
 run() {
     [[ "$ONLY" == "  " || "$ONLY" == *" $1 "* ]] || return 0
     [ -e "runs/$1/eval/summary.json" ] || python -m trainers.train --output "runs/$1" "${@:2}"

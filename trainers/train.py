@@ -50,6 +50,7 @@ from trainers.data import (
 from trainers.losses import DiceIoULoss
 
 CSV_FIELDS = ["epoch", "lr", "train_loss", "val_dice", "val_iou", "images_per_s", "seconds"]
+F1_TOLERANCE = 0.002  # a validation F1 this close to the best is as good as the best
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
@@ -428,9 +429,9 @@ def end_of_epoch(
 @torch.inference_mode()
 def tune_threshold(run_dir: Path, loader: DataLoader, device: torch.device) -> None:
     """Save in config.json the threshold at which the best weights have their best pooled F1
-    (Dice) on the validation images, to 0.01 as the app's slider shows it: of those within 0.002
-    of the best F1, the nearest 0.5. Never chosen on the test split. Nothing changes without
-    validation images or without foreground in them."""
+    (Dice) on the validation images, to 0.01 as the app's slider shows it: of those within
+    `F1_TOLERANCE` of the best F1, the nearest 0.5. Never chosen on the test split. Nothing
+    changes without validation images or without foreground in them."""
     model = zoo.from_pretrained(run_dir).to(device).eval()
     scores, targets = [], []
     for batch in loader:
@@ -445,12 +446,12 @@ def tune_threshold(run_dir: Path, loader: DataLoader, device: torch.device) -> N
     except ValueError as error:  # no validation images, or no foreground in them
         print(f"threshold left at the configured one: {error}")
         return
-    threshold = min(max(round(curve.threshold_near(0.5), 2), 0.01), 0.99)
+    threshold = min(max(round(curve.threshold_near(0.5, F1_TOLERANCE), 2), 0.01), 0.99)
     config_file = run_dir / "config.json"
     config = json.loads(config_file.read_text())
     write_json(config_file, {**config, "threshold": threshold, "threshold_from": "validation"})
     print(
-        f"threshold {threshold:.2f} (the nearest 0.5 within 0.002 of the best F1, "
+        f"threshold {threshold:.2f} (the nearest 0.5 within {F1_TOLERANCE} of the best F1, "
         f"{curve.best_f1:.4f} at {curve.best_threshold:.2f}, on the validation images)"
     )
 
