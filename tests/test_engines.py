@@ -99,7 +99,7 @@ def test_a_model_the_engine_cannot_run_falls_back_to_eager_with_one_message(capl
     model = zoo.SegmentationModel(OddNet(), spec, num_classes=1, in_channels=3, build_kwargs={})
     with caplog.at_level(logging.WARNING, logger="bioseg.engines"):
         predict, used = zoo.engine_predict(model, "onnxruntime")
-    assert used == "eager" and predict.predict == model.probabilities
+    assert used == "eager" and predict.predict == model.predict_normalized
     (record,) = [r for r in caplog.records if r.name == "bioseg.engines"]
     assert record.getMessage().startswith("odd_op: cannot run on onnxruntime (")
     assert "using eager PyTorch" in record.getMessage()
@@ -142,7 +142,7 @@ def test_a_missing_engine_package_falls_back_to_eager(monkeypatch, caplog) -> No
     monkeypatch.setattr(_engines.importlib.util, "find_spec", lambda name: None)
     with caplog.at_level(logging.WARNING, logger="bioseg.engines"):
         predict, used = zoo.engine_predict(model, "openvino")
-    assert used == "eager" and predict.predict == model.probabilities
+    assert used == "eager" and predict.predict == model.predict_normalized
     assert "engine openvino is not installed (pip install openvino)" in caplog.text
 
 
@@ -240,7 +240,7 @@ def test_the_demo_serves_a_model_with_a_scale_at_the_image_s_size() -> None:
 
     model = zoo.create_model("unet", base_channels=4).eval()
     model.scale = 0.5
-    served = serving.Served(model, model.probabilities, lambda: None, "test")
+    served = serving.Served(model, model.predict_normalized, lambda: None, "test")
     image = np.random.default_rng(0).random((1100, 300, 3), dtype=np.float32)
     tiles = []
     probabilities = serving.predict_image(served, image, lambda done, total: tiles.append(total))

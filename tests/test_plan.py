@@ -116,7 +116,7 @@ class FakeClock:
 
 def test_a_time_budget_spans_the_cosine_and_ends_the_run() -> None:
     clock = FakeClock()
-    budget = Budget(epochs=0, seconds=100, steps_per_epoch=10, clock=clock)
+    budget = Budget(steps=0, seconds=100, clock=clock)
     budget.start()
     assert budget.progress(0) == 0 and not budget.over(0) and budget.left() == "1:40"
     clock.now += 50
@@ -125,19 +125,23 @@ def test_a_time_budget_spans_the_cosine_and_ends_the_run() -> None:
     assert budget.over(10) and budget.ended_by(10) == "time budget" and budget.left() == "0:00"
 
 
-def test_epochs_or_time_whichever_ends_first() -> None:
+def test_steps_or_time_whichever_ends_first() -> None:
     clock = FakeClock()
-    budget = Budget(epochs=2, seconds=100, steps_per_epoch=10, clock=clock)
+    budget = Budget(steps=20, seconds=100, clock=clock)
     budget.start()
     clock.now += 10
     assert budget.progress(15) == 0.75  # steps ahead of time
-    assert budget.over(20) and budget.ended_by(20) == "epochs"
-    resumed = Budget(epochs=0, seconds=100, steps_per_epoch=10, spent=80.0, clock=clock)
+    assert budget.over(20) and budget.ended_by(20) == "steps"
+    clock.now += 70
+    assert budget.progress(1) == pytest.approx(0.8)  # time ahead of steps
+    budget.exclude(40)  # a compilation's seconds are not charged
+    assert budget.progress(1) == pytest.approx(0.4)
+    resumed = Budget(steps=0, seconds=100, spent=80.0, clock=clock)
     resumed.start()
     clock.now += 19
     assert resumed.progress(0) == pytest.approx(0.99) and not resumed.over(0)
-    with pytest.raises(ValueError, match="epochs, a time budget, or both"):
-        Budget(epochs=0, seconds=None, steps_per_epoch=10)
+    with pytest.raises(ValueError, match="steps, a time budget, or both"):
+        Budget(steps=0, seconds=None)
 
 
 def test_a_crop_costs_the_crop_not_the_image() -> None:
@@ -263,7 +267,7 @@ def test_a_model_with_a_scale_answers_at_the_input_size_and_keeps_its_scale(
     x = torch.rand(1, 3, 64, 48)
     small = torch.nn.functional.interpolate(x, size=[32, 24], mode="bilinear", antialias=True)
     expected = torch.nn.functional.interpolate(
-        model.probabilities(small), size=[64, 48], mode="bilinear"
+        model.predict_normalized(small), size=[64, 48], mode="bilinear"
     )
     torch.testing.assert_close(model.predict(x), expected)
     tiled = zoo.sliding_window_predict(model, torch.rand(1, 3, 300, 200), tile=64)

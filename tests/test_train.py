@@ -56,6 +56,7 @@ def run_args(data: Path, output: Path, *extra: str) -> list[str]:
         "--workers", "0",
         "--val-fraction", "0.25",
         "--deterministic",
+        "--plan", "none",
         *extra,
     ]  # fmt: skip
 
@@ -94,14 +95,14 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path: Path) -> N
     assert target.stat().st_mode & 0o777 == 0o644
 
 
-def test_checkpoints_keep_only_the_latest_complete_epoch(tmp_path: Path) -> None:
-    for epoch in (1, 2):
-        state = {"optimizer": {}, "scheduler": {}, "best_dice": 0.1 * epoch}
-        checkpoint.save_checkpoint(tmp_path, epoch, {"w": torch.full((2,), epoch)}, state)
-    assert (tmp_path / "checkpoints" / "LATEST").read_text() == "epoch-2"
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "epoch-2"]
+def test_checkpoints_keep_only_the_latest_complete_one(tmp_path: Path) -> None:
+    for step in (100, 200):
+        state = {"optimizer": {}, "best_dice": 0.1 * step / 100}
+        checkpoint.save_checkpoint(tmp_path, step, {"w": torch.full((2,), step)}, state)
+    assert (tmp_path / "checkpoints" / "LATEST").read_text() == "step-200"
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["LATEST", "step-200"]
     weights, state = checkpoint.load_checkpoint(tmp_path)
-    assert torch.equal(weights["w"], torch.full((2,), 2)) and state["epoch"] == 2
+    assert torch.equal(weights["w"], torch.full((2,), 200)) and state["step"] == 200
     assert state["best_dice"] == pytest.approx(0.2)
 
 
@@ -113,33 +114,34 @@ def read_metrics(run: Path) -> list[dict[str, str]]:
 def test_run_writes_weights_config_metrics_and_evaluation(tmp_path: Path, capsys) -> None:
     data = disc_dataset(tmp_path / "data")
     run = tmp_path / "run"
-    main(run_args(data, run, "--epochs", "2"))
+    main(run_args(data, run, "--steps", "2", "--val-every", "1"))
     out = capsys.readouterr().out
-    assert "epoch 2/2" in out and "img_s=" in out  # the progress bar
-    assert [row["epoch"] for row in read_metrics(run)] == ["1", "2"]
+    assert "2/2" in out and "img_s=" in out  # the progress bar
+    assert [row["step"] for row in read_metrics(run)] == ["1", "2"]
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == "timm/mobilenetv3_large_100" and config["num_classes"] == 1
     assert config["classes"] == ["background", "foreground"]
-    assert json.loads((run / "train_config.json").read_text())["epochs"] == 2
+    assert json.loads((run / "train_config.json").read_text())["steps"] == 2
     assert (run / "model.safetensors").is_file()
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert summary["n_images"] == 2 and 0 <= summary["metrics"]["dice"]["mean"] <= 1
     for name in ("per_image.csv", "pr_curve.png", "grid.png"):
         assert (run / "eval" / name).stat().st_size > 0
     with pytest.raises(SystemExit):  # a second run into the same folder refuses to overwrite
-        main(run_args(data, run, "--epochs", "1"))
+        main(run_args(data, run, "--steps", "1"))
     assert "already holds files" in capsys.readouterr().err
 
 
-def test_resume_with_more_epochs_extends_a_finished_run(tmp_path: Path) -> None:
-    """One step per epoch here, so the cosine's first step is the same for 1 and 2 epochs and the
-    extended run must match a 2-epoch run exactly (test_reliability kills and resumes a run)."""
+def test_resume_with_more_steps_extends_a_finished_run(tmp_path: Path) -> None:
+    """The cosine's first step is the same for 1 and 2 steps, and each step's batch and random
+    draws are fixed by the seed and the step, so the extended run must match a 2-step run
+    exactly (test_reliability kills and resumes a run)."""
     data = disc_dataset(tmp_path / "data")
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    main(run_args(data, straight, "--epochs", "2", "--no-evaluate"))
-    main(run_args(data, resumed, "--epochs", "1", "--no-evaluate"))
-    main(["--resume", str(resumed), "--epochs", "2"])
-    assert [row["epoch"] for row in read_metrics(resumed)] == ["1", "2"]
+    main(run_args(data, straight, "--steps", "2", "--val-every", "1", "--no-evaluate"))
+    main(run_args(data, resumed, "--steps", "1", "--val-every", "1", "--no-evaluate"))
+    main(["--resume", str(resumed), "--steps", "2"])
+    assert [row["step"] for row in read_metrics(resumed)] == ["1", "2"]
     assert read_metrics(resumed)[1]["val_dice"] == read_metrics(straight)[1]["val_dice"]
     a, _ = checkpoint.load_checkpoint(straight)
     b, _ = checkpoint.load_checkpoint(resumed)
@@ -157,8 +159,8 @@ def test_the_config_file_sits_between_the_preset_and_the_flags(tmp_path: Path) -
     assert config.epochs == 3  # the flag beats the file
 
 
-def test_the_best_epoch_is_kept_not_the_last(tmp_path: Path, monkeypatch) -> None:
-    """Validation Dice 0.5, 0.7, 0.6 (scripted): model.safetensors holds epoch 2's weights."""
+def test_the_best_step_is_kept_not_the_last(tmp_path: Path, monkeypatch) -> None:
+    """Validation Dice 0.5, 0.7, 0.6 (scripted): model.safetensors holds step 2's weights."""
     import trainers.train as train_module
 
     scores = iter([(0.5, 0.4), (0.7, 0.6), (0.6, 0.5)])
@@ -166,13 +168,14 @@ def test_the_best_epoch_is_kept_not_the_last(tmp_path: Path, monkeypatch) -> Non
     by_epoch = {}
     save = train_module.save_checkpoint
 
-    def recording(run_dir, epoch, weights, state):
-        by_epoch[epoch] = {k: v.clone() for k, v in weights.items()}
-        save(run_dir, epoch, weights, state)
+    def recording(run_dir, step, weights, state):
+        by_epoch[step] = {k: v.clone() for k, v in weights.items()}
+        save(run_dir, step, weights, state)
 
     monkeypatch.setattr(train_module, "save_checkpoint", recording)
     run = tmp_path / "run"
-    main(run_args(disc_dataset(tmp_path / "data"), run, "--epochs", "3", "--no-evaluate"))
+    data = disc_dataset(tmp_path / "data")
+    main(run_args(data, run, "--steps", "3", "--val-every", "1", "--no-evaluate"))
     kept = load_file(run / "model.safetensors")
     assert all(torch.equal(kept[k], by_epoch[2][k]) for k in kept)
     assert not all(torch.equal(kept[k], by_epoch[3][k]) for k in kept)  # the last differs
@@ -187,8 +190,8 @@ import trainers.train as train
 rank, out, models, seen = os.environ["RANK"], sys.argv[1], [], []
 
 
-class Bar:  # tqdm's place: records the ids of each batch this rank trains on
-    def __init__(self, loader, **options):
+class Recorded:  # the loader's place: records the ids of each batch this rank trains on
+    def __init__(self, loader):
         self.loader = loader
 
     def __iter__(self):
@@ -196,18 +199,20 @@ class Bar:  # tqdm's place: records the ids of each batch this rank trains on
             seen.extend(batch["id"])
             yield batch
 
-    def set_postfix(self, **figures):
-        pass
-
 
 def kept(*args):
     models.append(build(*args))
     return models[-1]
 
 
-train.tqdm, build, train.build_model = Bar, train.build_model, kept
+def recorded(*args):
+    return Recorded(make_loader(*args))
+
+
+build, train.build_model = train.build_model, kept
+make_loader, train.make_loader = train.make_loader, recorded
 train.main(sys.argv[2:])
-parameters = {name: p.detach() for name, p in models[0].named_parameters()}
+parameters = {name: p.detach().contiguous() for name, p in models[0].named_parameters()}
 save_file(parameters, f"{out}/weights-{rank}.safetensors")
 open(f"{out}/ids-{rank}.json", "w").write(json.dumps(seen))
 """
@@ -222,19 +227,19 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     spy.write_text(DDP_SPY)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                "--master-port", "29517", str(spy), str(tmp_path),
-               *run_args(data, run, "--epochs", "2", "--no-evaluate")]  # fmt: skip
+               *run_args(data, run, "--steps", "4", "--val-every", "2", "--no-evaluate")]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_metrics(run)
-    assert [row["epoch"] for row in rows] == ["1", "2"]  # rank 0 alone writes
+    assert [row["step"] for row in rows] == ["2", "4"]  # rank 0 alone writes
     assert result.stdout.count("run folder:") == 1
-    assert (run / "checkpoints" / "LATEST").read_text() == "epoch-2"
+    assert (run / "checkpoints" / "LATEST").read_text() == "step-4"
     ids = [json.loads((tmp_path / f"ids-{rank}.json").read_text()) for rank in (0, 1)]
-    # 6 training images (2 held out for validation): 3 per rank and epoch, one batch of 2 each
-    assert len(ids[0]) == len(ids[1]) == 4
-    for epoch in (slice(0, 2), slice(2, 4)):  # within an epoch, the ranks see different images
-        assert not set(ids[0][epoch]) & set(ids[1][epoch])
+    # 6 training images (2 held out for validation): 3 per rank and pass, one batch of 2 each
+    assert len(ids[0]) == len(ids[1]) == 8
+    for step in range(4):  # within a pass (one step here), the ranks see different images
+        assert not set(ids[0][2 * step : 2 * step + 2]) & set(ids[1][2 * step : 2 * step + 2])
     weights = [load_file(tmp_path / f"weights-{rank}.safetensors") for rank in (0, 1)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
@@ -263,7 +268,7 @@ def class_map_dataset(root: Path, palette: bool) -> Path:
 def test_multiclass_run_from_class_maps_or_a_palette(tmp_path: Path, palette: bool) -> None:
     data = class_map_dataset(tmp_path / "data", palette)
     run = tmp_path / "run"
-    main(run_args(data, run, "--epochs", "1"))
+    main(run_args(data, run, "--steps", "1"))
     config = json.loads((run / "config.json").read_text())
     assert config["num_classes"] == 3 and config["classes"] == ["background", "ring", "core"]
     summary = json.loads((run / "eval" / "summary.json").read_text())

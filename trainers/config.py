@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from trainers.budget import parse_duration
+from trainers.data.layouts import KINDS
 from trainers.losses import check_loss_weights
 from zoo._checks import check_positive_int
 from zoo._spec import check_scale
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+LEGACY = {"amp", "note"}  # keys of older runs' train_config.json that are no settings (ignored)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The report: ImageNet-pretrained, frozen VGG16 FCN, Adam at 1e-3 with a cosine schedule over
@@ -38,41 +42,76 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def setting(default: Any, help: str) -> Any:
+    """A TrainConfig field with its documentation, which `--help` shows beside the default."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
-    """Every setting of a training run; the resolved values are saved as train_config.json."""
+    """Every setting of a training run; the resolved values are saved as train_config.json.
+    The plan (`--plan auto`, the default) replaces the defaults of the settings it derives."""
 
-    model: str = "timm/resnet18"  # a zoo name (python -m zoo lists them)
-    data: str = ""  # KIND:PATH, e.g. drive:../shared/data/DRIVE (python -m trainers.data info)
-    output: str = ""  # run folder; empty: runs/<timestamp>-<model>
-    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra builder options (JSON)
-    pretrained: bool = False  # start the encoder from ImageNet weights (needs network or cache)
-    in_channels: int = 3  # grey data sets can use 1
-    epochs: int = 10  # 0: no limit, the time budget ends the run
-    time_budget: str = ""  # e.g. 90s, 20m, 2h: the run ends then (or after epochs, if first)
-    batch_size: int = 8  # per process; the global batch is batch_size * world size
-    optimizer: str = "adam"  # adam or adamw
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    image_size: int = 256  # side of the square training crops
-    patches_per_image: int = 1  # random crops per image and epoch (large images: more)
-    scale: float = 1.0  # train and predict at this fraction of the images' resolution (0, 1]
-    dice_weight: float = 0.5  # loss = dice_weight * Dice loss + iou_weight * IoU loss
-    iou_weight: float = 0.5
-    val_fraction: float = 0.2  # held out of train when the data set has no val split
-    threshold: float = 0.5  # probability above which a pixel is foreground (binary models)
-    mean: list[float] = field(default_factory=list)  # per input channel; empty: the model's own
-    std: list[float] = field(default_factory=list)
-    workers: int = 2  # DataLoader processes
-    seed: int = 0
-    deterministic: bool = False  # deterministic kernels: reproducible, slower
-    compile: bool = False  # torch.compile the model (CUDA)
-    amp: bool = True  # bf16 autocast on CUDA (ignored on the CPU)
-    channels_last: bool = True  # NHWC memory format on CUDA (ignored on the CPU)
-    evaluate: bool = True  # evaluate the best weights on the test split at the end
-    push_to_hub: str = ""  # OWNER/NAME: publish the run to the Hugging Face Hub at the end
-    space: str = ""  # OWNER/NAME: with push_to_hub, also a Gradio Space that serves the model
-    license: str = ""  # the Hub licence id the model card states (mit, apache-2.0, cc-by-4.0...)
+    model: str = setting("timm/resnet18", "a zoo model name (python -m zoo lists them)")
+    data: str = setting(
+        "",
+        "the data set as KIND:PATH; kinds: " + ", ".join(KINDS) + " (python -m "
+        "trainers.data info KIND:PATH describes one)",
+    )
+    output: str = setting("", "the run folder; empty: runs/<date>-<time>-<model>")
+    model_kwargs: dict[str, Any] = field(
+        default_factory=dict, metadata={"help": "extra options for the model's builder, as JSON"}
+    )
+    pretrained: bool = setting(False, "start the encoder from ImageNet weights (network or cache)")
+    in_channels: int = setting(3, "input channels the model takes: 3 (colour) or 1 (grey)")
+    steps: int = setting(
+        1000,
+        "optimizer steps the run trains for (the plan chooses them); 0 with a time budget: "
+        "the budget alone ends the run",
+    )
+    epochs: int = setting(0, "passes over the training crops instead of --steps (0: use --steps)")
+    time_budget: str = setting(
+        "", "wall-clock cap on the run, e.g. 90s, 20m, 2h; the plan fits its steps into it"
+    )
+    val_every: int = setting(
+        0, "validate and checkpoint every this many steps (0: about 20 times a run)"
+    )
+    batch_size: int = setting(8, "crops per optimizer step and process (global: times ranks)")
+    optimizer: str = setting("adam", "adam or adamw")
+    lr: float = setting(1e-3, "the peak learning rate, decayed to 0 by a cosine over the run")
+    weight_decay: float = setting(0.0, "the optimizer's weight decay")
+    image_size: int = setting(256, "side of the square training crops, pixels")
+    patches_per_image: int = setting(1, "random crops per image and pass over the data")
+    scale: float = setting(1.0, "train and predict at this fraction of the images' resolution")
+    dice_weight: float = setting(0.5, "loss = dice_weight * Dice loss + iou_weight * IoU loss")
+    iou_weight: float = setting(0.5, "the IoU loss's weight (see --dice-weight)")
+    val_fraction: float = setting(0.2, "fraction held out for validation without a val split")
+    threshold: float = setting(
+        0.0,
+        "probability above which a pixel is foreground (binary models); 0: chosen on the "
+        "validation images at the end (else 0.5); a value given here is kept",
+    )
+    mean: list[float] = field(
+        default_factory=list,
+        metadata={"help": "per-channel input mean in [0, 1]; empty: the model's"},
+    )
+    std: list[float] = field(
+        default_factory=list, metadata={"help": "per-channel input std; empty: the model's own"}
+    )
+    workers: int = setting(2, "DataLoader worker processes")
+    seed: int = setting(0, "seed of the split, shuffling, augmentation and initialization")
+    deterministic: bool = setting(False, "deterministic kernels: reproducible, slower")
+    compile: bool = setting(False, "torch.compile the model (its compile time is printed)")
+    precision: str = setting(
+        "auto",
+        "bf16, fp16 (CUDA, with a GradScaler), fp32, or auto: bf16 on a GPU that has "
+        "it, else fp16; on the CPU the faster of bf16 and fp32 in a timed step",
+    )
+    channels_last: bool = setting(True, "NHWC memory format (faster convolutions, CPU and GPU)")
+    evaluate: bool = setting(True, "evaluate the best weights on the test split at the end")
+    push_to_hub: str = setting("", "OWNER/NAME: publish the run to the Hugging Face Hub")
+    space: str = setting("", "OWNER/NAME: with --push-to-hub, also a Space serving the model")
+    license: str = setting("", "the Hub licence id the model card states (mit, apache-2.0...)")
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "image_size", "patches_per_image", "in_channels")
@@ -80,9 +119,18 @@ class TrainConfig:
             check_positive_int(name, getattr(self, name))
         if self.time_budget:
             parse_duration(self.time_budget)  # a ValueError naming the text
-        if not isinstance(self.epochs, int) or self.epochs < (0 if self.time_budget else 1):
+        for name in ("steps", "epochs", "val_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if not (self.steps or self.epochs or self.time_budget):
             raise ValueError(
-                f"epochs must be a positive integer (or 0 with a time budget), got {self.epochs!r}"
+                "a run needs a length: steps > 0, epochs > 0 or a time budget; got steps 0, "
+                "epochs 0 and no time budget"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
         for name in ("lr", "weight_decay"):
             value = getattr(self, name)
@@ -94,8 +142,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'adamw', got {self.optimizer!r}")
         if not 0 <= self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if not 0 < self.threshold < 1:
-            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if not 0 <= self.threshold < 1:
+            raise ValueError(f"threshold must be in (0, 1), or 0 to tune it, got {self.threshold}")
         if (self.mean or self.std) and not (
             len(self.mean) == len(self.std) == self.in_channels and min(self.std) > 0
         ):
@@ -113,8 +161,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 def from_dict(values: dict[str, Any], source: str) -> dict[str, Any]:
     """Check that `values` (from `source`, for messages) only has known keys of the right types.
-    A finished run's "note" (how it ended) is not a setting and is left out."""
-    values = {key: value for key, value in values.items() if key != "note"}
+    A finished run's "note" (how it ended) and an older run's "amp" are left out."""
+    values = {key: value for key, value in values.items() if key not in LEGACY}
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise ValueError(
@@ -160,9 +208,15 @@ def _json(kind: type) -> Any:
     return parse
 
 
-def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser with one flag per TrainConfig field; flags not given stay absent."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+def build_parser(prog: str, description: str, epilog: str = "") -> argparse.ArgumentParser:
+    """A parser with one flag per TrainConfig field, each with its documentation, unit and
+    default; flags not given stay absent. `epilog` (usage examples) is shown as written."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
     parser.add_argument("--config", type=Path, help="a JSON file of settings")
     parser.add_argument("--resume", type=Path, help="continue the run in this folder")
@@ -178,7 +232,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
             kwargs["type"] = _json(type(default))
         else:
             kwargs["type"] = type(default)
-        parser.add_argument(flag, help=f"default: {default!r}", **kwargs)
+        shown = json.dumps(default) if isinstance(default, dict | list) else repr(default)
+        help_text = f"{spec.metadata['help']} (default: {shown})".replace("%", "%%")
+        parser.add_argument(flag, help=help_text, **kwargs)
     return parser
 
 
@@ -190,6 +246,6 @@ def resolve(args: argparse.Namespace, base: dict[str, Any] | None = None) -> Tra
     if getattr(args, "config", None):
         values.update(load_config_file(args.config))
     values.update({k: v for k, v in vars(args).items() if k in FIELDS})
-    if getattr(args, "time_budget", None) and "epochs" not in values:
-        values["epochs"] = 0  # a time budget alone: it, not the default epochs, ends the run
+    if getattr(args, "time_budget", None) and not {"steps", "epochs"} & set(values):
+        values["steps"] = 0  # a time budget alone (no plan): it, not the default steps, ends it
     return TrainConfig(**from_dict(values, "settings"))

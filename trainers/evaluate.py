@@ -14,17 +14,19 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 import zoo
 from trainers import metrics
 from trainers.checkpoint import write_json
+from trainers.cli import exit_on_user_error
 from trainers.data import SegmentationDataset, eval_transform, parse_spec, read_image
 from trainers.plots import error_grid, pr_curve_plot
+from trainers.scoring import binarize, class_map, predict_probabilities
 
 METRICS = ("dice", "iou", "precision", "recall", "specificity", "hd", "hd95")
 
@@ -44,18 +46,19 @@ def evaluate(
     grid_images: int = 4,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate `weights` (a run folder or Hub id) on `split` of `data`; returns the summary."""
+    """Evaluate `weights` (a run folder or Hub id) on `split` of `data`, on the GPU when there is
+    one, large images tiled as the demo tiles them; writes the files and returns the summary."""
     output = Path(output) if output else default_output(weights)
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise ValueError(f"{output} already holds files; pass --overwrite or another --output")
     model = zoo.from_pretrained(weights)
+    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     config = model.pretrained_config
     threshold = threshold if threshold is not None else config.get("threshold", 0.5)
     source = parse_spec(data)
     splits = source.splits()
     if split not in splits:
         raise ValueError(f"{data} has no split '{split}'; it has: {', '.join(splits)}")
-    samples = splits[split]
     binary = model.num_classes == 1
     if (len(source.class_names) == 2) != binary:
         raise ValueError(
@@ -63,68 +66,81 @@ def evaluate(
             f"classes {', '.join(source.class_names)}"
         )
     dataset = SegmentationDataset(
-        samples,
-        eval_transform(mean=model.spec.mean, std=model.spec.std),
-        in_channels=model.in_channels,
-        mask_mode=source.mask_mode,
-        palette=source.palette,
-    )
-    rows, scores, targets, shown = [], [], [], []
-    for index in range(len(dataset)):
-        item = dataset[index]
-        probabilities = model.predict(item["image"][None])[0].numpy()
-        target, roi = item["mask"].numpy(), item["roi"].numpy()
-        if binary:
-            pred = probabilities[0] > threshold
-            row = metrics.binary_metrics(pred, target == 1, roi=roi)
-            rows.append({"id": item["id"], **row})
-            scores.append(probabilities[0][roi])
-            targets.append(target[roi] == 1)
-        else:
-            pred = probabilities.argmax(0)
-            per_class = metrics.multiclass_metrics(pred, target, model.num_classes, roi=roi)
-            rows += [{"id": item["id"], "class": c, **row} for c, row in per_class.items()]
-        if len(shown) < grid_images:
-            shown.append((read_image(samples[index].image), target, pred, roi, item["id"]))
-
+        splits[split], eval_transform(), in_channels=model.in_channels,
+        mask_mode=source.mask_mode, palette=source.palette,
+    )  # fmt: skip
+    rows, scores, targets, shown = score_split(model, dataset, threshold, grid_images)
     output.mkdir(parents=True, exist_ok=True)
     write_rows(output / "per_image.csv", rows)
     summary: dict[str, Any] = {
-        "weights": weights,
-        "data": data,
-        "split": split,
-        "n_images": len(dataset),
+        "weights": weights, "data": data, "split": split, "n_images": len(dataset),
         "threshold": threshold,
         "metrics": metrics.summarize(rows_without_ids(rows)),  # over images (and classes)
-    }
-    if not binary:  # each foreground class on its own, beside the mean over all of them
+    }  # fmt: skip
+    if binary:
+        summary.update(pooled_figures(np.concatenate(scores), np.concatenate(targets), threshold))
+        if "curve" in summary:
+            pr_curve_plot(summary.pop("curve"), output / "pr_curve.png",
+                          title=f"{config['model']} on {split}")  # fmt: skip
+    else:  # each foreground class on its own, beside the mean over all of them
         summary["per_class"] = {
             source.class_names[c]: metrics.summarize(
                 rows_without_ids([row for row in rows if row["class"] == c])
             )
             for c in range(1, model.num_classes)
         }
-    if binary:
-        all_scores, all_targets = np.concatenate(scores), np.concatenate(targets)
-        pooled = metrics.confusion(all_scores[None] > threshold, all_targets[None])  # 1 x N
-        summary["pooled"] = {  # all pixels of the split at once, as DRIVE results are reported
-            name: getattr(metrics, name)(pooled) for name in ("dice", "iou", "precision", "recall")
-        }
-        if threshold != 0.5:  # a tuned threshold's figures beside those at the usual one
-            at_half = metrics.confusion(all_scores[None] > 0.5, all_targets[None])
-            summary["pooled_at_0.5"] = {"dice": metrics.dice(at_half), "iou": metrics.iou(at_half)}
-        try:  # undefined when the split has no foreground (or no background) pixels
-            curve = metrics.precision_recall_curve(all_scores, all_targets)
-            summary["average_precision"] = curve.average_precision
-            summary["best_f1"] = curve.best_f1
-            summary["best_threshold"] = curve.best_threshold
-            summary["auc"] = metrics.roc_auc(all_scores, all_targets)
-            pr_curve_plot(curve, output / "pr_curve.png", title=f"{config['model']} on {split}")
-        except ValueError as error:
-            summary["curves_undefined"] = str(error)
     error_grid(shown, output / "grid.png", binary=binary)
     write_json(output / "summary.json", json_safe(summary))
     return summary
+
+
+def score_split(
+    model: zoo.SegmentationModel, dataset: SegmentationDataset, threshold: float, shown: int
+) -> tuple[list[dict[str, Any]], list[np.ndarray], list[np.ndarray], list[tuple]]:
+    """Per-image (and per-class) metric rows; for a binary model the scores and targets inside
+    the regions of interest; the first `shown` images with their target, prediction and roi."""
+    rows, scores, targets, grid = [], [], [], []
+    for index in range(len(dataset)):
+        item = dataset[index]
+        probabilities = predict_probabilities(model, item["image"])
+        target, roi = item["mask"].numpy(), item["roi"].numpy()
+        pred = class_map(probabilities, threshold)
+        if model.num_classes == 1:
+            rows.append(
+                {"id": item["id"], **metrics.binary_metrics(pred == 1, target == 1, roi=roi)}
+            )
+            scores.append(probabilities[0][roi])
+            targets.append(target[roi] == 1)
+        else:
+            per_class = metrics.multiclass_metrics(pred, target, model.num_classes, roi=roi)
+            rows += [{"id": item["id"], "class": c, **row} for c, row in per_class.items()]
+        if len(grid) < shown:
+            grid.append((read_image(dataset.samples[index].image), target, pred, roi, item["id"]))
+    return rows, scores, targets, grid
+
+
+def pooled_figures(scores: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, Any]:
+    """All pixels of the split at once, as DRIVE results are reported: Dice, IoU, precision and
+    recall at `threshold` (and at 0.5 beside a tuned one), AP, best F1, ROC AUC and the curve."""
+    pooled = metrics.confusion(binarize(scores, threshold)[None], targets[None])  # 1 x N
+    found: dict[str, Any] = {
+        "pooled": {
+            name: getattr(metrics, name)(pooled) for name in ("dice", "iou", "precision", "recall")
+        }
+    }
+    if threshold != 0.5:  # a tuned threshold's figures beside those at the usual one
+        at_half = metrics.confusion(binarize(scores, 0.5)[None], targets[None])
+        found["pooled_at_0.5"] = {"dice": metrics.dice(at_half), "iou": metrics.iou(at_half)}
+    try:  # undefined when the split has no foreground (or no background) pixels
+        curve = metrics.precision_recall_curve(scores, targets)
+        found.update(
+            average_precision=curve.average_precision, best_f1=curve.best_f1,
+            best_threshold=curve.best_threshold, auc=metrics.roc_auc(scores, targets),
+            curve=curve,
+        )  # fmt: skip
+    except ValueError as error:
+        found["curves_undefined"] = str(error)
+    return found
 
 
 def rows_without_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -157,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid", type=int, default=4, help="images shown in grid.png")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation")
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         summary = evaluate(
             args.weights,
             args.data,
@@ -167,9 +183,6 @@ def main(argv: list[str] | None = None) -> None:
             grid_images=args.grid,
             overwrite=args.overwrite,
         )
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
     for name in METRICS:
         if name in summary["metrics"]:
             stats = summary["metrics"][name]

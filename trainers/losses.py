@@ -21,15 +21,17 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import one_hot
 
-__all__ = ["DiceIoULoss", "overlap_terms"]
+__all__ = ["DiceIoULoss", "check_target_values", "overlap_terms"]
 
 OverlapTerms = tuple[Tensor, Tensor, Tensor]
 
 
 def overlap_terms(
-    logits: Tensor, target: Tensor, *, ignore_index: int | None = None
+    logits: Tensor, target: Tensor, *, ignore_index: int | None = None, check_values: bool = True
 ) -> OverlapTerms:
     """Soft intersection I, prediction sum P and target sum T per image and class.
+    `check_values=False` skips the check of the target's values (each a host sync on a GPU):
+    for a trainer that checked them on the CPU (`check_target_values`).
 
     Shape:
         - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
@@ -49,10 +51,10 @@ def overlap_terms(
         raise ValueError(f"logits must have shape (N, C, H, W), got {tuple(logits.shape)}")
     if logits.shape[1] == 1:
         probs = torch.sigmoid(logits)
-        onehot, valid = _binary_target(target, logits.shape, ignore_index)
+        onehot, valid = _binary_target(target, logits.shape, ignore_index, check_values)
     else:
         probs = torch.softmax(logits, dim=1)
-        onehot, valid = _multiclass_target(target, logits.shape, ignore_index)
+        onehot, valid = _multiclass_target(target, logits.shape, ignore_index, check_values)
     onehot = onehot.to(probs.dtype)
     if valid is not None:
         probs = probs * valid
@@ -64,8 +66,38 @@ def _describe(x: object) -> str:
     return f"tensor of dtype {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
 
 
+def check_target_values(target: Tensor, num_classes: int, ignore_index: int | None = None) -> None:
+    """A ValueError unless `target` (N x H x W) holds values the loss takes for `num_classes`
+    output channels (1: binary, in [0, 1]); run it on the CPU before the batch moves."""
+    if num_classes == 1:
+        _check_binary_values(target, ignore_index)
+    else:
+        _check_class_values(target, num_classes, ignore_index)
+
+
+def _check_binary_values(full: Tensor, ignore_index: int | None) -> None:
+    counted = full if ignore_index is None else full[full != ignore_index]
+    in_range = (counted >= 0) & (counted <= 1)
+    if not in_range.all():
+        raise ValueError(
+            f"binary target values must lie in [0, 1] (or equal ignore_index={ignore_index}), "
+            f"got {counted[~in_range].unique()[:8].tolist()}"
+        )
+
+
+def _check_class_values(target: Tensor, c: int, ignore_index: int | None) -> None:
+    bad = (target < 0) | (target >= c)
+    if ignore_index is not None:
+        bad &= target != ignore_index
+    if bad.any():
+        raise ValueError(
+            f"multi-class target values must lie in [0, {c}) (or equal "
+            f"ignore_index={ignore_index}), got {target[bad].unique()[:8].tolist()}"
+        )
+
+
 def _binary_target(
-    target: Tensor, shape: torch.Size, ignore_index: int | None
+    target: Tensor, shape: torch.Size, ignore_index: int | None, check_values: bool
 ) -> tuple[Tensor, Tensor | None]:
     """Target as (N, 1, H, W) plus the (N, 1, H, W) mask of pixels that count (None: all)."""
     n, _, h, w = shape
@@ -75,19 +107,13 @@ def _binary_target(
             f"binary target must have shape {(n, 1, h, w)} or {(n, h, w)} to match logits "
             f"{tuple(shape)}, got {tuple(target.shape)}"
         )
-    valid = None if ignore_index is None else full != ignore_index
-    counted = full if valid is None else full[valid]
-    in_range = (counted >= 0) & (counted <= 1)
-    if not in_range.all():
-        raise ValueError(
-            f"binary target values must lie in [0, 1] (or equal ignore_index={ignore_index}), "
-            f"got {counted[~in_range].unique()[:8].tolist()}"
-        )
-    return full, valid
+    if check_values:
+        _check_binary_values(full, ignore_index)
+    return full, None if ignore_index is None else full != ignore_index
 
 
 def _multiclass_target(
-    target: Tensor, shape: torch.Size, ignore_index: int | None
+    target: Tensor, shape: torch.Size, ignore_index: int | None, check_values: bool
 ) -> tuple[Tensor, Tensor | None]:
     """One-hot target (N, C, H, W) plus the (N, 1, H, W) mask of pixels that count (None: all)."""
     n, c, h, w = shape
@@ -98,15 +124,9 @@ def _multiclass_target(
         )
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"multi-class target must hold integer class indices, got {target.dtype}")
+    if check_values:
+        _check_class_values(target, c, ignore_index)
     valid = None if ignore_index is None else target != ignore_index
-    bad = (target < 0) | (target >= c)
-    if valid is not None:
-        bad &= valid
-    if bad.any():
-        raise ValueError(
-            f"multi-class target values must lie in [0, {c}) (or equal "
-            f"ignore_index={ignore_index}), got {target[bad].unique()[:8].tolist()}"
-        )
     indices = target if valid is None else target.masked_fill(~valid, 0)
     onehot = one_hot(indices.long(), c).permute(0, 3, 1, 2)
     return onehot, None if valid is None else valid.unsqueeze(1)
@@ -164,8 +184,10 @@ class DiceIoULoss(nn.Module):
         iou_weight: float = 0.5,
         smooth: float = 1.0,
         ignore_index: int | None = None,
+        check_values: bool = True,
     ) -> None:
         super().__init__()
+        self.check_values = check_values  # False: the caller checks targets on the CPU
         self.smooth = _check_smooth(smooth)
         self.ignore_index = ignore_index
         check_loss_weights(dice_weight, iou_weight)
@@ -173,7 +195,9 @@ class DiceIoULoss(nn.Module):
         self.iou_weight = float(iou_weight)
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        terms = overlap_terms(logits, target, ignore_index=self.ignore_index)
+        terms = overlap_terms(
+            logits, target, ignore_index=self.ignore_index, check_values=self.check_values
+        )
         dice = _dice_from_terms(terms, self.smooth)
         iou = _iou_from_terms(terms, self.smooth)
         return self.dice_weight * dice + self.iou_weight * iou

@@ -10,8 +10,10 @@ Empty-mask rules:
       predicted positives, no target positives, no target negatives): they are undefined.
     - hausdorff and hd95 are 0.0 when both masks are empty and the image diagonal in spacing
       units, sqrt((H * sy)**2 + (W * sx)**2), when exactly one is (the worst case).
-    - summarize leaves out NaN values, and for hd and hd95 the rows where exactly one mask is
-      empty (their worst-case value stays in the per-image row); both are counted in
+    - summarize leaves out NaN values, for hd and hd95 the rows where exactly one mask is
+      empty (their worst-case value stays in the per-image row), and for dice and iou the rows
+      where both are (a class absent from prediction and target: a 1 that says nothing, which
+      would inflate a mean over classes; nnU-Net leaves it out too); all are counted in
       ``excluded``. A metric with no value left has mean and std NaN and n == 0.
 No other NaN is returned.
 """
@@ -47,6 +49,7 @@ __all__ = [
 
 FLAGS = ("empty_pred", "empty_target")
 DISTANCES = ("hd", "hd95")
+OVERLAPS = ("dice", "iou")
 
 Spacing = float | tuple[float, float]
 
@@ -65,7 +68,9 @@ class Confusion:
 class PRCurve:
     """Precision and recall at each distinct score, thresholds in decreasing order.
 
-    ``precision[k]`` and ``recall[k]`` are those of predicting ``scores >= thresholds[k]``.
+    ``precision[k]`` and ``recall[k]`` are those of predicting ``scores > thresholds[k]``, the
+    rule evaluation, validation and the demo apply (`trainers.scoring.binarize`): each
+    threshold is the next distinct score below the point's lowest positive score.
     """
 
     precision: np.ndarray
@@ -298,12 +303,14 @@ def summarize(rows: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]
     """Mean, population std, n used and n excluded of each metric over per-image rows.
 
     NaN values are excluded, and so are hd/hd95 of rows where exactly one of empty_pred and
-    empty_target is true. Flags are not summarized. With nothing left, mean and std are NaN.
+    empty_target is true, and dice/iou of rows where both are. Flags are not summarized. With
+    nothing left, mean and std are NaN.
     """
     if not rows:
         raise ValueError("summarize needs at least one row, got an empty sequence")
     keys = [k for k in dict.fromkeys(k for row in rows for k in row) if k not in FLAGS]
-    one_empty = np.array([bool(row.get(FLAGS[0])) != bool(row.get(FLAGS[1])) for row in rows])
+    empty = np.array([[bool(row.get(flag)) for flag in FLAGS] for row in rows]).reshape(-1, 2)
+    one_empty, both_empty = empty[:, 0] != empty[:, 1], empty.all(axis=1)
     summary: dict[str, dict[str, float]] = {}
     for key in keys:
         missing = [i for i, row in enumerate(rows) if key not in row]
@@ -313,6 +320,8 @@ def summarize(rows: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]
         keep = ~np.isnan(values)
         if key in DISTANCES:
             keep &= ~one_empty
+        if key in OVERLAPS:
+            keep &= ~both_empty
         kept = values[keep]
         summary[key] = {
             "mean": float(kept.mean()) if kept.size else math.nan,
@@ -357,7 +366,9 @@ def precision_recall_curve(
 
     Average precision is sklearn's step-wise sum over thresholds of (R_n - R_{n-1}) * P_n.
     """
-    tps, fps, thresholds = _ranked_counts(scores, target, roi)
+    tps, fps, distinct = _ranked_counts(scores, target, roi)
+    # `> thresholds[k]` keeps the scores down to distinct[k]: the next lower score is the cut.
+    thresholds = np.r_[distinct[1:], np.nextafter(distinct[-1], -np.inf)]
     prec = tps / (tps + fps)
     rec = tps / tps[-1]
     average_precision = float(np.sum(np.diff(rec, prepend=0.0) * prec))

@@ -1,17 +1,22 @@
 """A training plan derived from a data set's fingerprint and the hardware, as nnU-Net derives
-its own: crop size, resolution, crops per image, batch size, model width, normalization, workers.
+its own: crop size, resolution, crops per image, batch size, model width, precision, the number
+of optimizer steps and how often to validate, normalization, workers.
 
-    settings, reasons = make_plan(fingerprint(source), Hardware.detect())
+    settings, reasons = make_plan(fingerprint(source), Hardware.detect(), timer=time_step)
 
-`settings` are TrainConfig fields (explicit flags still win over them); `reasons` say, one line
-per choice, why.
+The model and crop are sized by the hardware's measured speed: `timer` times a few training
+steps of each candidate (in order of cost), and the plan takes the largest that completes the
+planned steps in the time it allows (`seconds`, else `ALLOWANCE`). A faster machine gets a wider
+net or larger crops, never fewer steps. `settings` are TrainConfig fields (explicit flags win
+over them: pass them as `fixed`); `reasons` say, one line per choice, why.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from trainers.data.fingerprint import Fingerprint
@@ -20,46 +25,180 @@ CROPS = (128, 192, 256, 384, 512)
 CONTEXT = 4  # a crop spans this many typical object widths: the object and as much each side
 MAX_PATCHES = 16
 MIN_SCALE = 0.25  # the most a plan reduces the resolution
+PASSES = 100  # the steps wanted: each training crop seen this many times (nnU-Net: 1000 x 250)
+MIN_STEPS, MAX_STEPS = 2000, 20_000  # never a plan of tens of steps, nor of days
+ALLOWANCE = 20 * 60.0  # seconds a run allows itself without --time-budget
+TRAINING_SHARE = 0.8  # of the time allowed: the rest for validation, checkpoints, the loader
+VALIDATIONS = 20  # validations (and checkpoints) per run
+WIDTHS = {"cpu": (16, 32), "gpu": (32, 64)}  # the unet widths a plan tries, smallest first
 
 
 @dataclass(frozen=True)
 class Hardware:
-    """What the plan is sized for: CPU threads, or a GPU and its memory."""
+    """What the plan is sized for: CPU threads and their bf16 units, or a GPU."""
 
     threads: int
     gpu_memory_gb: float = 0.0  # 0: no GPU
+    gpu_name: str = ""
+    gpu_bf16: bool = False  # the GPU computes in bfloat16 (Ampere and later)
+    cpu_bf16: bool = False  # the CPU has bf16 matrix units (AVX-512 BF16 or AMX)
 
     @classmethod
     def detect(cls) -> Hardware:
         import torch
 
-        memory = 0.0
+        memory, name, bf16 = 0.0, "", False
         if torch.cuda.is_available():
-            memory = torch.cuda.get_device_properties(0).total_memory / 2**30
+            properties = torch.cuda.get_device_properties(0)
+            memory, name = properties.total_memory / 2**30, properties.name
+            bf16 = torch.cuda.is_bf16_supported()
         # The CPUs this process may run on (Linux), else all of them (macOS, Windows).
         usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-        return cls(threads=len(usable) if usable else os.cpu_count() or 1, gpu_memory_gb=memory)
+        return cls(
+            threads=len(usable) if usable else os.cpu_count() or 1,
+            gpu_memory_gb=memory,
+            gpu_name=name,
+            gpu_bf16=bf16,
+            cpu_bf16=cpu_has_bf16(),
+        )
+
+    @property
+    def gpu(self) -> bool:
+        return self.gpu_memory_gb > 0
 
     def describe(self) -> str:
-        gpu = f"a GPU with {self.gpu_memory_gb:.0f} GB" if self.gpu_memory_gb else "no GPU"
-        return f"{self.threads} CPU threads, {gpu}"
+        if self.gpu:
+            kind = "bf16" if self.gpu_bf16 else "no bf16: fp16 with a GradScaler"
+            return f"{self.threads} CPU threads, a GPU ({self.gpu_name or 'CUDA'}) with " \
+                f"{self.gpu_memory_gb:.0f} GB, {kind}"  # fmt: skip
+        units = "bf16 matrix units" if self.cpu_bf16 else "no bf16 units"
+        return f"{self.threads} CPU threads ({units}), no GPU"
 
 
-def make_plan(f: Fingerprint, hardware: Hardware) -> tuple[dict[str, Any], list[str]]:
-    """TrainConfig settings for data set `f` on `hardware`, and one reason per choice."""
-    gpu = hardware.gpu_memory_gb > 0
-    largest = 512 if gpu else 256  # a crop the hardware trains at a useful rate
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX-512 BF16 or AMX), as oneDNN sees it."""
+    import torch
+
+    return torch.backends.mkldnn.is_available() and bool(
+        getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model and crop the plan may train, with the batch it would use."""
+
+    model: str
+    model_kwargs: dict[str, Any] = field(hash=False)
+    crop: int
+    batch: int
+
+    @property
+    def cost(self) -> float:
+        """Compute per crop, up to a constant: width squared times pixels (the batch aside, which
+        follows the crop)."""
+        return _width(self.model_kwargs) ** 2 * self.crop**2
+
+    def describe(self) -> str:
+        return f"{self.model} {self.model_kwargs or ''} at {self.crop}x{self.crop}, batch " \
+            f"{self.batch}".replace("  ", " ")  # fmt: skip
+
+
+def _width(model_kwargs: dict[str, Any]) -> int:
+    return int(model_kwargs.get("base_channels", 16))
+
+
+Timer = Callable[[Candidate, str], float]
+"""Seconds per training step of a candidate at a precision ("fp32", "bf16", "fp16")."""
+
+
+def make_plan(
+    f: Fingerprint,
+    hardware: Hardware,
+    *,
+    timer: Timer | None = None,
+    seconds: float | None = None,
+    fixed: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], list[str]]:
+    """TrainConfig settings for data set `f` on `hardware`, and one reason per choice.
+
+    `timer` measures candidates (None: no timing, the smallest candidate and the wanted steps);
+    `seconds` is the time the run may take (--time-budget); `fixed` holds explicit settings
+    (model, model_kwargs, image_size, batch_size, steps, precision), which the plan keeps.
+    """
+    fixed = fixed or {}
+    reasons = [f"hardware: {hardware.describe()}"]
+    crop, scale = _crop_and_scale(f, hardware, reasons)
+    crop = fixed.get("image_size", crop)
+    area = f.heights[0] * f.widths[0] * scale**2
+    patches = min(MAX_PATCHES, max(1, math.ceil(area / crop**2)))
+    reasons.append(
+        f"{patches} crops per image and pass: a median image is {area / crop**2:.1f} crops "
+        f"of area (at most {MAX_PATCHES})"
+    )
+    candidates = _candidates(f, hardware, crop, fixed)
+    precision = fixed.get("precision", "auto")
+    if precision == "auto":
+        precision = _precision(hardware, candidates[0], timer, reasons)
+    batch = candidates[0].batch
+    wanted = fixed.get("steps") or min(
+        MAX_STEPS, max(MIN_STEPS, math.ceil(PASSES * f.images * patches / batch))
+    )
+    allowed = seconds or ALLOWANCE
+    chosen, steps, step_seconds = _fit(candidates, precision, wanted, allowed, timer, reasons)
+    if "steps" in fixed:
+        steps = fixed["steps"]
+    val_every = max(1, round(steps / VALIDATIONS))
+    expected = steps * step_seconds / TRAINING_SHARE if step_seconds else None
+    reasons.append(
+        f"{steps} steps, validated and checkpointed every {val_every}"
+        + (f": about {_duration(expected)} here" if expected else "")
+        + ("" if seconds else f" (no --time-budget: the plan allows itself {_duration(allowed)})")
+    )
+    workers = min(8, hardware.threads) if hardware.gpu else (1 if hardware.threads <= 4 else 2)
+    reasons.append(
+        f"{workers} loader worker(s): images are decoded once and cropped before augmenting, "
+        f"so {'these keep the GPU' if hardware.gpu else 'few keep the CPU'} fed"
+    )
+    reasons.append(
+        f"{f.channels} input channel(s), normalized by the data set's own mean {list(f.mean)} "
+        f"and std {list(f.std)}"
+    )
+    settings = {
+        "model": chosen.model,
+        "model_kwargs": chosen.model_kwargs,
+        "in_channels": f.channels,
+        "image_size": chosen.crop,
+        "patches_per_image": patches,
+        "scale": scale,
+        "batch_size": chosen.batch,
+        "steps": steps,
+        "val_every": val_every,
+        "precision": precision,
+        "workers": workers,
+        "mean": list(f.mean),
+        "std": [max(s, 1e-3) for s in f.std],
+    }
+    return settings, reasons
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _crop_and_scale(f: Fingerprint, hardware: Hardware, reasons: list[str]) -> tuple[int, float]:
+    """The crop that holds CONTEXT object widths where the images allow, and the resolution."""
+    largest = 512 if hardware.gpu else 256  # a crop the hardware trains at a useful rate
     width = max(f.width.values(), default=0.0)
     shorter = min(f.heights[0], f.widths[0])
     need = CONTEXT * width
     crop = next((c for c in CROPS if c >= need), CROPS[-1])
     crop = min(crop, largest, max(c for c in CROPS if c <= max(shorter, CROPS[0])))
-    reasons = [
-        f"hardware: {hardware.describe()}",
+    reasons.append(
         f"crop {crop}x{crop}: objects are {width:.0f} px wide (median, by area), and a crop "
         f"holds {CONTEXT} widths ({need:.0f} px) where the images ({f.heights[0]}x{f.widths[0]}) "
-        f"and the hardware (at most {largest}) allow",
-    ]
+        f"and the hardware (at most {largest}) allow"
+    )
     scale = 1.0
     if need > crop:  # nnU-Net's spacing: fewer pixels per object, so a crop holds its context
         scale = min(1.0, math.ceil(max(crop / need, crop / shorter, MIN_SCALE) * 100) / 100)
@@ -70,43 +209,106 @@ def make_plan(f: Fingerprint, hardware: Hardware) -> tuple[dict[str, Any], list[
             "shorter side of a median image (training, evaluation and the demo run at it; "
             "masks come back at full size)"
         )
-    area = f.heights[0] * f.widths[0] * scale**2
-    patches = min(MAX_PATCHES, max(1, math.ceil(area / crop**2)))
-    reasons.append(
-        f"{patches} crops per image and epoch: a median image is {area / crop**2:.1f} crops "
-        f"of area (at most {MAX_PATCHES})"
-    )
-    if gpu:
-        batch = int(min(128, max(8, hardware.gpu_memory_gb * 2 * (256 / crop) ** 2)))
-        reason = f"{hardware.gpu_memory_gb:.0f} GB of GPU memory at {crop}x{crop}"
+    return crop, scale
+
+
+def _batch(hardware: Hardware, crop: int, width: int) -> int:
+    """Crops per step: on the CPU 8 of up to 192x192, fewer of larger ones; on a GPU by memory."""
+    if hardware.gpu:
+        per_gb = 2 * (256 / crop) ** 2 * (32 / width)
+        return int(min(128, max(8, hardware.gpu_memory_gb * per_gb)))
+    return int(min(8, max(2, 8 * (192 / crop) ** 2)))
+
+
+def _candidates(
+    f: Fingerprint, hardware: Hardware, crop: int, fixed: dict[str, Any]
+) -> list[Candidate]:
+    """What the plan may train, cheapest first: the unet at the plan's widths, at the crop and
+    at the larger ones the images and the hardware hold; or the fixed model and crop alone."""
+    shorter = min(f.heights[0], f.widths[0])
+    largest = 512 if hardware.gpu else 256
+    crops = [crop]
+    if "image_size" not in fixed:  # larger crops, more context, where the images hold them
+        crops += [c for c in CROPS if crop < c <= min(shorter, largest)]
+    if "model" in fixed:
+        kwargs = [fixed.get("model_kwargs", {})]
+    elif "model_kwargs" in fixed:
+        kwargs = [fixed["model_kwargs"]]
     else:
-        batch = int(min(8, max(2, 8 * (192 / crop) ** 2)))
-        reason = "the CPU: 8 crops of up to 192x192, fewer of larger ones, per step"
-    reasons.append(f"batch {batch}: {reason}")
-    base = 32 if gpu else 16
+        kwargs = [{"base_channels": w} for w in WIDTHS["gpu" if hardware.gpu else "cpu"]]
+    model = fixed.get("model", "unet")
+    found = [
+        Candidate(model, k, c, fixed.get("batch_size", _batch(hardware, c, _width(k))))
+        for k in kwargs
+        for c in crops
+    ]
+    return sorted(found, key=lambda candidate: candidate.cost)
+
+
+def _precision(
+    hardware: Hardware, smallest: Candidate, timer: Timer | None, reasons: list[str]
+) -> str:
+    """bf16 on a GPU that has it, else fp16; on the CPU the faster of bf16 and fp32, timed."""
+    if hardware.gpu:
+        precision = "bf16" if hardware.gpu_bf16 else "fp16"
+        reasons.append(
+            f"precision {precision}: "
+            + (
+                "the GPU computes in bf16"
+                if hardware.gpu_bf16
+                else "no bf16 on this GPU: fp16 autocast with a GradScaler"
+            )
+        )
+        return precision
+    if not hardware.cpu_bf16 or timer is None:
+        reasons.append("precision fp32: " + ("no bf16 units on this CPU" if not hardware.cpu_bf16
+                       else "not timed"))  # fmt: skip
+        return "fp32"
+    fp32, bf16 = timer(smallest, "fp32"), timer(smallest, "bf16")
+    precision = "bf16" if bf16 < fp32 else "fp32"
     reasons.append(
-        f"model unet, {base} channels at full resolution: from scratch (no pretrained weights "
-        f"needed), {'the GPU affords the wider net' if gpu else 'the width the CPU trains fast'}"
+        f"precision {precision}: a step of {smallest.describe()} took {fp32 * 1000:.0f} ms in "
+        f"fp32 and {bf16 * 1000:.0f} ms under bf16 autocast on this CPU"
     )
-    workers = min(8, hardware.threads) if gpu else (1 if hardware.threads <= 4 else 2)
+    return precision
+
+
+def _fit(
+    candidates: list[Candidate],
+    precision: str,
+    wanted: int,
+    allowed: float,
+    timer: Timer | None,
+    reasons: list[str],
+) -> tuple[Candidate, int, float]:
+    """The largest candidate that trains `wanted` steps in TRAINING_SHARE of `allowed` seconds,
+    timed cheapest first (stopping at the first too slow); if none does, the fastest, with as
+    many steps as the time allows. Returns it, its steps and its seconds per step (0: untimed)."""
+    budget = allowed * TRAINING_SHARE
+    if timer is None:
+        reasons.append(f"model {candidates[0].describe()}: not timed; {wanted} steps wanted")
+        return candidates[0], wanted, 0.0
+    timed: list[tuple[Candidate, float]] = []
+    for candidate in candidates:
+        seconds = timer(candidate, precision)
+        timed.append((candidate, seconds))
+        if wanted * seconds > budget:
+            break
+    fits = [(c, s) for c, s in timed if wanted * s <= budget]
+    listing = "; ".join(f"{c.describe()}: {s * 1000:.0f} ms" for c, s in timed)
+    if fits:
+        chosen, seconds = max(fits, key=lambda pair: pair[0].cost)
+        reasons.append(
+            f"model {chosen.describe()}: the largest of those timed ({listing} a step) that "
+            f"trains the {wanted} steps wanted ({PASSES} passes over the crops, within "
+            f"{MIN_STEPS}-{MAX_STEPS}) in {_duration(budget)} of the {_duration(allowed)} allowed"
+        )
+        return chosen, wanted, seconds
+    chosen, seconds = min(timed, key=lambda pair: pair[1])
+    steps = max(1, int(budget / seconds))
     reasons.append(
-        f"{workers} loader worker(s): images are decoded once and cropped before augmenting, "
-        f"so {'few' if not gpu else 'these'} keep the {'CPU' if not gpu else 'GPU'} fed"
+        f"model {chosen.describe()}: the fastest of those timed ({listing} a step); "
+        f"{steps} of the {wanted} steps wanted fit in {_duration(budget)} of the "
+        f"{_duration(allowed)} allowed"
     )
-    reasons.append(
-        f"{f.channels} input channel(s), normalized by the data set's own mean {list(f.mean)} "
-        f"and std {list(f.std)}"
-    )
-    settings = {
-        "model": "unet",
-        "model_kwargs": {"base_channels": base},
-        "in_channels": f.channels,
-        "image_size": crop,
-        "patches_per_image": patches,
-        "scale": scale,
-        "batch_size": batch,
-        "workers": workers,
-        "mean": list(f.mean),
-        "std": [max(s, 1e-3) for s in f.std],
-    }
-    return settings, reasons
+    return chosen, steps, seconds

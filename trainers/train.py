@@ -1,11 +1,16 @@
 """Train a zoo model on a segmentation data set with Dice + IoU loss.
 
-    python -m trainers.train --model timm/resnet18 --data drive:../shared/data/DRIVE --epochs 1
+    python -m trainers.train --data drive:../shared/data/DRIVE           # the plan sizes the run
+    python -m trainers.train --data dsb2018:../shared/data/DSB2018-nuclei --time-budget 20m
+    python -m trainers.train --plan none --model timm/resnet18 --data folder:my_data --steps 2000
     python -m trainers.train --preset report --data isbi2012:../shared/data/ISBI2012-membrane
-    torchrun --nproc-per-node 2 -m trainers.train --model timm/resnet34 --data ...   # DDP
+    torchrun --nproc-per-node 2 -m trainers.train --data ...                   # DDP, one per GPU
 
-Reads top to bottom: settings, data, model, loop (train, validate, checkpoint), evaluation, push.
-On CUDA: bf16 autocast, channels_last and optional torch.compile; on the CPU: float32.
+Reads top to bottom: settings, data, model, the loop of steps (validation and a checkpoint every
+--val-every steps), threshold, evaluation, push. The run is counted in optimizer steps; the plan
+(the default) chooses them, the model and the crop from the data set and this machine's timed
+speed, and prints why. Precision: bf16 autocast on a GPU that has it, else fp16 with a
+GradScaler; on the CPU bf16 where its matrix units make it faster, else fp32; channels_last.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import zoo
@@ -39,6 +44,7 @@ from trainers.checkpoint import (
     trim_metrics,
     write_json,
 )
+from trainers.cli import exit_on_user_error
 from trainers.config import TrainConfig, build_parser, load_config_file, resolve
 from trainers.data import (
     SegmentationDataset,
@@ -47,10 +53,25 @@ from trainers.data import (
     train_transform,
     train_val_split,
 )
-from trainers.losses import DiceIoULoss
+from trainers.data.sampling import SeededItems, StepBatches, steps_per_pass
+from trainers.losses import DiceIoULoss, check_target_values
+from trainers.scoring import class_map, confusions, mean_overlap, predict_probabilities
+from trainers.steps import grad_scaler, train_step
 
-CSV_FIELDS = ["epoch", "lr", "train_loss", "val_dice", "val_iou", "images_per_s", "seconds"]
+CSV_FIELDS = ["step", "lr", "train_loss", "val_dice", "val_iou", "images_per_s", "seconds"]
 F1_TOLERANCE = 0.002  # a validation F1 this close to the best is as good as the best
+CHECK_EVERY = 10  # steps between the ranks' shared look at the clock (a broadcast each)
+
+
+@dataclasses.dataclass
+class RunState:
+    """Where a run stands: steps taken, seconds spent (all processes of a resumed run), and the
+    best validation Dice with the step it was reached at."""
+
+    step: int = 0
+    seconds: float = 0.0
+    best_dice: float = -1.0
+    best_step: int = 0
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
@@ -75,12 +96,31 @@ def seed_generators(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def use_deterministic_algorithms() -> None:
-    """Deterministic kernels where torch has them; a warning for the few it has not (such as
-    bilinear upsampling's backward pass on CUDA) rather than an error."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cudnn.benchmark = False
+def set_kernels(deterministic: bool, device: torch.device) -> None:
+    """Deterministic kernels (a warning, not an error, for the few torch lacks), or the fastest:
+    cuDNN's autotuner for the fixed crops, and TF32 for what runs in float32 on CUDA."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run trains in: "auto" is bf16 on a GPU that has it, else fp16, and fp32 on
+    a CPU (the plan times bf16 there and sets it where faster); fp16 asked of a GPU without
+    bf16 stays; bf16 asked of a GPU without it becomes fp16 (said), never a crash."""
+    if device.type == "cuda":
+        if precision in ("auto", "bf16") and not torch.cuda.is_bf16_supported():
+            if precision == "bf16":
+                print("this GPU has no bf16: training in fp16 with a GradScaler instead")
+            return "fp16"
+        return "bf16" if precision == "auto" else precision
+    if precision == "fp16":
+        raise ValueError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+    return "fp32" if precision == "auto" else precision
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -88,118 +128,82 @@ def default_run_dir(config: TrainConfig) -> Path:
     return Path("runs") / f"{stamp}-{config.model.replace('/', '-')}"
 
 
-def make_loaders(config: TrainConfig, spec: zoo.ModelSpec, world: int, rank: int):
-    """Training and validation loaders, the number of classes and the class names."""
+def make_datasets(config: TrainConfig, spec: zoo.ModelSpec, rank: int):
+    """The training and validation sets (each decoded once, within its memory bound), the number
+    of output channels and the data source. Validation images stay in [0, 1]: `predict`
+    normalizes them as it normalizes any image."""
     source = parse_spec(config.data)
     splits = source.splits()
     train, val = splits["train"], splits.get("val") or []
     if not val and config.val_fraction > 0:
         train, val = train_val_split(train, config.val_fraction, seed=config.seed)
-    binary = len(source.class_names) == 2  # one output channel, sigmoid
     common = {
         "in_channels": config.in_channels,
         "mask_mode": source.mask_mode,
         "palette": source.palette,
         "scale": config.scale,
     }
-    norm = {"mean": spec.mean, "std": spec.std}
+    augment = train_transform(config.image_size, mean=spec.mean, std=spec.std)
     train_set = SegmentationDataset(
-        train,
-        train_transform(config.image_size, **norm),
-        patches_per_image=config.patches_per_image,
-        **common,
+        train, augment, patches_per_image=config.patches_per_image, **common
     )
-    val_set = SegmentationDataset(val, eval_transform(**norm), **common)
+    val_set = SegmentationDataset(val, eval_transform(), **common)
     for name, dataset in (("training", train_set), ("validation", val_set)):
         kept = dataset.keep_all()  # before the workers start: they inherit the decoded set
         if not kept and rank == 0:
             print(f"the {name} images are too large to keep decoded: read again for each crop")
-    sampler = DistributedSampler(train_set, world, rank, seed=config.seed) if world > 1 else None
-    generator = torch.Generator().manual_seed(config.seed + rank)
-    train_loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        shuffle=sampler is None,
-        sampler=sampler,
+    binary = len(source.class_names) == 2  # one output channel, sigmoid
+    return train_set, val_set, (1 if binary else len(source.class_names)), source
+
+
+def make_loader(
+    train_set: SegmentationDataset, config: TrainConfig, steps: range, rank: int, world: int
+) -> DataLoader:
+    """One loader for the run's `steps`: its workers start once and stay; the batch of each step
+    is fixed by the seed, the step and the rank (`StepBatches`)."""
+    sampler = StepBatches(
+        len(train_set), config.batch_size, first=steps.start, last=steps.stop,
+        seed=config.seed, rank=rank, world=world,
+    )  # fmt: skip
+    return DataLoader(
+        SeededItems(train_set),
+        batch_sampler=sampler,
         num_workers=config.workers,
-        generator=generator,
-        drop_last=len(train_set) >= config.batch_size * world,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=config.workers > 0,
     )
-    val_loader = DataLoader(val_set, batch_size=1, num_workers=config.workers)
-    return train_loader, val_loader, (1 if binary else len(source.class_names)), source
+
+
+def run_length(config: TrainConfig, steps_per_pass: int) -> int:
+    """The steps the run trains for: --epochs passes if given, else --steps (0: the budget's)."""
+    return config.epochs * steps_per_pass if config.epochs else config.steps
+
+
+def validation_interval(config: TrainConfig, total: int) -> int:
+    """Steps between validations: --val-every, else a twentieth of the run (100 untimed)."""
+    return config.val_every or (max(1, round(total / 20)) if total else 100)
 
 
 @torch.inference_mode()
-def validate(model, loader, device, num_classes: int, threshold: float) -> tuple[float, float]:
-    """Mean Dice and IoU over the validation images, inside their regions of interest."""
-    model.eval()
-    dices, ious = [], []
-    for batch in loader:
-        logits = model(batch["image"].to(device)).float()
-        if num_classes == 1:
-            pred = (logits.sigmoid()[0, 0] > threshold).cpu().numpy()
-            target = batch["mask"][0].numpy() == 1
-        else:  # mean over the foreground classes
-            pred = logits.argmax(1)[0].cpu().numpy()
-            target = batch["mask"][0].numpy()
-        roi = batch["roi"][0].numpy()
-        rows = (
-            [metrics.confusion(pred, target, roi)]
-            if num_classes == 1
-            else [metrics.confusion(pred == c, target == c, roi) for c in range(1, num_classes)]
-        )
-        dices.append(np.mean([metrics.dice(cm) for cm in rows]))
-        ious.append(np.mean([metrics.iou(cm) for cm in rows]))
+def validate(
+    model: zoo.SegmentationModel, val_set, precision: str, num_classes: int, threshold: float
+) -> tuple[float, float]:
+    """Mean Dice and IoU over the validation images inside their regions of interest, shared
+    out between the ranks (each predicts every world-th image on its device, under autocast)
+    and summed over them; images with no class in prediction or target are left out."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    totals = [0.0, 0.0, 0.0]  # Dice sum, IoU sum, images counted
+    for index in range(rank, len(val_set), world):
+        item = val_set[index]
+        probabilities = predict_probabilities(model, item["image"], precision=precision)
+        pred = class_map(probabilities, threshold)
+        found = confusions(pred, item["mask"].numpy(), item["roi"].numpy(), num_classes)
+        dice, iou = mean_overlap(found)
+        if not math.isnan(dice):
+            totals = [totals[0] + dice, totals[1] + iou, totals[2] + 1]
     model.train()
-    return float(np.mean(dices)) if dices else math.nan, float(np.mean(ious)) if ious else math.nan
-
-
-def append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
-def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, bool]:
-    """The run folder, and whether there is a checkpoint to resume from; never overwrites."""
-    run_dir = Path(config.output) if config.output else default_run_dir(config)
-    if resume and not has_checkpoint(run_dir):  # killed in its first epoch: nothing to lose
-        print(f"{run_dir} finished no epoch: starting it from the beginning")
-        return run_dir, False
-    if not resume and run_dir.exists() and any(run_dir.iterdir()):
-        raise ValueError(
-            f"run folder {run_dir} already holds files; continue it with --resume {run_dir}, "
-            "or choose another --output (nothing is overwritten)"
-        )
-    return run_dir, resume
-
-
-def restore(run_dir: Path, model, optimizer, main_process: bool, save_best) -> dict[str, Any]:
-    """Load the last checkpoint into `model` and `optimizer`; the loop's counters to go on
-    with. What a killed run may have left is tidied: a log line, temporary files, and best
-    weights not yet written."""
-    weights, state = load_checkpoint(run_dir)
-    model.load_state_dict(weights)
-    optimizer.load_state_dict(state["optimizer"])
-    if main_process:
-        trim_metrics(run_dir / "metrics.csv", state["epoch"])
-        for leftover in run_dir.glob(".*.tmp"):
-            leftover.unlink()
-        if state.get("best_epoch") == state["epoch"]:  # killed before the best was saved
-            save_best()
-        print(
-            f"resuming {run_dir} after epoch {state['epoch']} (best Dice {state['best_dice']:.4f})"
-        )
-    return {
-        "epoch": state["epoch"] + 1,
-        "step": state["step"],
-        "elapsed": state["elapsed"],
-        "best_dice": state["best_dice"],
-        "best_epoch": state.get("best_epoch", 0),
-    }
+    dice_sum, iou_sum, count = all_ranks_sum(totals, next(model.parameters()).device)
+    return (dice_sum / count, iou_sum / count) if count else (math.nan, math.nan)
 
 
 def all_ranks_sum(values: list[float], device: torch.device) -> list[float]:
@@ -222,6 +226,48 @@ def shared_progress(budget: Budget, step: int, device: torch.device) -> float:
     return progress
 
 
+def append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[Path, bool]:
+    """The run folder, and whether there is a checkpoint to resume from; never overwrites."""
+    run_dir = Path(config.output) if config.output else default_run_dir(config)
+    if resume and not has_checkpoint(run_dir):  # killed before its first checkpoint
+        print(f"{run_dir} has no checkpoint yet: starting it from the beginning")
+        return run_dir, False
+    if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        raise ValueError(
+            f"run folder {run_dir} already holds files; continue it with --resume {run_dir}, "
+            "or choose another --output (nothing is overwritten)"
+        )
+    return run_dir, resume
+
+
+def restore(run_dir: Path, model, optimizer, main_process: bool, save_best) -> RunState:
+    """Load the last checkpoint into `model` and `optimizer`; the state to go on from. What a
+    killed run may have left is tidied: log lines, temporary files, best weights not written."""
+    weights, saved = load_checkpoint(run_dir)
+    if "best_step" not in saved:
+        raise ValueError(f"{run_dir} was trained by epochs with an older bioseg; start a new run")
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(saved["optimizer"])
+    state = RunState(saved["step"], saved["elapsed"], saved["best_dice"], saved["best_step"])
+    if main_process:
+        trim_metrics(run_dir / "metrics.csv", state.step)
+        for leftover in run_dir.glob(".*.tmp"):
+            leftover.unlink()
+        if state.best_step == state.step:  # killed before the best was saved
+            save_best()
+        print(f"resuming {run_dir} after step {state.step} (best Dice {state.best_dice:.4f})")
+    return state
+
+
 def build_model(
     config: TrainConfig, spec: zoo.ModelSpec, num_classes: int, pretrained: bool, device
 ) -> zoo.SegmentationModel:
@@ -234,7 +280,7 @@ def build_model(
         **config.model_kwargs,
     ).to(device)
     model.spec, model.scale = spec, config.scale
-    if device.type == "cuda" and config.channels_last:
+    if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -260,185 +306,181 @@ def write_settings(
         print(f"run folder: {run_dir}\nsettings: {config.to_dict()}")
 
 
+@dataclasses.dataclass
+class Run:
+    """What the loop works with: the settings, the model (and the network it trains through,
+    compiled or distributed), the data, and how the run is measured and ends."""
+
+    config: TrainConfig
+    run_dir: Path
+    model: zoo.SegmentationModel
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    val_set: SegmentationDataset
+    num_classes: int
+    precision: str
+    budget: Budget
+    val_every: int
+    main_process: bool
+    save_best: Any
+
+
 def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -> Path:
     """Run the training described by `config`; returns the run folder, where `plan` (the
-    settings `--plan auto` derived, with its reasons) is kept as plan.json."""
+    settings the plan derived, with its reasons) is kept as plan.json."""
     rank, world, device = setup_distributed()
-    main_process = rank == 0
     seed_generators(config.seed + rank)
-    if config.deterministic:
-        use_deterministic_algorithms()
+    set_kernels(config.deterministic, device)
     run_dir, resume = prepare_run_dir(config, resume)
     config.output = str(run_dir)
+    precision = resolve_precision(config.precision, device)
 
     # Data and model; a normalization of the run's own replaces the model's, in its config too.
     spec = zoo.get_spec(config.model)
     if config.mean:
         spec = dataclasses.replace(spec, mean=tuple(config.mean), std=tuple(config.std))
-    train_loader, val_loader, num_classes, source = make_loaders(config, spec, world, rank)
+    train_set, val_set, num_classes, source = make_datasets(config, spec, rank)
     model = build_model(config, spec, num_classes, config.pretrained and not resume, device)
     optimizer = make_optimizer(config, model)
 
     def save_best() -> None:  # the best weights, ready for from_pretrained and the Hub
         zoo.save_pretrained(
-            model,
-            run_dir,
-            input_size=[config.image_size, config.image_size],
-            threshold=config.threshold,
-            classes=list(source.class_names),
+            model, run_dir, input_size=[config.image_size, config.image_size],
+            threshold=config.threshold or 0.5, classes=list(source.class_names),
             dataset=source.kind,
-        )
+        )  # fmt: skip
 
-    fresh = {"epoch": 1, "step": 0, "elapsed": 0.0, "best_dice": -1.0, "best_epoch": 0}
-    run = restore(run_dir, model, optimizer, main_process, save_best) if resume else fresh
+    state = restore(run_dir, model, optimizer, rank == 0, save_best) if resume else RunState()
+    per_pass = steps_per_pass(len(train_set), config.batch_size, world)
+    total = run_length(config, per_pass)
     seconds = parse_duration(config.time_budget) if config.time_budget else None
-    budget = Budget(config.epochs, seconds, len(train_loader), spent=run["elapsed"])
     net = torch.compile(model) if config.compile else model
     net = DistributedDataParallel(net) if world > 1 else net
-    if main_process:
+    run = Run(
+        config, run_dir, model, net, optimizer, val_set, num_classes, precision,
+        Budget(total, seconds, spent=state.seconds), validation_interval(config, total),
+        rank == 0, save_best,
+    )  # fmt: skip
+    if run.main_process:
         write_settings(run_dir, config, plan)
-        print(f"data: {len(train_loader.dataset)} training, {len(val_loader.dataset)} validation")
-
-    epoch, step = run["epoch"], run["step"]
-    budget.start()
-    while shared_progress(budget, step, device) < 1:
-        step, figures = train_epoch(net, train_loader, optimizer, budget, config, epoch, step)
-        if main_process and end_of_epoch(
-            run_dir, model, optimizer, val_loader, device, num_classes, config,
-            epoch=epoch, step=step, elapsed=budget.elapsed(), best=run, train_figures=figures,
-        ):  # fmt: skip
-            save_best()
-        if world > 1:  # the others wait here, not inside the next gradient sync
-            dist.barrier()
-        epoch += 1
+        print(f"data: {len(train_set)} training crops a pass ({per_pass} steps), "
+              f"{len(val_set)} validation images; {total or 'unlimited'} steps in "
+              f"{precision}, validated every {run.val_every}")  # fmt: skip
+    loader = make_loader(train_set, config, range(state.step, total or 2**62), rank, world)
+    state = train_steps(run, loader, state)
     if world > 1:
         dist.destroy_process_group()
-    if main_process:
-        note = {"ended_by": budget.ended_by(step), "steps": step,
-                "seconds": round(budget.elapsed(), 1)}  # fmt: skip
+    if run.main_process:
+        note = {"ended_by": run.budget.ended_by(state.step), "steps": state.step,
+                "seconds": round(run.budget.elapsed(), 1)}  # fmt: skip
         write_settings(run_dir, config, note=note)
-        print(f"ended by the {note['ended_by']} after {step} steps, {note['seconds']:.0f} s")
+        print(f"ended by the {note['ended_by']} after {state.step} steps, {note['seconds']:.0f} s")
         if num_classes == 1 and (run_dir / "config.json").is_file():
-            tune_threshold(run_dir, val_loader, device)
+            tune_threshold(run_dir, val_set, precision, config.threshold)
         finish(config, run_dir, source)
     return run_dir
 
 
-def train_epoch(
-    net: nn.Module,
-    loader: DataLoader,
-    optimizer: torch.optim.Optimizer,
-    budget: Budget,
-    config: TrainConfig,
-    epoch: int,
-    step: int,
-) -> tuple[int, dict[str, float]]:
-    """One pass over `loader` (cut short when the budget runs out); the step reached, and the
-    epoch's learning rate, loss and images per second over all processes."""
+def train_steps(run: Run, loader: DataLoader, state: RunState) -> RunState:
+    """Train from `state` until the budget ends the run, validating and checkpointing every
+    `run.val_every` steps and at the end. The loss stays on the device and is read once per
+    interval; the clock is shared between ranks every CHECK_EVERY steps."""
+    config, device = run.config, next(run.model.parameters()).device
+    loss_fn = DiceIoULoss(config.dice_weight, config.iou_weight, check_values=False)
+    scaler = grad_scaler(run.precision, device)
     rank = dist.get_rank() if dist.is_initialized() else 0
-    device = next(net.parameters()).device
-    cuda = device.type == "cuda"
-    # Shuffling, augmentation and dropout seeded by epoch and rank: a resumed run sees the
-    # batches and draws of an uninterrupted one, on any number of processes.
-    if isinstance(loader.sampler, DistributedSampler):
-        loader.sampler.set_epoch(epoch)
-    loader.generator.manual_seed(config.seed + 1000 * epoch + rank)
-    seed_generators(config.seed + 1000 * epoch + rank)
-    # The loss sees every pixel, outside a region of interest too (DRIVE's black surround is
-    # background a model must learn); the region of interest applies to the metrics.
-    loss_fn = DiceIoULoss(config.dice_weight, config.iou_weight)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and config.amp)
-    net.train()
-    started, seen, loss_sum = time.perf_counter(), 0, 0.0
-    total = f"/{config.epochs}" if config.epochs else ""
-    bar = tqdm(loader, desc=f"epoch {epoch}{total}", disable=rank != 0, file=sys.stdout,
-               dynamic_ncols=True)  # fmt: skip
-    for batch in bar:
-        progress = shared_progress(budget, step, device)
-        if progress >= 1:  # the time is up: this epoch ends here, validated as any other
+    bar = tqdm(total=run.budget.steps or None, initial=state.step, disable=rank != 0,
+               file=sys.stdout, dynamic_ncols=True, desc="steps")  # fmt: skip
+    interval = {"loss": torch.zeros((), device=device), "seen": 0, "since": time.perf_counter()}
+    run.budget.start()
+    progress = shared_progress(run.budget, state.step, device)
+    batches = iter(loader)
+    while progress < 1:
+        batch = next(batches, None)
+        if batch is None:
             break
-        for group in optimizer.param_groups:  # the cosine over the run: epochs or time
+        for group in run.optimizer.param_groups:  # the cosine over the run: steps or time
             group["lr"] = config.lr * cosine(progress)
+        check_target_values(batch["mask"], run.num_classes)  # on the CPU: no device sync
         images = batch["image"].to(device, non_blocking=True)
-        if cuda and config.channels_last:
-            images = images.to(memory_format=torch.channels_last)
+        if config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         target = batch["mask"].to(device, non_blocking=True)
-        with autocast:
-            logits = net(images)
-        loss = loss_fn(logits.float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        seen += len(images)
-        loss_sum += loss.item() * len(images)
-        rate = seen / (time.perf_counter() - started)  # this process's images per second
-        left = {"left": budget.left()} if budget.seconds is not None else {}
-        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}", **left)
-    seconds = time.perf_counter() - started
-    seen, loss_sum = all_ranks_sum([seen, loss_sum], device)  # every rank's batches
-    return step, {
-        "lr": optimizer.param_groups[0]["lr"],
-        "train_loss": loss_sum / max(seen, 1),
-        "images_per_s": seen / seconds,
-        "seconds": seconds,
-    }
+        torch.manual_seed(config.seed * 1_000_003 + state.step * 1009 + rank)  # dropout's draws
+        started = time.perf_counter()
+        loss = train_step(run.net, images, target, loss_fn, run.optimizer, scaler, run.precision)
+        if config.compile and state.step == 0:  # the first step compiles: not charged
+            run.budget.exclude(time.perf_counter() - started)
+            print(f"compiled in {time.perf_counter() - started:.1f} s (not charged to the budget)")
+        interval["loss"] += loss * len(images)
+        interval["seen"] += len(images)
+        state.step += 1
+        bar.update()
+        if not dist.is_initialized() or state.step % CHECK_EVERY == 0:
+            progress = shared_progress(run.budget, state.step, device)
+        else:  # between the ranks' looks at the clock, the steps alone move the run on
+            progress = max(progress, run.budget.step_fraction(state.step))
+        if state.step % run.val_every == 0 or progress >= 1:
+            end_of_interval(run, state, interval, bar)
+    bar.close()
+    return state
 
 
-def end_of_epoch(
-    run_dir: Path, model, optimizer, val_loader, device, num_classes: int, config: TrainConfig,
-    *, epoch: int, step: int, elapsed: float, best: dict[str, Any], train_figures: dict,
-) -> bool:  # fmt: skip
-    """Validate, log the epoch's row in metrics.csv and write its checkpoint; True when the
-    validation Dice is the best so far (`best` is updated), so the caller saves the weights."""
-    val_dice, val_iou = validate(model, val_loader, device, num_classes, config.threshold)
-    print(f"epoch {epoch}: val Dice {val_dice:.4f}, val IoU {val_iou:.4f}")
-    append_csv(
-        run_dir / "metrics.csv",
-        {
-            "epoch": epoch,
-            "lr": f"{train_figures['lr']:.3g}",
-            "train_loss": f"{train_figures['train_loss']:.5f}",
-            "val_dice": f"{val_dice:.5f}",
-            "val_iou": f"{val_iou:.5f}",
-            "images_per_s": f"{train_figures['images_per_s']:.2f}",
-            "seconds": f"{train_figures['seconds']:.1f}",
-        },
-    )
-    improved = val_dice > best["best_dice"] or math.isnan(val_dice)
-    if improved:
-        best["best_dice"] = val_dice if not math.isnan(val_dice) else best["best_dice"]
-        best["best_epoch"] = epoch
-    # The checkpoint first: if the process dies before the best weights are written, the
-    # resumed run writes them from this epoch's checkpoint (best_epoch == epoch).
-    save_checkpoint(
-        run_dir,
-        epoch,
-        model.state_dict(),
-        {
-            "optimizer": optimizer.state_dict(),
-            "step": step,
-            "elapsed": elapsed,
-            "best_dice": best["best_dice"],
-            "best_epoch": best["best_epoch"],
-        },
-    )
-    return improved
+def end_of_interval(run: Run, state: RunState, interval: dict[str, Any], bar: tqdm) -> None:
+    """Validate (every rank its share), log the interval's row in metrics.csv, write the
+    checkpoint and, when the validation Dice is the best so far, the best weights."""
+    seconds = time.perf_counter() - interval["since"]
+    seen, loss_sum = all_ranks_sum([interval["seen"], interval["loss"].item()],
+                                   interval["loss"].device)  # fmt: skip
+    threshold = run.config.threshold or 0.5
+    val_dice, val_iou = validate(run.model, run.val_set, run.precision, run.num_classes, threshold)
+    state.seconds = run.budget.elapsed()
+    if run.main_process:
+        bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", val_dice=f"{val_dice:.4f}",
+                        img_s=f"{seen / seconds:.1f}", **_left(run.budget))  # fmt: skip
+        append_csv(run.run_dir / "metrics.csv", {
+            "step": state.step, "lr": f"{run.optimizer.param_groups[0]['lr']:.3g}",
+            "train_loss": f"{loss_sum / max(seen, 1):.5f}", "val_dice": f"{val_dice:.5f}",
+            "val_iou": f"{val_iou:.5f}", "images_per_s": f"{seen / seconds:.2f}",
+            "seconds": f"{seconds:.1f}",
+        })  # fmt: skip
+        improved = val_dice > state.best_dice or math.isnan(val_dice)
+        if improved:
+            state.best_dice = state.best_dice if math.isnan(val_dice) else val_dice
+            state.best_step = state.step
+        # The checkpoint first: if the process dies before the best weights are written, the
+        # resumed run writes them from this checkpoint (best_step == step).
+        save_checkpoint(run.run_dir, state.step, run.model.state_dict(), {
+            "optimizer": run.optimizer.state_dict(), "step": state.step,
+            "elapsed": state.seconds, "best_dice": state.best_dice, "best_step": state.best_step,
+        })  # fmt: skip
+        if improved:
+            run.save_best()
+    if dist.is_initialized():  # the others wait here, not inside the next gradient sync
+        dist.barrier()
+    interval.update(loss=torch.zeros_like(interval["loss"]), seen=0, since=time.perf_counter())
+
+
+def _left(budget: Budget) -> dict[str, str]:
+    return {"left": budget.left()} if budget.seconds is not None else {}
 
 
 @torch.inference_mode()
-def tune_threshold(run_dir: Path, loader: DataLoader, device: torch.device) -> None:
-    """Save in config.json the threshold at which the best weights have their best pooled F1
-    (Dice) on the validation images, to 0.01 as the app's slider shows it: of those within
-    `F1_TOLERANCE` of the best F1, the nearest 0.5. Never chosen on the test split. Nothing
-    changes without validation images or without foreground in them."""
-    model = zoo.from_pretrained(run_dir).to(device).eval()
+def tune_threshold(
+    run_dir: Path, val_set: SegmentationDataset, precision: str, explicit: float
+) -> None:
+    """The threshold at which the best weights have their best pooled F1 (Dice) on the
+    validation images, to 0.01: of those within `F1_TOLERANCE` of the best F1, the nearest 0.5.
+    Saved in config.json unless `explicit` (--threshold) was given, which is kept and the tuned
+    one reported beside it. Never chosen on the test split; nothing changes without validation
+    images or without foreground in them."""
+    model = zoo.from_pretrained(run_dir).to(_device())
     scores, targets = [], []
-    for batch in loader:
-        probabilities = model(batch["image"].to(device)).float().sigmoid()[0, 0].cpu().numpy()
-        roi = batch["roi"][0].numpy()
-        scores.append(probabilities[roi])
-        targets.append(batch["mask"][0].numpy()[roi] == 1)
+    for index in range(len(val_set)):
+        item = val_set[index]
+        roi = item["roi"].numpy()
+        scores.append(predict_probabilities(model, item["image"], precision=precision)[0][roi])
+        targets.append(item["mask"].numpy()[roi] == 1)
     try:
         if not scores:
             raise ValueError("no validation images")
@@ -446,14 +488,21 @@ def tune_threshold(run_dir: Path, loader: DataLoader, device: torch.device) -> N
     except ValueError as error:  # no validation images, or no foreground in them
         print(f"threshold left at the configured one: {error}")
         return
-    threshold = min(max(round(curve.threshold_near(0.5, F1_TOLERANCE), 2), 0.01), 0.99)
+    tuned = min(max(round(curve.threshold_near(0.5, F1_TOLERANCE), 2), 0.01), 0.99)
+    found = (f"the nearest 0.5 within {F1_TOLERANCE} of the best validation F1, "
+             f"{curve.best_f1:.4f} at {curve.best_threshold:.2f}")  # fmt: skip
+    if explicit:
+        print(f"threshold {explicit:.2f} as given (--threshold); the validation images' would "
+              f"be {tuned:.2f} ({found})")  # fmt: skip
+        return
     config_file = run_dir / "config.json"
     config = json.loads(config_file.read_text())
-    write_json(config_file, {**config, "threshold": threshold, "threshold_from": "validation"})
-    print(
-        f"threshold {threshold:.2f} (the nearest 0.5 within {F1_TOLERANCE} of the best F1, "
-        f"{curve.best_f1:.4f} at {curve.best_threshold:.2f}, on the validation images)"
-    )
+    write_json(config_file, {**config, "threshold": tuned, "threshold_from": "validation"})
+    print(f"threshold {tuned:.2f} ({found})")
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def finish(config: TrainConfig, run_dir: Path, source: Any) -> None:
@@ -477,56 +526,38 @@ def finish(config: TrainConfig, run_dir: Path, source: Any) -> None:
             print(f"space: {push_space(config.push_to_hub, config.space, token=token)}")
 
 
-def auto_plan(data: str) -> dict[str, Any]:
-    """The settings `--plan auto` derives for `data` on this machine, printed with a reason
-    each; under "note" (which --config ignores) the reasons and the fingerprint."""
-    from trainers.data.fingerprint import describe, fingerprint
-    from trainers.plan import Hardware, make_plan
-
-    measured = fingerprint(parse_spec(data))
-    settings, reasons = make_plan(measured, Hardware.detect())
-    print("fingerprint:\n  " + "\n  ".join(describe(measured)))
-    print("plan (explicit flags win):\n  " + "\n  ".join(reasons))
-    return {**settings, "note": {"reasons": reasons, "fingerprint": describe(measured)}}
-
-
-def planned_settings(plan: dict[str, Any], in_channels: int) -> dict[str, Any]:
-    """The plan's settings; with another channel count given, its statistics averaged to it."""
-    settings = {key: value for key, value in plan.items() if key != "note"}
-    if in_channels != plan["in_channels"]:
-        settings["mean"], settings["std"] = (
-            [sum(values) / len(values)] * in_channels for values in (plan["mean"], plan["std"])
-        )
-    return settings
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser("python -m trainers.train", __doc__.splitlines()[0])
+    parser = build_parser("python -m trainers.train", __doc__.splitlines()[0], epilog=__doc__)
     parser.add_argument(
         "--plan",
-        choices=["auto"],
-        help="derive crop size, crops per image, batch size, model width, normalization and "
-        "workers from the data set and this machine (saved in the run as plan.json)",
+        choices=["auto", "none"],
+        default="auto",
+        help="auto (the default): derive the model and its width, crop size, crops per image, "
+        "batch, precision, steps, validation interval, normalization and workers from the data "
+        "set and this machine's timed speed (saved as plan.json; explicit flags win); none: "
+        "the settings' own defaults",
     )
     args = parser.parse_args(argv)
-    try:
+    with exit_on_user_error():
         base, plan = None, None
         if args.resume:
             base = load_config_file(args.resume / "train_config.json")
             base["output"] = str(args.resume)
-        elif args.plan:
+        elif args.plan == "auto":
             if not getattr(args, "data", None):
-                parser.error("--plan auto needs --data KIND:PATH")
-            plan = auto_plan(args.data)
+                parser.error("--data KIND:PATH is required, e.g. --data drive:../shared/data/DRIVE")
+            from trainers.planning import auto_plan, planned_settings
+
+            plan = auto_plan(args)
             base = planned_settings(plan, getattr(args, "in_channels", plan["in_channels"]))
         config = resolve(args, base)
         if not config.data:
             parser.error("--data is required, e.g. --data drive:../shared/data/DRIVE")
+        if plan:
+            from trainers.planning import check_budget
+
+            check_budget(config, plan)
         train(config, resume=args.resume is not None, plan=plan)
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

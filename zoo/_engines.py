@@ -1,7 +1,7 @@
 """Inference engines: a model's prediction through eager PyTorch, ONNX Runtime or OpenVINO.
 
     predict, used = zoo.engine_predict(model, "onnxruntime")
-    probabilities = predict(x)  # as model.probabilities(x)
+    probabilities = predict(x)  # as model.predict_normalized(x)
 
 For the runtimes, the model's network is exported once to ONNX (torch's exporter, height and
 width left dynamic) and the file is cached under `$BIOSEG_CACHE` (default
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._model import SegmentationModel
+from ._model import SegmentationModel, to_probabilities
 
 __all__ = ["CACHE_ENV", "ENGINES", "ENGINE_ENV", "Runner", "engine_predict", "exported_onnx"]
 
@@ -45,7 +45,7 @@ Predict = Callable[[Tensor], Tensor]
 
 @dataclass(frozen=True)
 class Runner:
-    """A model's probabilities through an engine, called as `model.probabilities` is (at the
+    """A model's probabilities through an engine, called as `model.predict_normalized` is (at the
     input's resolution, no `scale` applied). `release()`
     hands back the working memory the engine keeps sized for the largest input it has run
     (ONNX Runtime's arena, OpenVINO's buffers), at the cost of growing it again on the next
@@ -149,7 +149,7 @@ def _runtime_predict(model: SegmentationModel, engine: str, threads: int) -> Run
         model.check_input(x)
         logits = torch.from_numpy(run(x.detach().cpu().float().contiguous().numpy()))
         model.check_output(logits, x)
-        return logits.sigmoid() if model.num_classes == 1 else logits.softmax(dim=1)
+        return to_probabilities(logits)
 
     predict(torch.zeros(smallest))  # fails here, not in a visitor's request, if it fails
     return Runner(predict, release)
@@ -158,22 +158,22 @@ def _runtime_predict(model: SegmentationModel, engine: str, threads: int) -> Run
 def engine_predict(
     model: SegmentationModel, engine: str | None = None, *, threads: int | None = None
 ) -> tuple[Runner, str]:
-    """`model.probabilities` through `engine` (default `$BIOSEG_ENGINE`, else the measured fastest),
-    and the name of the engine that answers: "eager" when the model cannot be exported or run
-    by the engine, or its package is not installed (logged once, with the reason)."""
+    """`model.predict_normalized` through `engine` (default `$BIOSEG_ENGINE`, else the measured
+    fastest), and the name of the engine that answers: "eager" when the model cannot be exported
+    or run by the engine, or its package is not installed (logged once, with the reason)."""
     engine = engine or os.environ.get(ENGINE_ENV) or DEFAULT_ENGINE
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "eager":
-        return Runner(model.probabilities), engine
+        return Runner(model.predict_normalized), engine
     if importlib.util.find_spec(engine) is None:
         LOG.warning("%s: engine %s is not installed (pip install %s); using eager PyTorch",
                     model.spec.name, engine, engine)  # fmt: skip
-        return Runner(model.probabilities), "eager"
+        return Runner(model.predict_normalized), "eager"
     try:
         return _runtime_predict(model, engine, threads or torch.get_num_threads()), engine
     except Exception as error:  # an operator the exporter or the runtime cannot handle, ...
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
         LOG.warning("%s: cannot run on %s (%s: %s); using eager PyTorch",
                     model.spec.name, engine, type(error).__name__, first_line)  # fmt: skip
-        return Runner(model.probabilities), "eager"
+        return Runner(model.predict_normalized), "eager"

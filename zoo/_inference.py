@@ -53,7 +53,7 @@ def sliding_window_predict(
     Tiles of `tile` pixels overlap by `overlap` of their side and are blended with a Gaussian
     weight, so seams do not show. Memory stays bounded: the output (no full-size weight sum),
     plus one batch of `batch_size` tiles. An image no larger than one tile is predicted in one
-    pass. `predict` maps a batch to probabilities (default `model.probabilities`; an engine's,
+    pass. `predict` maps a batch to probabilities (default `model.predict_normalized`; an engine's,
     from `zoo.engine_predict`, for speed). `progress(done, total)` is called after each batch.
     A model with a `scale` below 1 is run on the image resized by it (tiles of `tile` pixels at
     that resolution), and the answer is resized back to the image's size.
@@ -64,7 +64,7 @@ def sliding_window_predict(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     model.eval()
     scaled = rescale(image, model.scale)
-    predict = predict or model.probabilities
+    predict = predict or model.predict_normalized
     probabilities = _tiled(model, scaled, tile, overlap, batch_size, predict, progress)
     return at_size(probabilities, image.shape[-2:])
 

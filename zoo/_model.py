@@ -10,7 +10,14 @@ from torch import Tensor, nn
 from ._checks import check_positive_int
 from ._pretrained import PretrainedWeightsError
 from ._registry import get_spec
-from ._spec import ModelSpec, at_size, rescale
+from ._spec import ModelSpec, at_size, normalize, rescale
+
+
+def to_probabilities(logits: Tensor) -> Tensor:
+    """Logits N x K x H x W as class probabilities: sigmoid for one class (K = 1), else softmax
+    over the classes. The one place where logits become probabilities."""
+    logits = logits.float()  # under autocast too: thresholds are compared in float32
+    return logits.sigmoid() if logits.shape[1] == 1 else logits.softmax(dim=1)
 
 
 class ModelBuildError(RuntimeError):
@@ -77,17 +84,22 @@ class SegmentationModel(nn.Module):
 
     @torch.inference_mode()
     def predict(self, x: Tensor) -> Tensor:
-        """Class probabilities in eval mode at the input's size: a model with a `scale` below 1
-        runs on the input resized by it, and its answer is resized back."""
-        return at_size(self.probabilities(rescale(x, self.scale)), x.shape[-2:])
+        """Class probabilities N x K x H x W for images N x C x H x W in [0, 1], as the readers
+        give them (`trainers.data.read_image`): normalized by the saved mean and std, run at the
+        model's `scale` and answered at the input's size, in eval mode."""
+        return at_size(
+            self.predict_normalized(
+                normalize(rescale(x, self.scale), self.spec.mean, self.spec.std)
+            ),
+            x.shape[-2:],
+        )
 
     @torch.inference_mode()
-    def probabilities(self, x: Tensor) -> Tensor:
-        """Class probabilities in eval mode for `x` as it is (no `scale` applied): sigmoid for
-        one class, else softmax over the classes."""
+    def predict_normalized(self, x: Tensor) -> Tensor:
+        """Class probabilities in eval mode for `x` already normalized by the model's mean and std
+        and at the model's `scale` (nothing applied): sigmoid for one class, else softmax."""
         self.eval()
-        logits = self(x)
-        return logits.sigmoid() if self.num_classes == 1 else logits.softmax(dim=1)
+        return to_probabilities(self(x))
 
     def config(self) -> dict[str, object]:
         """What rebuilds this model: zoo name, classes, channels, options, normalization."""

@@ -28,9 +28,21 @@ class SegmentationTransform:
     """Converts numpy arrays to tv_tensors, applies ``steps`` jointly, then normalizes the image.
 
     ``mean`` and ``std`` hold one value per channel; a 1-channel image uses their averages.
+    Without them (None) the image stays in [0, 1], as `SegmentationModel.predict` takes it.
     """
 
-    def __init__(self, steps: v2.Transform, *, mean: Sequence[float], std: Sequence[float]):
+    def __init__(
+        self,
+        steps: v2.Transform,
+        *,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ):
+        if (mean is None) != (std is None):
+            raise ValueError(f"give both mean and std, or neither; got {mean} and {std}")
+        if mean is None or std is None:
+            self.steps, self.mean, self.std = steps, None, None
+            return
         if len(mean) != len(std) or not mean:
             raise ValueError(f"mean and std need one value per channel, got {mean} and {std}")
         if min(std) <= 0:
@@ -58,8 +70,9 @@ class SegmentationTransform:
         )
 
     def normalize(self, image: Tensor) -> Tensor:
-        """A C x H x W image normalized by the transform's mean and std, as a new tensor."""
-        return normalize(image, self.mean, self.std)
+        """A C x H x W image normalized by the transform's mean and std, as a new tensor (the
+        image itself without them)."""
+        return image if self.mean is None else normalize(image, self.mean, self.std)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.steps!r}, mean={self.mean}, std={self.std})"
@@ -134,6 +147,9 @@ def train_transform(
     return SegmentationTransform(steps, mean=mean, std=std)
 
 
-def eval_transform(*, mean: Sequence[float], std: Sequence[float]) -> SegmentationTransform:
-    """Normalization only, at full size."""
+def eval_transform(
+    *, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> SegmentationTransform:
+    """The image at full size, in [0, 1] (what `predict` takes), or normalized by `mean` and
+    `std` when given."""
     return SegmentationTransform(v2.Identity(), mean=mean, std=std)
