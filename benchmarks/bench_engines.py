@@ -55,7 +55,7 @@ def engine_table() -> list[str]:
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for label, model in _models().items():
-        engines = {"eager PyTorch": model.predict, "torch.compile": _compiled(model)}
+        engines = {"eager PyTorch": model.predict_normalized, "torch.compile": _compiled(model)}
         for name in ("onnxruntime", "openvino"):
             engines[name], used = zoo.engine_predict(model, name, threads=THREADS)
             assert used == name, f"{name} could not run {label}: see the log"
@@ -63,7 +63,7 @@ def engine_table() -> list[str]:
             x = torch.rand(
                 1, model.in_channels, size, size, generator=torch.Generator().manual_seed(0)
             )
-            reference = model.predict(x)
+            reference = model.predict_normalized(x)
             runs = [lambda p=predict, x=x: p(x) for predict in engines.values()]
             medians = paired_medians(runs, repeats=5)
             for (name, predict), ms in zip(engines.items(), medians, strict=True):

@@ -153,7 +153,8 @@ def trainer_run(model_name: str, size: int, count: int, batch: int) -> dict[str,
         [
             "--model", model_name, "--model-kwargs", json.dumps(MODEL_KWARGS.get(model_name, {})),
             "--data", f"folder:{folder / 'data'}", "--output", str(folder / "run"),
-            "--epochs", "1", "--batch-size", str(batch), "--image-size", str(size),
+            "--plan", "none", "--epochs", "1", "--val-every", "1000000",
+            "--batch-size", str(batch), "--image-size", str(size),
             "--val-fraction", str(1 / (count + 1)), "--workers", "1", "--no-evaluate",
         ]
     )  # fmt: skip

@@ -12,7 +12,7 @@ for name in "$@"; do  # each must be one of the runs below
 done
 run() {
     [[ "$ONLY" == "  " || "$ONLY" == *" $1 "* ]] || return 0
-    [ -e "runs/$1/eval/summary.json" ] || python -m trainers.train --output "runs/$1" "${@:2}"
+    [ -e "runs/$1/eval/summary.json" ] || python -m trainers.train --plan none --output "runs/$1" "${@:2}"
 }
 
 run drive-unet "${UNET16[@]}" --data "drive:$DATA/DRIVE" \

@@ -57,7 +57,7 @@ def test_the_chosen_engine_gives_eager_s_masks_on_the_bundled_models(folder: Pat
     assert used == CHOSEN
     image = example_image(folder)
     x = model_input(model, image[..., : model.in_channels])
-    eager, engine = model.predict(x), predict(x)
+    eager, engine = model.predict_normalized(x), predict(x)
     assert engine.shape == eager.shape and engine.dtype == torch.float32
     assert (engine - eager).abs().max() < 1e-3
     assert ((engine > 0.5) != (eager > 0.5)).sum() <= 5  # a handful at most, at p = 0.5 +- 1e-6
@@ -124,7 +124,7 @@ def test_an_exported_model_is_reused_from_the_cache_and_new_weights_export_anew(
         next(model.parameters()).add_(1.0)
     changed, _ = zoo.engine_predict(model, "onnxruntime")
     assert exports == [1]  # other weights, another file
-    torch.testing.assert_close(changed(x), model.predict(x), atol=1e-5, rtol=0)
+    torch.testing.assert_close(changed(x), model.predict_normalized(x), atol=1e-5, rtol=0)
     assert len(list((engine_cache / "engines").glob("unet-*.onnx"))) >= 2
 
 
@@ -156,7 +156,7 @@ def test_a_served_model_runs_through_the_engine_asked_for() -> None:
     mean, std = (
         torch.tensor(v)[:, None, None] for v in (served.model.spec.mean, served.model.spec.std)
     )
-    assert torch.equal(served.predict(x), served.model.predict((x - mean) / std))
+    assert torch.equal(served.predict(x), served.model.predict_normalized((x - mean) / std))
     assert serving.predict_image(served, image).shape == (1, 50, 70)
 
 

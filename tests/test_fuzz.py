@@ -48,7 +48,8 @@ def check_settings(values: dict) -> None:
         config = TrainConfig(**from_dict(values, "fuzz"))
     except ValueError:
         return
-    assert config.epochs >= 1 and config.batch_size >= 1 and config.lr > 0
+    assert config.steps or config.epochs or config.time_budget  # a run has a length
+    assert config.steps >= 0 and config.epochs >= 0 and config.batch_size >= 1 and config.lr > 0
 
 
 @pytest.mark.parametrize("path", sorted((CORPUS / "readers").iterdir()), ids=lambda path: path.name)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 import zoo
+from tests.conftest import REPO
 
 
 def pointwise_model(num_classes: int) -> zoo.SegmentationModel:
@@ -26,7 +27,7 @@ def test_tiles_blend_back_to_the_one_pass_prediction(num_classes: int) -> None:
         model, image, tile=128, overlap=0.25, batch_size=3, progress=lambda d, t: calls.append(d)
     )
     assert tiled.shape == (1, num_classes, 301, 517)
-    assert torch.allclose(tiled, model.predict(image), atol=1e-5)
+    assert torch.allclose(tiled, model.predict_normalized(image), atol=1e-5)
     # 128-pixel tiles at most 96 apart: ceil((301 - 128) / 96) + 1 = 3 rows and
     # ceil((517 - 128) / 96) + 1 = 6 columns, so 18 tiles in 6 batches of 3.
     assert calls == [3, 6, 9, 12, 15, 18]
@@ -35,7 +36,7 @@ def test_tiles_blend_back_to_the_one_pass_prediction(num_classes: int) -> None:
 def test_small_image_is_one_pass_and_bad_input_is_refused() -> None:
     model = pointwise_model(1)
     image = torch.randn(1, 3, 40, 50)
-    assert torch.equal(zoo.sliding_window_predict(model, image), model.predict(image))
+    assert torch.equal(zoo.sliding_window_predict(model, image), model.predict_normalized(image))
     with pytest.raises(ValueError, match="1 x C x H x W"):
         zoo.sliding_window_predict(model, torch.randn(2, 3, 40, 50))
     with pytest.raises(ValueError, match="overlap"):
@@ -51,3 +52,34 @@ def test_the_tile_size_with_the_fewest_model_pixels_is_chosen() -> None:
     assert (
         zoo.fewest_pixels_tile(300, 2000, (512, 768), 0.0) == 512
     )  # 4 x 300 x 512 < 3 x 300 x 768
+
+
+def readme_block(marker: str) -> str:
+    """The README's Python code block that holds `marker`, as written."""
+    text = (REPO / "README.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+    found = [block for block in blocks if marker in block]
+    assert len(found) == 1, f"expected one README block with {marker!r}, found {len(found)}"
+    return found[0]
+
+
+def test_the_readme_predict_example_scores_as_the_demo(monkeypatch) -> None:
+    """The README's `from_pretrained(...).predict(...)` example, run as written on the histology
+    example read by `read_image`: its mask's Dice within 0.01 of the demo's on the same image
+    (images as read, [0, 1]: `predict` applies the saved normalization itself)."""
+    from trainers.data import read_image, read_mask
+    from trainers.metrics import confusion, dice
+    from zoo import serving
+
+    monkeypatch.chdir(REPO)
+    namespace: dict = {}
+    exec(readme_block("read_image(\"examples/dsb2018/histology"), namespace)
+    example = REPO / "examples" / "dsb2018" / "histology-a08166d9.png"
+    target = read_mask(example.with_name(example.stem + "_mask.png"))
+    ours = dice(confusion(namespace["mask"][0].numpy(), target))
+    served = serving.serve(str(REPO / "weights" / "dsb2018-unet"), "eager")
+    threshold = served.model.pretrained_config["threshold"]
+    demo = dice(
+        confusion(serving.predict_image(served, read_image(example))[0] > threshold, target)
+    )
+    assert ours == pytest.approx(demo, abs=0.01) and demo > 0.8

@@ -23,6 +23,7 @@ from trainers.metrics import (
     specificity,
     summarize,
 )
+from trainers.scoring import binarize, confusions, mean_overlap
 
 # pred  1 1 1    target 1 0 0    tp: (0,0), (1,1)   fp: (0,1), (0,2)
 #       0 1 0           1 1 0    fn: (1,0)          tn: (1,2)
@@ -235,14 +236,29 @@ def test_summarize_excludes_nan_and_worst_case_distances() -> None:
     ]
     summary = summarize(rows)
     assert set(summary) == {"dice", "precision", "hd"}  # flags are not metrics
-    # dice: mean 1.5/3 = .5; deviations 0, .5, -.5 -> std sqrt(.5/3).
-    assert summary["dice"] == pytest.approx(
-        {"mean": 0.5, "std": math.sqrt(0.5 / 3), "n": 3, "excluded": 0}
-    )
+    # dice: the both-empty row's 1 is left out (and counted): mean .25, std .25.
+    assert summary["dice"] == pytest.approx({"mean": 0.25, "std": 0.25, "n": 2, "excluded": 1})
     # precision: only .5 is defined.
     assert summary["precision"] == pytest.approx({"mean": 0.5, "std": 0.0, "n": 1, "excluded": 2})
     # hd: the one-empty row's 14 is left out; both-empty 0 stays: mean 1, std 1.
     assert summary["hd"] == pytest.approx({"mean": 1.0, "std": 1.0, "n": 2, "excluded": 1})
+
+
+def test_a_class_absent_from_prediction_and_target_is_left_out_of_the_mean() -> None:
+    """Class 1 found with Dice 0.5, class 2 absent from both: the mean over classes is 0.5 (not
+    0.75, as counting the absent class as a perfect 1 would make it), one case excluded."""
+    target = np.zeros((4, 4), np.int64)
+    target[0, :2] = 1
+    pred = np.zeros((4, 4), np.int64)
+    pred[0, 1:3] = 1
+    rows = multiclass_metrics(pred, target, 3)
+    assert rows[1]["dice"] == pytest.approx(0.5) and rows[2]["dice"] == 1.0  # per row: agreement
+    summary = summarize([{k: v for k, v in row.items()} for row in rows.values()])
+    assert summary["dice"] == pytest.approx({"mean": 0.5, "std": 0.0, "n": 1, "excluded": 1})
+    assert summary["iou"] == pytest.approx({"mean": 1 / 3, "std": 0.0, "n": 1, "excluded": 1})
+    assert mean_overlap(confusions(pred, target, np.ones((4, 4), bool), 3)) == pytest.approx(
+        (0.5, 1 / 3)
+    )  # validation's mean, the same rule
 
 
 def test_summarize_everything_excluded_gives_nan_and_zero_n() -> None:
@@ -269,42 +285,55 @@ def test_summarize_rejects_empty_and_ragged_rows() -> None:
 
 
 def test_precision_recall_curve_by_hand() -> None:
-    # threshold .9: tp 1 fp 0 -> P 1,   R .5, F1 2/3
-    #           .8: tp 1 fp 1 -> P .5,  R .5, F1 .5
-    #           .7: tp 2 fp 1 -> P 2/3, R 1,  F1 .8   <- best
-    #           .6: tp 2 fp 2 -> P .5,  R 1,  F1 2/3
+    # down to .9: tp 1 fp 0 -> P 1,   R .5, F1 2/3   (scores > .8)
+    #         .8: tp 1 fp 1 -> P .5,  R .5, F1 .5    (scores > .7)
+    #         .7: tp 2 fp 1 -> P 2/3, R 1,  F1 .8    (scores > .6)  <- best
+    #         .6: tp 2 fp 2 -> P .5,  R 1,  F1 2/3   (scores > just below .6)
     # AP = (.5 - 0) * 1 + (1 - .5) * 2/3 = 0.8333...
     curve = precision_recall_curve(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 1, 0], bool))
-    np.testing.assert_allclose(curve.thresholds, [0.9, 0.8, 0.7, 0.6])
+    np.testing.assert_allclose(curve.thresholds, [0.8, 0.7, 0.6, np.nextafter(0.6, 0)])
     np.testing.assert_allclose(curve.precision, [1, 0.5, 2 / 3, 0.5])
     np.testing.assert_allclose(curve.recall, [0.5, 0.5, 1, 1])
     assert curve.average_precision == pytest.approx(0.5 + (2 / 3) * 0.5)
     assert curve.best_f1 == pytest.approx(0.8)
-    assert curve.best_threshold == pytest.approx(0.7)
+    assert curve.best_threshold == pytest.approx(0.6)
+
+
+def test_each_curve_point_is_what_predicting_above_its_threshold_gives() -> None:
+    """The curve follows the project's one rule, probability > threshold (binarize), as
+    evaluation and the demo apply it: at every point, precision and recall recomputed."""
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.random(200), 2)  # many ties
+    target = rng.random(200) < scores
+    curve = precision_recall_curve(scores, target)
+    for k, threshold in enumerate(curve.thresholds):
+        cm = confusion(binarize(scores, threshold)[None], target[None])
+        assert (precision(cm), recall(cm)) == pytest.approx((curve.precision[k], curve.recall[k]))
 
 
 def test_threshold_near_prefers_half_where_the_curve_is_flat() -> None:
     # Ten positives scored .95 down to .05 by .1, ten negatives .04 down to .001: F1 reaches 1
-    # at .05 and is within .002 of it nowhere else, so .05 it is...
+    # with every score above .04 and is within .002 of it nowhere else, so .04 it is...
     positives = np.linspace(0.95, 0.05, 10)
     negatives = np.linspace(0.04, 0.001, 10)
     scores = np.concatenate([positives, negatives])
     target = np.arange(20) < 10
     curve = precision_recall_curve(scores, target)
-    assert curve.best_threshold == pytest.approx(0.05)
-    assert curve.threshold_near(0.5) == pytest.approx(0.05)
-    # ... unless the tolerance reaches the F1 at .45 (6 of 10 found: P 1, R .6, F1 .75).
-    assert curve.threshold_near(0.5, tolerance=0.26) == pytest.approx(0.45)
+    assert curve.best_threshold == pytest.approx(0.04)
+    assert curve.threshold_near(0.5) == pytest.approx(0.04)
+    # ... unless the tolerance reaches the F1 above .35 (6 of 10 found: P 1, R .6, F1 .75).
+    assert curve.threshold_near(0.5, tolerance=0.26) == pytest.approx(0.35)
     np.testing.assert_allclose(curve.f1[:2], [2 / 11, 2 * 0.2 / 1.2])
 
 
 def test_threshold_near_picks_the_nearest_within_the_tolerance() -> None:
-    # Positives .9 .6, negatives .3 .1: F1 2/3 at .9, 1 at .6 (best), .8 at .3, 2/3 at .1.
-    # Within .21 of the best: .6 and .3; .6 is nearer .5, .3 nearer .2.
+    # Positives .9 .6, negatives .3 .1: F1 2/3 above .6, 1 above .3 (best), .8 above .1, 2/3
+    # above just below .1. Within .21 of the best: above .3 and above .1; .3 is nearer .5, .1
+    # nearer .15.
     curve = precision_recall_curve(np.array([0.9, 0.6, 0.3, 0.1]), np.array([1, 1, 0, 0], bool))
     np.testing.assert_allclose(curve.f1, [2 / 3, 1, 0.8, 2 / 3])
-    assert curve.threshold_near(0.5, tolerance=0.21) == pytest.approx(0.6)
-    assert curve.threshold_near(0.2, tolerance=0.21) == pytest.approx(0.3)
+    assert curve.threshold_near(0.5, tolerance=0.21) == pytest.approx(0.3)
+    assert curve.threshold_near(0.15, tolerance=0.21) == pytest.approx(0.1)
 
 
 def test_precision_recall_curve_ties_and_roi_on_images() -> None:

@@ -3,8 +3,10 @@ taken before augmenting, data sets decoded once, and the validation threshold.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import REPO
+from tests.test_train import disc_dataset
 from trainers.budget import Budget, cosine, parse_duration
+from trainers.config import FIELDS, TrainConfig
 from trainers.data import parse_spec, train_transform
 from trainers.data.dataset import SegmentationDataset
 from trainers.data.fingerprint import Fingerprint, fingerprint
-from trainers.plan import Hardware, make_plan
+from trainers.plan import Candidate, Hardware, make_plan
+from trainers.planning import check_budget
 from trainers.train import main
 
 
@@ -179,34 +185,107 @@ def test_a_set_is_decoded_once_and_kept_as_uint8_within_its_budget(tmp_path: Pat
     assert dataset[5]["image"].shape == (3, 32, 32)
 
 
-def test_a_budgeted_planned_run_saves_its_plan_threshold_and_how_it_ended(
+def test_the_default_run_is_planned_and_saves_its_plan_threshold_and_how_it_ended(
     tmp_path: Path, capsys
 ) -> None:
-    data = squares_dataset(tmp_path / "data")
+    data = disc_dataset(tmp_path / "data")  # every image has a disc: validation has foreground
     run = tmp_path / "run"
-    main(["--plan", "auto", "--data", f"folder:{data}", "--output", str(run), "--workers", "0",
-          "--model-kwargs", '{"base_channels": 4}', "--time-budget", "3s", "--val-fraction", "0.34",
+    main(["--data", f"folder:{data}", "--output", str(run), "--workers", "0",
+          "--model-kwargs", '{"base_channels": 4}', "--steps", "6", "--val-fraction", "0.25",
           "--image-size", "32"])  # fmt: skip
     out = capsys.readouterr().out
-    assert "plan (explicit flags win):" in out and "ended by the time budget" in out
+    assert "plan (explicit flags win):" in out and "ended by the steps after 6 steps" in out
     plan = json.loads((run / "plan.json").read_text())
-    assert plan["image_size"] == 128 and plan["note"]["reasons"][0].startswith("hardware:")
+    assert plan["note"]["reasons"][0].startswith("hardware:") and plan["steps"] == 6
+    assert plan["note"]["step_seconds"] > 0  # the one candidate the flags leave, timed
     settings = json.loads((run / "train_config.json").read_text())
-    assert settings["image_size"] == 32 and settings["epochs"] == 0  # the flag beat the plan
-    assert settings["model_kwargs"] == {"base_channels": 4}
-    assert settings["note"]["ended_by"] == "time budget" and settings["note"]["steps"] >= 1
+    assert settings["image_size"] == 32 and settings["steps"] == 6  # the flags beat the plan
+    assert settings["model"] == "unet" and settings["model_kwargs"] == {"base_channels": 4}
+    assert settings["note"] == {"ended_by": "steps", "steps": 6,
+                                "seconds": settings["note"]["seconds"]}  # fmt: skip
     config = json.loads((run / "config.json").read_text())
     assert config["mean"] == plan["mean"] and config["std"] == plan["std"]
-    if "threshold_from" in config:  # the validation image had foreground to tune on
-        assert config["threshold_from"] == "validation" and 0.01 <= config["threshold"] <= 0.99
+    assert config["threshold_from"] == "validation" and 0.01 <= config["threshold"] <= 0.99
+
+
+def test_an_explicit_threshold_wins_and_the_tuned_one_is_reported(tmp_path: Path, capsys) -> None:
+    data = disc_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    main(["--plan", "none", "--model", "unet", "--model-kwargs", '{"base_channels": 4}',
+          "--data", f"folder:{data}", "--output", str(run), "--workers", "0", "--steps", "2",
+          "--image-size", "32", "--val-fraction", "0.25", "--threshold", "0.3"])  # fmt: skip
+    config = json.loads((run / "config.json").read_text())
+    assert config["threshold"] == 0.3 and "threshold_from" not in config
+    assert "threshold 0.30 as given (--threshold); the validation images' would be" in (
+        capsys.readouterr().out
+    )
+
+
+def test_a_run_syncs_with_the_host_a_few_times_per_interval_not_every_step(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """40 steps validated every 20: the project's code reads the loss once per interval
+    (Tensor.item), never per step. Counted: the calls made from bioseg's own files (torch's Adam
+    reads its step counter, a CPU tensor on any device, which is no device sync)."""
+    data = disc_dataset(tmp_path / "data")
+    calls: list[str] = []
+    item = torch.Tensor.item
+
+    def counted(self):
+        caller = traceback.extract_stack(limit=2)[0].filename
+        if caller.startswith(str(REPO)) and "site-packages" not in caller:
+            calls.append(caller)
+        return item(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", counted)
+    main(["--plan", "none", "--model", "unet", "--model-kwargs", '{"base_channels": 4}',
+          "--data", f"folder:{data}", "--output", str(tmp_path / "run"), "--workers", "1",
+          "--steps", "40", "--val-every", "20", "--image-size", "32", "--batch-size", "2",
+          "--val-fraction", "0.25", "--no-evaluate"])  # fmt: skip
+    assert len(calls) == 2  # one per interval
+
+
+def test_a_set_too_small_or_a_crop_too_large_or_a_budget_too_short_is_named(
+    tmp_path: Path, capsys
+) -> None:
+    tiny = disc_dataset(tmp_path / "tiny", count=3)  # one training image
+    with pytest.raises(SystemExit):
+        main(["--data", f"folder:{tiny}", "--output", str(tmp_path / "a")])
+    assert f"folder:{tiny} has 1 training image(s); the plan needs at least 2" in (
+        capsys.readouterr().err
+    )
+    data = disc_dataset(tmp_path / "data")
+    with pytest.raises(SystemExit):
+        main(["--data", f"folder:{data}", "--output", str(tmp_path / "b"), "--image-size", "64"])
+    assert "--image-size 64 is larger than every image of folder:" in capsys.readouterr().err
+    plan = {"note": {"step_seconds": 0.5}}
+    config = TrainConfig(data="x:y", time_budget="30s", val_every=100)
+    with pytest.raises(ValueError, match=r"30s is shorter than one validation interval: 100 "
+                       r"steps of 0.50 s here, about 50 s"):  # fmt: skip
+        check_budget(config, plan)
+    check_budget(TrainConfig(data="x:y", time_budget="60s", val_every=100), plan)  # fits
+
+
+def test_help_explains_each_flag_its_unit_and_default_with_examples(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "the data set as KIND:PATH; kinds: drive, isbi2012," in out
+    assert "optimizer steps the run trains for (the plan chooses them)" in out
+    assert "(default: 1000)" in out and "e.g. 90s, 20m, 2h" in out
+    assert "--plan {auto,none}" in out and "auto (the default): derive the model" in out
+    assert "python -m trainers.train --data drive:../shared/data/DRIVE" in out  # examples
+    for name, spec in FIELDS.items():  # every setting documented
+        assert " ".join(spec.metadata["help"].split()) in out, name
 
 
 def test_a_budgeted_run_resumes_with_the_time_it_had_spent(tmp_path: Path) -> None:
     data = squares_dataset(tmp_path / "data")
     run = tmp_path / "run"
-    main(["--data", f"folder:{data}", "--output", str(run), "--workers", "0", "--model", "unet",
-          "--model-kwargs", '{"base_channels": 4}', "--image-size", "32", "--batch-size", "2",
-          "--val-fraction", "0.34", "--no-evaluate", "--time-budget", "2s"])  # fmt: skip
+    main(["--plan", "none", "--data", f"folder:{data}", "--output", str(run), "--workers", "0",
+          "--model", "unet", "--model-kwargs", '{"base_channels": 4}', "--image-size", "32",
+          "--batch-size", "2", "--val-fraction", "0.34", "--no-evaluate",
+          "--time-budget", "2s"])  # fmt: skip
     first = json.loads((run / "train_config.json").read_text())["note"]
     budget = math.ceil(first["seconds"]) + 2  # room for more steps, however slow the machine
     main(["--resume", str(run), "--time-budget", f"{budget}s"])
@@ -214,8 +293,8 @@ def test_a_budgeted_run_resumes_with_the_time_it_had_spent(tmp_path: Path) -> No
     assert first["ended_by"] == second["ended_by"] == "time budget"
     assert second["steps"] > first["steps"]
     assert budget <= second["seconds"] < budget + first["seconds"]  # the time spent carried on
-    epochs = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().split()[1:]]
-    assert epochs == list(range(1, len(epochs) + 1))  # the resumed epochs follow on
+    steps = [int(line.split(",")[0]) for line in (run / "metrics.csv").read_text().split()[1:]]
+    assert steps == sorted(steps) and steps[-1] == second["steps"]  # the resumed steps follow on
 
 
 @pytest.mark.parametrize(
@@ -266,8 +345,9 @@ def test_a_model_with_a_scale_answers_at_the_input_size_and_keeps_its_scale(
     model.scale = 0.5
     x = torch.rand(1, 3, 64, 48)
     small = torch.nn.functional.interpolate(x, size=[32, 24], mode="bilinear", antialias=True)
+    normalized = zoo.normalize(small, model.spec.mean, model.spec.std)
     expected = torch.nn.functional.interpolate(
-        model.predict_normalized(small), size=[64, 48], mode="bilinear"
+        model.predict_normalized(normalized), size=[64, 48], mode="bilinear"
     )
     torch.testing.assert_close(model.predict(x), expected)
     tiled = zoo.sliding_window_predict(model, torch.rand(1, 3, 300, 200), tile=64)
@@ -293,3 +373,123 @@ def test_a_run_at_half_resolution_is_evaluated_and_served_at_full_size(tmp_path:
     assert summary["n_images"] == 2  # measured against the full-size targets
     model = zoo.from_pretrained(run)
     assert model.predict(torch.rand(1, 3, 48, 48)).shape == (1, 1, 48, 48)
+
+
+def fake_timer(seconds_at_16_128: float, bf16_speedup: float = 2.0):
+    """Seconds per step in proportion to the work (width squared x pixels x batch), with bf16
+    `bf16_speedup` times faster: a machine whose speed the test chooses."""
+
+    def timer(candidate: Candidate, precision: str) -> float:
+        width = candidate.model_kwargs.get("base_channels", 16)
+        work = (width / 16) ** 2 * (candidate.crop / 128) ** 2 * candidate.batch / 8
+        return seconds_at_16_128 * work / (bf16_speedup if precision == "bf16" else 1.0)
+
+    return timer
+
+
+def fingerprint_of(images: int, side: int, width: float) -> Fingerprint:
+    return dataclasses.replace(fingerprint_with(width, side=side), images=images)
+
+
+CPU = Hardware(threads=2, cpu_bf16=True)
+GPU = Hardware(threads=16, gpu_memory_gb=80, gpu_name="H100", gpu_bf16=True)
+
+
+@pytest.mark.parametrize(
+    ("images", "hardware", "timer", "steps", "model_kwargs", "crop", "precision"),
+    [
+        # 16 images of 584 px (DRIVE-like), 16 crops each: 100 passes of 32 steps = 3200 steps;
+        # 16 channels at 128 take 0.165 s in bf16, 528 s of the 960 s (80 % of 20 minutes);
+        # 16 at 192 would take 0.37 s x 3200 = 1188 s: too slow, so timing stops there.
+        (16, CPU, fake_timer(0.33), 3200, {"base_channels": 16}, 128, "bf16"),
+        # 2,000 images: 100 passes would be 100,000 steps, capped at 20,000; not even the
+        # smallest candidate trains them in 960 s, so the fastest trains what fits, 5818 steps.
+        (2000, CPU, fake_timer(0.33), 5818, {"base_channels": 16}, 128, "bf16"),
+        # An 80 GB GPU: batch 128 (memory), 16 images x 16 crops / 128 = 2 steps a pass, 200
+        # wanted, raised to the floor of 2000; every candidate fits, so the largest: 64
+        # channels at 512 (batch 20: 0.33 ms x 16 x 16 x 2.5 / 2 = 0.11 s, 211 s of 960).
+        (16, GPU, fake_timer(0.33 / 1000), 2000, {"base_channels": 64}, 512, "bf16"),
+        # 2,000 images on it: 25,000 steps wanted, capped at 20,000; 32 channels at 256 train
+        # them in 845 s (42 ms a step in bf16); 32 at 384 (batch 71) would take 1056 s.
+        (2000, GPU, fake_timer(0.33 / 1000), 20_000, {"base_channels": 32}, 256, "bf16"),
+    ],
+)
+def test_the_plan_counts_steps_and_sizes_the_model_by_the_timed_speed(
+    images: int, hardware: Hardware, timer, steps: int, model_kwargs: dict, crop: int,
+    precision: str,
+) -> None:  # fmt: skip
+    settings, reasons = make_plan(fingerprint_of(images, 600, 8.0), hardware, timer=timer)
+    assert settings["steps"] == steps and settings["val_every"] == round(steps / 20)
+    assert settings["model_kwargs"] == model_kwargs and settings["image_size"] == crop
+    assert settings["precision"] == precision
+    assert any(
+        line.startswith(f"{steps} steps, validated and checkpointed every") for line in reasons
+    )
+    assert (
+        settings["steps"]
+        * timer(Candidate("unet", model_kwargs, crop, settings["batch_size"]), precision)
+        <= 0.8 * 20 * 60
+    )  # the chosen run fits its time
+
+
+def test_a_faster_machine_gets_a_larger_model_and_the_budget_is_the_allowance() -> None:
+    f = fingerprint_of(16, 600, 8.0)
+    slow, _ = make_plan(f, CPU, timer=fake_timer(0.33))
+    fast, _ = make_plan(f, CPU, timer=fake_timer(0.33 / 8))
+    assert fast["model_kwargs"]["base_channels"] * fast["image_size"] > (
+        slow["model_kwargs"]["base_channels"] * slow["image_size"]
+    )
+    assert fast["steps"] == slow["steps"] == 3200  # the same steps, more done in each
+    unbudgeted, reasons = make_plan(f, CPU, timer=fake_timer(0.33))
+    budgeted, _ = make_plan(f, CPU, timer=fake_timer(0.33), seconds=20 * 60)
+    assert unbudgeted == budgeted  # no --time-budget: the plan allows itself 20 minutes
+    assert "no --time-budget: the plan allows itself 20 min" in "\n".join(reasons)
+    short, _ = make_plan(f, CPU, timer=fake_timer(0.33), seconds=5 * 60)
+    assert short["steps"] == int(0.8 * 300 / 0.165)  # the budget caps the steps
+
+
+def test_precision_bf16_where_faster_fp16_without_bf16_fp32_without_units() -> None:
+    f = fingerprint_of(16, 600, 8.0)
+    assert make_plan(f, CPU, timer=fake_timer(0.33, bf16_speedup=2.0))[0]["precision"] == "bf16"
+    assert make_plan(f, CPU, timer=fake_timer(0.33, bf16_speedup=0.8))[0]["precision"] == "fp32"
+    plain = Hardware(threads=2)  # no bf16 units: fp32, bf16 never timed
+    timed: list[str] = []
+    make_plan(f, plain, timer=lambda c, p: timed.append(p) or 0.1)
+    assert "bf16" not in timed
+    old_gpu = Hardware(threads=8, gpu_memory_gb=16, gpu_name="V100")
+    settings, reasons = make_plan(f, old_gpu, timer=fake_timer(0.001))
+    assert settings["precision"] == "fp16" and "GradScaler" in "\n".join(reasons)
+
+
+def test_explicit_flags_are_kept_by_the_plan() -> None:
+    fixed = {"model_kwargs": {"base_channels": 8}, "image_size": 64, "batch_size": 2,
+             "steps": 50, "precision": "fp32"}  # fmt: skip
+    seen: list[tuple] = []
+
+    def timer(candidate: Candidate, precision: str) -> float:
+        seen.append((candidate.model_kwargs, candidate.crop, candidate.batch, precision))
+        return 0.01
+
+    settings, _ = make_plan(fingerprint_of(16, 600, 8.0), CPU, timer=timer, fixed=fixed)
+    assert seen == [({"base_channels": 8}, 64, 2, "fp32")]  # the one candidate they leave
+    assert {k: settings[k] for k in fixed} == fixed and settings["val_every"] == 2
+
+
+def test_the_fingerprint_reads_through_the_readers(tmp_path: Path) -> None:
+    """16-bit colour TIFFs (tifffile's, which Pillow opens as 8-bit RGB): the fingerprint sees
+    what the readers decode, 16 bits, and the intensities as the trainer will."""
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 2), ("test", 1)):
+        for kind in ("images", "masks"):
+            (tmp_path / split / kind).mkdir(parents=True)
+        for index in range(count):
+            pixels = rng.integers(0, 65536, (40, 50, 3), dtype=np.uint16)
+            tifffile.imwrite(tmp_path / split / "images" / f"t{index}.tif", pixels)
+            mask = np.zeros((40, 50), np.uint8)
+            mask[10:20, 10:30] = 255
+            Image.fromarray(mask).save(tmp_path / split / "masks" / f"t{index}.png")
+    f = fingerprint(parse_spec(f"folder:{tmp_path}"))
+    assert f.bits == 16 and f.channels == 3 and f.images == 2
+    assert f.mean == pytest.approx((0.5,) * 3, abs=0.01)  # uniform over 0..65535

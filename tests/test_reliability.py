@@ -21,15 +21,18 @@ from trainers import checkpoint
 from trainers.train import main
 
 
-def epochs_logged(run: Path) -> list[int]:
+def steps_logged(run: Path) -> list[int]:
     with (run / "metrics.csv").open() as handle:
-        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+        return [int(row["step"]) for row in csv.DictReader(handle)]
 
 
-def test_run_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+FIVE_INTERVALS = ["--steps", "70", "--val-every", "14", "--no-evaluate", "--image-size", "48"]
+
+
+def test_run_killed_mid_interval_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     data = disc_dataset(tmp_path / "data", count=40, size=64)
     run = tmp_path / "run"
-    args = run_args(data, run, "--epochs", "5", "--no-evaluate", "--image-size", "48")
+    args = run_args(data, run, *FIVE_INTERVALS)
     process = subprocess.Popen(
         [sys.executable, "-m", "trainers.train", *args],
         cwd=REPO,
@@ -40,22 +43,22 @@ def test_run_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path: Path) -
     deadline = time.monotonic() + 300
     while not latest.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
-    time.sleep(0.5)  # into the next epoch
+    time.sleep(0.5)  # into the next interval
     assert process.poll() is None, "the run ended before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
 
     weights, state = checkpoint.load_checkpoint(run)  # a complete checkpoint, never half-written
-    done = state["epoch"]
-    assert latest.read_text() == f"epoch-{done}" and 1 <= done < 5
+    done = state["step"]
+    assert latest.read_text() == f"step-{done}" and 14 <= done < 70
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
     main(["--resume", str(run)])
-    assert epochs_logged(run) == [1, 2, 3, 4, 5]  # nothing lost past the killed epoch, no repeat
-    assert latest.read_text() == "epoch-5"
-    assert not list(run.glob(".*.tmp")) and not list((run / "checkpoints").glob(".epoch-*"))
+    assert steps_logged(run) == [14, 28, 42, 56, 70]  # nothing lost past the kill, no repeat
+    assert latest.read_text() == "step-70"
+    assert not list(run.glob(".*.tmp")) and not list((run / "checkpoints").glob(".step-*"))
     # The resumed run ends exactly where an uninterrupted one does (deterministic, on the CPU).
     straight = tmp_path / "straight"
-    main(run_args(data, straight, "--epochs", "5", "--no-evaluate", "--image-size", "48"))
+    main(run_args(data, straight, *FIVE_INTERVALS))
     resumed, _ = checkpoint.load_checkpoint(run)
     uninterrupted, _ = checkpoint.load_checkpoint(straight)
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
@@ -64,18 +67,18 @@ def test_run_killed_mid_epoch_resumes_from_its_last_checkpoint(tmp_path: Path) -
 def test_resume_recovers_what_a_kill_between_two_writes_left(tmp_path: Path) -> None:
     data = disc_dataset(tmp_path / "data", count=6, size=48)
     run = tmp_path / "run"
-    main(run_args(data, run, "--epochs", "1", "--no-evaluate"))
-    # Killed after the checkpoint of its best epoch, before the best weights were written:
+    main(run_args(data, run, "--steps", "1", "--no-evaluate"))
+    # Killed after the checkpoint of its best step, before the best weights were written:
     (run / "model.safetensors").unlink()
     main(["--resume", str(run)])
     best = load_file(run / "model.safetensors")
     last, state = checkpoint.load_checkpoint(run)
-    assert state["best_epoch"] == 1 and all(torch.equal(best[k], last[k]) for k in last)
-    # Killed in its first epoch: no checkpoint yet, so --resume starts it from the beginning.
+    assert state["best_step"] == 1 and all(torch.equal(best[k], last[k]) for k in last)
+    # Killed before its first checkpoint: --resume starts it from the beginning.
     shutil.rmtree(run / "checkpoints")
     (run / "metrics.csv").unlink()
     main(["--resume", str(run)])
-    assert epochs_logged(run) == [1] and checkpoint.has_checkpoint(run)
+    assert steps_logged(run) == [1] and checkpoint.has_checkpoint(run)
 
 
 class Payload:

@@ -225,9 +225,10 @@ def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     data = disc_dataset(tmp_path / "data", count=10)
     run, spy = tmp_path / "ddp", tmp_path / "spy.py"
     spy.write_text(DDP_SPY)
+    steps = ["--steps", "4", "--val-every", "2", "--no-evaluate"]
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                "--master-port", "29517", str(spy), str(tmp_path),
-               *run_args(data, run, "--steps", "4", "--val-every", "2", "--no-evaluate")]  # fmt: skip
+               *run_args(data, run, *steps)]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

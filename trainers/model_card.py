@@ -149,7 +149,6 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
 
 
 def _usage_section(config: dict[str, Any], repo_id: str) -> str:
-    height, width = config.get("input_size") or (512, 512)
     if config["num_classes"] == 1:
         mask = f"mask = probabilities[:, 0] > {config.get('threshold', 0.5)}"
     else:
@@ -157,11 +156,13 @@ def _usage_section(config: dict[str, Any], repo_id: str) -> str:
     code = [
         "import torch",
         "import zoo  # pip install bioseg",
+        "from trainers.data import read_image",
         "",
         f'model = zoo.from_pretrained("{repo_id}")  # cached: later loads work offline',
-        f"image = torch.rand(1, {config['in_channels']}, {height}, {width})  "
-        "# N x C x H x W, normalized as above",
-        "probabilities = model.predict(image)",
+        'image = read_image("my_image.png")  # H x W x C in [0, 1]: PNG, JPEG, TIFF, DICOM',
+        "x = torch.from_numpy(image).permute(2, 0, 1).unsqueeze(0)  # 1 x C x H x W"
+        + (", C = 1: zoo.match_channels(image, 1)" if config["in_channels"] == 1 else ""),
+        "probabilities = model.predict(x)  # normalized and scaled as in training, at H x W",
         mask,
     ]
     return "## How to use\n\n```python\n" + "\n".join(code) + "\n```"
@@ -177,14 +178,15 @@ def _training_section(run_dir: Path, dataset: str | None, settings: dict[str, An
         parts.append(_table(("setting", "value"), rows))
     if (run_dir / "metrics.csv").is_file():
         with (run_dir / "metrics.csv").open(newline="", encoding="utf-8") as file:
-            epochs = list(csv.DictReader(file))
-        scored = [row for row in epochs if _finite(row.get("val_dice"))]
+            rows = list(csv.DictReader(file))
+        scored = [row for row in rows if _finite(row.get("val_dice"))]
         if scored:
             best = max(scored, key=lambda row: float(row["val_dice"]))
             scores = ", ".join(f"{k} {v}" for k, v in best.items() if k.startswith("val_"))
+            unit = "step" if "step" in best else "epoch"  # runs of older bioseg: epochs
+            last = rows[-1].get(unit, "?")
             parts.append(
-                f"Best validation Dice at epoch {best.get('epoch', '?')} of {len(epochs)}: "
-                f"{scores}."
+                f"Best validation Dice at {unit} {best.get(unit, '?')} of {last}: {scores}."
             )
     return "## Training\n\n" + "\n\n".join(parts) if parts else None
 

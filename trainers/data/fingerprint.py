@@ -7,10 +7,8 @@ training plan is derived (`trainers.plan`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 from .layouts import DatasetSource
@@ -41,9 +39,11 @@ class Fingerprint:
     empty: int  # images whose target has no foreground
 
 
-def _bits(path: Path) -> int:
-    with Image.open(path) as image:  # the header only
-        return 16 if image.mode.startswith("I") else 8
+def _bits(image: np.ndarray) -> int:
+    """8 when every value of an image read in [0, 1] is a level k / 255, else 16: what the
+    readers decoded (any format they read), not what a file header says."""
+    levels = np.rint(image * 255)
+    return 8 if np.array_equal(levels / 255, image) else 16
 
 
 def fingerprint(source: DatasetSource, *, limit: int = 100) -> Fingerprint:
@@ -64,7 +64,7 @@ def fingerprint(source: DatasetSource, *, limit: int = 100) -> Fingerprint:
         image, mask, roi = read_sample(sample, mask_mode=source.mask_mode, palette=source.palette)
         shapes.append(image.shape[:2])
         channels.append(image.shape[2])
-        bits.append(_bits(sample.image))
+        bits.append(_bits(image))
         inside = image[roi].astype(np.float64)  # N x C
         moments[image.shape[2]] = moments.get(image.shape[2], 0) + np.stack(
             [inside.sum(0), (inside**2).sum(0), np.full(image.shape[2], len(inside))]
