@@ -73,7 +73,7 @@ def test_the_readme_predict_example_scores_as_the_demo(monkeypatch) -> None:
 
     monkeypatch.chdir(REPO)
     namespace: dict = {}
-    exec(readme_block("read_image(\"examples/dsb2018/histology"), namespace)
+    exec(readme_block('read_image("examples/dsb2018/histology'), namespace)
     example = REPO / "examples" / "dsb2018" / "histology-a08166d9.png"
     target = read_mask(example.with_name(example.stem + "_mask.png"))
     ours = dice(confusion(namespace["mask"][0].numpy(), target))

@@ -273,7 +273,7 @@ def test_help_explains_each_flag_its_unit_and_default_with_examples(capsys) -> N
     assert "the data set as KIND:PATH; kinds: drive, isbi2012," in out
     assert "optimizer steps the run trains for (the plan chooses them)" in out
     assert "(default: 1000)" in out and "e.g. 90s, 20m, 2h" in out
-    assert "--plan {auto,none}" in out and "auto (the default): derive the model" in out
+    assert "--plan {auto,none}" in out and "auto (the default, but for --preset and --config" in out
     assert "python -m trainers.train --data drive:../shared/data/DRIVE" in out  # examples
     for name, spec in FIELDS.items():  # every setting documented
         assert " ".join(spec.metadata["help"].split()) in out, name

@@ -144,6 +144,15 @@ def make_plan(
     wanted = fixed.get("steps") or min(
         MAX_STEPS, max(MIN_STEPS, math.ceil(PASSES * f.images * patches / batch))
     )
+    source = (
+        "--steps"
+        if "steps" in fixed
+        else (
+            f"{PASSES} passes over the {f.images * patches} crops of a pass at batch {batch}, "
+            f"within {MIN_STEPS}-{MAX_STEPS}"
+        )
+    )
+    reasons.append(f"{wanted} steps wanted: {source}")
     allowed = seconds or ALLOWANCE
     chosen, steps, step_seconds = _fit(candidates, precision, wanted, allowed, timer, reasons)
     if "steps" in fixed:
@@ -300,8 +309,8 @@ def _fit(
         chosen, seconds = max(fits, key=lambda pair: pair[0].cost)
         reasons.append(
             f"model {chosen.describe()}: the largest of those timed ({listing} a step) that "
-            f"trains the {wanted} steps wanted ({PASSES} passes over the crops, within "
-            f"{MIN_STEPS}-{MAX_STEPS}) in {_duration(budget)} of the {_duration(allowed)} allowed"
+            f"trains the {wanted} steps wanted in {_duration(budget)} of the "
+            f"{_duration(allowed)} allowed"
         )
         return chosen, wanted, seconds
     chosen, seconds = min(timed, key=lambda pair: pair[1])

@@ -4,6 +4,8 @@ speed timed, the explicit flags kept (`trainers.plan` holds the rules)."""
 from __future__ import annotations
 
 import argparse
+import functools
+import time
 from typing import Any
 
 import torch
@@ -41,19 +43,22 @@ def auto_plan(args: argparse.Namespace) -> dict[str, Any]:
     num_classes = len(measured.foreground) if len(measured.foreground) > 1 else 1
     num_classes += num_classes > 1  # and the background
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    hardware = Hardware.detect()
     timings: dict[str, float] = {}
 
     def timer(candidate: Candidate, precision: str) -> float:
-        seconds = time_step(
+        step = time_step(
             candidate.model, candidate.model_kwargs, candidate.crop, candidate.batch, precision,
             in_channels=in_channels, num_classes=num_classes, device=device,
         )  # fmt: skip
+        crops = candidate.batch * crop_seconds(source, candidate.crop, in_channels, measured)
+        seconds = with_loader(step, crops, hardware)
         timings[f"{candidate.describe()}, {precision}"] = seconds
         return seconds
 
     budget = getattr(args, "time_budget", None)
     settings, reasons = make_plan(
-        measured, Hardware.detect(), timer=timer,
+        measured, hardware, timer=timer,
         seconds=parse_duration(budget) if budget else None, fixed=fixed,
     )  # fmt: skip
     print("fingerprint:\n  " + "\n  ".join(describe(measured)))
@@ -64,6 +69,39 @@ def auto_plan(args: argparse.Namespace) -> dict[str, Any]:
     note = {"reasons": reasons, "fingerprint": describe(measured), "timings_s": timings,
             "step_seconds": step_seconds}  # fmt: skip
     return {**settings, "note": note}
+
+
+@functools.cache
+def _crop_timing_set(source: Any, in_channels: int, crop: int, mean: tuple, std: tuple):
+    from trainers.data import SegmentationDataset, train_transform
+
+    samples = source.splits()["train"][:4]
+    augment = train_transform(crop, mean=mean, std=std)
+    return SegmentationDataset(samples, augment, in_channels=in_channels,
+                               mask_mode=source.mask_mode, palette=source.palette)  # fmt: skip
+
+
+def crop_seconds(source: Any, crop: int, in_channels: int, f: Any, count: int = 16) -> float:
+    """Seconds the loader takes to cut and augment one training crop of `crop` pixels from the
+    data set's images (decoded first, as the trainer keeps them decoded)."""
+    mean = tuple(f.mean) if len(f.mean) == in_channels else (sum(f.mean) / len(f.mean),)
+    std = tuple(max(v, 1e-3) for v in f.std)[: len(mean)]
+    dataset = _crop_timing_set(source, in_channels, crop, mean, std)
+    for index in range(len(dataset)):
+        dataset[index]  # decoded and cached: only the crop is timed below
+    started = time.perf_counter()
+    for index in range(count):
+        dataset[index % len(dataset)]
+    return (time.perf_counter() - started) / count
+
+
+def with_loader(step: float, crops: float, hardware: Hardware) -> float:
+    """A training step with its batch's crops: on a GPU the loader's workers cut them while the
+    GPU computes (the slower of the two); on a CPU they take cores from the step (one worker on
+    each core of the step's: their whole time; on more cores a share of it)."""
+    if hardware.gpu:
+        return max(step, crops / min(8, hardware.threads))
+    return step + crops * min(1.0, 1 / max(hardware.threads - 1, 1))
 
 
 def planned_settings(plan: dict[str, Any], in_channels: int) -> dict[str, Any]:

@@ -531,11 +531,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--plan",
         choices=["auto", "none"],
-        default="auto",
-        help="auto (the default): derive the model and its width, crop size, crops per image, "
-        "batch, precision, steps, validation interval, normalization and workers from the data "
-        "set and this machine's timed speed (saved as plan.json; explicit flags win); none: "
-        "the settings' own defaults",
+        help="auto (the default, but for --preset and --config, which are whole recipes): "
+        "derive the model and its width, crop size, crops per image, batch, precision, steps, "
+        "validation interval, normalization and workers from the data set and this machine's "
+        "timed speed (saved as plan.json; explicit flags win); none: the settings' defaults",
     )
     args = parser.parse_args(argv)
     with exit_on_user_error():
@@ -543,7 +542,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.resume:
             base = load_config_file(args.resume / "train_config.json")
             base["output"] = str(args.resume)
-        elif args.plan == "auto":
+        elif (args.plan or ("none" if args.preset or args.config else "auto")) == "auto":
             if not getattr(args, "data", None):
                 parser.error("--data KIND:PATH is required, e.g. --data drive:../shared/data/DRIVE")
             from trainers.planning import auto_plan, planned_settings
