@@ -130,33 +130,15 @@ def make_plan(
     reasons = [f"hardware: {hardware.describe()}"]
     crop, scale = _crop_and_scale(f, hardware, reasons)
     crop = fixed.get("image_size", crop)
-    area = f.heights[0] * f.widths[0] * scale**2
-    patches = min(MAX_PATCHES, max(1, math.ceil(area / crop**2)))
-    reasons.append(
-        f"{patches} crops per image and pass: a median image is {area / crop**2:.1f} crops "
-        f"of area (at most {MAX_PATCHES})"
-    )
+    patches = _patches(f, crop, scale, reasons)
     candidates = _candidates(f, hardware, crop, fixed)
     precision = fixed.get("precision", "auto")
     if precision == "auto":
         precision = _precision(hardware, candidates[0], timer, reasons)
-    batch = candidates[0].batch
-    wanted = fixed.get("steps") or min(
-        MAX_STEPS, max(MIN_STEPS, math.ceil(PASSES * f.images * patches / batch))
-    )
-    source = (
-        "--steps"
-        if "steps" in fixed
-        else (
-            f"{PASSES} passes over the {f.images * patches} crops of a pass at batch {batch}, "
-            f"within {MIN_STEPS}-{MAX_STEPS}"
-        )
-    )
-    reasons.append(f"{wanted} steps wanted: {source}")
+    wanted = _steps_wanted(f.images * patches, candidates[0].batch, fixed, reasons)
     allowed = seconds or ALLOWANCE
     chosen, steps, step_seconds = _fit(candidates, precision, wanted, allowed, timer, reasons)
-    if "steps" in fixed:
-        steps = fixed["steps"]
+    steps = fixed.get("steps", steps)
     val_every = max(1, round(steps / VALIDATIONS))
     expected = steps * step_seconds / TRAINING_SHARE if step_seconds else None
     reasons.append(
@@ -165,14 +147,12 @@ def make_plan(
         + ("" if seconds else f" (no --time-budget: the plan allows itself {_duration(allowed)})")
     )
     workers = min(8, hardware.threads) if hardware.gpu else (1 if hardware.threads <= 4 else 2)
-    reasons.append(
+    reasons += [
         f"{workers} loader worker(s): images are decoded once and cropped before augmenting, "
-        f"so {'these keep the GPU' if hardware.gpu else 'few keep the CPU'} fed"
-    )
-    reasons.append(
+        f"so {'these keep the GPU' if hardware.gpu else 'few keep the CPU'} fed",
         f"{f.channels} input channel(s), normalized by the data set's own mean {list(f.mean)} "
-        f"and std {list(f.std)}"
-    )
+        f"and std {list(f.std)}",
+    ]
     settings = {
         "model": chosen.model,
         "model_kwargs": chosen.model_kwargs,
@@ -189,6 +169,30 @@ def make_plan(
         "std": [max(s, 1e-3) for s in f.std],
     }
     return settings, reasons
+
+
+def _patches(f: Fingerprint, crop: int, scale: float, reasons: list[str]) -> int:
+    """Crops per image and pass: enough to cover a median image (at most MAX_PATCHES)."""
+    area = f.heights[0] * f.widths[0] * scale**2
+    patches = min(MAX_PATCHES, max(1, math.ceil(area / crop**2)))
+    reasons.append(
+        f"{patches} crops per image and pass: a median image is {area / crop**2:.1f} crops "
+        f"of area (at most {MAX_PATCHES})"
+    )
+    return patches
+
+
+def _steps_wanted(crops: int, batch: int, fixed: dict[str, Any], reasons: list[str]) -> int:
+    """--steps, or PASSES passes over a pass's `crops` at `batch`, within MIN_STEPS-MAX_STEPS."""
+    if "steps" in fixed:
+        reasons.append(f"{fixed['steps']} steps wanted: --steps")
+        return fixed["steps"]
+    wanted = min(MAX_STEPS, max(MIN_STEPS, math.ceil(PASSES * crops / batch)))
+    reasons.append(
+        f"{wanted} steps wanted: {PASSES} passes over the {crops} crops of a pass at batch "
+        f"{batch}, within {MIN_STEPS}-{MAX_STEPS}"
+    )
+    return wanted
 
 
 def _duration(seconds: float) -> str:
