@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gradio as gr
@@ -29,12 +30,11 @@ from gradio.data_classes import FileData
 from PIL import Image
 
 import zoo
-from trainers.data.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_labels
-from trainers.data.medical import Decoded
-from trainers.data.readers import DataError, check_pixel_count, decoding, read_decoded
-from trainers.model_card import DATASETS, TASKS
-from trainers.plots import CLASS_COLOURS, display_rgb, overlay
-from trainers.views import (
+from demo.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_labels
+from demo.overlays import CLASS_COLOURS, display_rgb, overlay
+from demo.serving import ModelShelf, Served, predict_image
+from demo.tasks import TASKS, data_set_name
+from demo.views import (
     METRIC_NAMES,
     VIEWS,
     Prediction,
@@ -46,8 +46,9 @@ from trainers.views import (
     render,
     write_png,
 )
+from trainers.data.medical import Decoded
+from trainers.data.readers import DataError, check_pixel_count, decoding, read_decoded
 from zoo._hub import check_repo_id, download_file
-from zoo.serving import ModelShelf, Served, predict_image
 
 LOG = logging.getLogger("bioseg.app")
 ROOT = Path(__file__).resolve().parent
@@ -143,7 +144,7 @@ def listed_models(choices: dict[str, str]) -> list[Listed]:
 
 
 def load_model(location: str) -> Served:
-    """The model at `location`, loaded once and shared (see `zoo.serving.ModelShelf`)."""
+    """The model at `location`, loaded once and shared (see `demo.serving.ModelShelf`)."""
     return SHELF.get(location, listed=location in CHOICES.values())
 
 
@@ -183,7 +184,7 @@ def model_card(choice: str | None) -> str:
         return f"No card: the model could not be loaded ({error})."
     config = model.pretrained_config
     dataset = config.get("dataset")
-    trained_on = DATASETS[dataset][0] if dataset in DATASETS else dataset
+    trained_on = data_set_name(dataset)
     parameters = sum(p.numel() for p in model.parameters()) / 1e6
     lines = [
         f"**{choice}**: {model.spec.summary}.",
@@ -267,19 +268,20 @@ def segment(
     decoded, name = read_inputs(image_path, image_file, frame)
     prediction, message = run_model(choice, decoded, name, mask_file, progress)
     del decoded  # the float image is not needed for the views: freed before they are drawn
-    return {**shown(render(prediction, threshold), message), state: prediction}
+    return (*shown(render(prediction, threshold), message), prediction)
 
 
-def redraw(prediction: Prediction | None, threshold: float) -> dict:
+def redraw(prediction: Prediction | None, threshold: float) -> tuple:
     """The views at a new threshold, from the kept prediction: no model run."""
     return shown(render(prediction, threshold))
 
 
-def shown(views: dict[str, Any], message: str = "") -> dict:
-    """`render`'s views keyed by the components that show them, `message` under the note."""
+def shown(views: dict[str, Any], message: str = "") -> tuple:
+    """`render`'s views in the order of VIEWS (the components that show them), a view it did
+    not redraw left as it is; `message` under the note."""
     if message:
         views = views | {"note": f"{views['note']}<br>{message}"}
-    return {VIEW_COMPONENTS[name]: value for name, value in views.items()}
+    return tuple(views.get(name, gr.skip()) for name in VIEWS)
 
 
 def tile_progress(progress: gr.Progress | None) -> Callable[[int, int], None] | None:
@@ -467,157 +469,157 @@ EXAMPLES = examples()  # read once: the Segment tab's rows and the Compare tab's
 COMPARISONS = report_comparisons(EXAMPLES)
 ENTRIES = dropdown_entries()
 
-with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
-    gr.Markdown(
-        "# bioseg\nUpload a scan or micrograph, pick a model, and compare its prediction with "
-        "the target. DICOM, TIFF stacks and 16-bit images: use *Image file*, which reads them "
-        "on the server (pick the frame, page or plane below it)."
-    )
-    with gr.Tab("Segment"):
-        with gr.Row():
-            with gr.Column(scale=1):
-                model_choice = gr.Dropdown(
-                    ENTRIES,
-                    value=next(iter(CHOICES), None),
-                    label="Model (or type a Hub id OWNER/NAME)",
-                    allow_custom_value=True,
-                )
-                card = gr.Markdown()  # what the model is for; filled on load and on change
-                image_in = gr.Image(
-                    type="filepath",
-                    label="Image",
-                    sources=["upload", "clipboard"],
-                    format="png",
-                    image_mode=None,
-                )
-                image_file = gr.File(
-                    label="Image file (DICOM, TIFF and OME-TIFF, 16-bit PNG...)",
-                    type="filepath",
-                    elem_id="image-file",
-                )
-                frame = gr.Number(
-                    0,
-                    precision=0,
-                    minimum=0,
-                    label="Frame, page or plane (DICOM, TIFF stacks)",
-                    elem_id="frame",
-                )
-                mask_in = gr.File(
-                    label="Target mask (optional)", type="filepath", elem_id="mask-file"
-                )
-                threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
-                run = gr.Button("Segment", variant="primary")
-            with gr.Column(scale=2):
-                with gr.Row():
-                    target_out = gr.Image(label="Target", format="png", interactive=False)
-                    pred_out = gr.Image(label="Prediction", format="png", interactive=False)
-                note_out = gr.Markdown(elem_id="note")
-                metrics_out = gr.Dataframe(
-                    headers=["class", *METRIC_NAMES],
-                    label="Metrics",
-                    interactive=False,
-                    elem_id="metrics",
-                )
-                with gr.Row():
-                    error_out = gr.Image(label="Error map", format="png", interactive=False)
-                    slider_out = gr.ImageSlider(label="Image | prediction", format="png")
-                mask_out = gr.File(label="Predicted mask (PNG, full resolution)")
-        with gr.Accordion("Paint the target, or correct the prediction", open=False):
-            gr.Markdown(
-                "No mask file? Load the image, paint the target (brush, eraser, undo), and use "
-                "it: the metrics and views follow. Or load the prediction, fix it, and download "
-                "the corrected mask: a PNG at the image's size, ready as a training target."
-            )
-            editor = checked_editor(
-                type="numpy",
-                image_mode="RGBA",
-                label="Drawing",
-                sources=(),
-                brush=gr.Brush(
-                    colors=[_hex(c) for c in CLASS_COLOURS],
-                    default_color=_hex(CLASS_COLOURS[0]),
-                    color_mode="fixed",
-                ),
-                eraser=gr.Eraser(),
-                layers=False,
-            )
-            editor_source = gr.State()  # the image the drawing belongs to
-            with gr.Row():
-                load_image = gr.Button("Load the image")
-                load_prediction = gr.Button("Load the prediction to correct")
-                use_drawing = gr.Button("Use the drawing as the target", variant="primary")
-            drawn_mask = gr.File(label="Drawn or corrected mask (PNG, full resolution)")
-        state = gr.State(time_to_live=1800)  # a visitor's last prediction, for the threshold
-        views = [target_out, pred_out, error_out, slider_out, metrics_out, mask_out, note_out]
-        VIEW_COMPONENTS = dict(zip(VIEWS, views, strict=True))
-        inputs = [model_choice, image_in, image_file, mask_in, threshold, frame]
-        run.click(segment, inputs, [*views, state], api_name="segment")
-        load_image.click(
-            edit_target, [image_in, image_file], [editor, editor_source], api_visibility="private"
-        )
-        load_prediction.click(
-            edit_prediction,
-            [state, threshold, image_in, image_file],
-            [editor, editor_source],
-            api_visibility="private",
-        )
-        use_drawing.click(
-            drawing_to_mask,
-            [editor, editor_source, model_choice, image_in, image_file],
-            [mask_in, drawn_mask],
-            api_visibility="private",
-        ).success(segment, inputs, [*views, state], api_visibility="private")
-        # A new threshold redraws the views from the kept probabilities: no model run.
-        threshold.release(redraw, [state, threshold], views, api_visibility="private")
-        model_choice.change(saved_threshold, model_choice, threshold, api_visibility="private")
-        model_choice.change(model_card, model_choice, card, api_visibility="private")
-        demo.load(model_card, model_choice, card, api_visibility="private")
-        gr.Examples(
-            EXAMPLES,
-            inputs=[image_in, mask_in, model_choice],
-            outputs=[*views, state],
-            fn=segment_example,
-            run_on_click=True,
-            cache_examples=False,
-            label="Examples (click one)",
-        )
-    with gr.Tab("Compare two models"):
-        # Opens on the report's comparison: a report model against a U-Net of its data set.
-        ends = (next(iter(CHOICES), None), next(reversed(CHOICES), None))
-        a, b, image, mask = COMPARISONS[0] if COMPARISONS else (*ends, None, None)
-        with gr.Row():
-            choice_a = gr.Dropdown(ENTRIES, value=a, label="A", allow_custom_value=True)
-            choice_b = gr.Dropdown(ENTRIES, value=b, label="B", allow_custom_value=True)
-        with gr.Row():
-            compare_image = gr.Image(
-                image, type="filepath", label="Image", format="png", image_mode=None
-            )
-            compare_mask = gr.File(mask, label="Target mask (optional)", type="filepath")
-        compare_threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
-        compare_run = gr.Button("Compare", variant="primary")
-        with gr.Row():
-            out_a = gr.Image(label="Model A", format="png", interactive=False)
-            out_b = gr.Image(label="Model B", format="png", interactive=False)
-        compare_table = gr.Dataframe(headers=["model", "class", *METRIC_NAMES], label="Metrics")
-        compare_inputs = [choice_a, choice_b, compare_image, compare_mask, compare_threshold]
-        compare_outputs = [out_a, out_b, compare_table]
-        compare_run.click(
-            compare,
-            compare_inputs,
-            compare_outputs,
-            api_name="compare",
-        )
-        if COMPARISONS:
-            gr.Examples(
-                COMPARISONS,
-                inputs=compare_inputs[:4],
-                outputs=compare_outputs,
-                fn=compare,
-                run_on_click=True,
-                cache_examples=False,
-                label="The report's models against a U-Net (click one)",
-            )
 
+def segment_inputs() -> SimpleNamespace:
+    """The Segment tab's left column: the model and its card, the image, its target, the
+    threshold and the button."""
+    ui = SimpleNamespace()
+    ui.model_choice = gr.Dropdown(
+        ENTRIES,
+        value=next(iter(CHOICES), None),
+        label="Model (or type a Hub id OWNER/NAME)",
+        allow_custom_value=True,
+    )
+    ui.card = gr.Markdown()  # what the model is for; filled on load and on change
+    ui.image_in = gr.Image(
+        type="filepath", label="Image", sources=["upload", "clipboard"], format="png",
+        image_mode=None,
+    )  # fmt: skip
+    ui.image_file = gr.File(
+        label="Image file (DICOM, TIFF and OME-TIFF, 16-bit PNG...)",
+        type="filepath",
+        elem_id="image-file",
+    )
+    ui.frame = gr.Number(
+        0, precision=0, minimum=0, label="Frame, page or plane (DICOM, TIFF stacks)",
+        elem_id="frame",
+    )  # fmt: skip
+    ui.mask_in = gr.File(label="Target mask (optional)", type="filepath", elem_id="mask-file")
+    ui.threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
+    ui.run = gr.Button("Segment", variant="primary")
+    return ui
+
+
+def segment_outputs() -> list:
+    """The Segment tab's right column: its views, in the order of VIEWS."""
+    with gr.Row():
+        target_out = gr.Image(label="Target", format="png", interactive=False)
+        pred_out = gr.Image(label="Prediction", format="png", interactive=False)
+    note_out = gr.Markdown(elem_id="note")
+    metrics_out = gr.Dataframe(
+        headers=["class", *METRIC_NAMES], label="Metrics", interactive=False, elem_id="metrics"
+    )
+    with gr.Row():
+        error_out = gr.Image(label="Error map", format="png", interactive=False)
+        slider_out = gr.ImageSlider(label="Image | prediction", format="png")
+    mask_out = gr.File(label="Predicted mask (PNG, full resolution)")
+    return [target_out, pred_out, error_out, slider_out, metrics_out, mask_out, note_out]
+
+
+def paint_panel() -> SimpleNamespace:
+    """The editor to paint a target or correct a prediction, and its buttons."""
+    gr.Markdown(
+        "No mask file? Load the image, paint the target (brush, eraser, undo), and use "
+        "it: the metrics and views follow. Or load the prediction, fix it, and download "
+        "the corrected mask: a PNG at the image's size, ready as a training target."
+    )
+    ui = SimpleNamespace()
+    ui.editor = checked_editor(
+        type="numpy", image_mode="RGBA", label="Drawing", sources=(),
+        brush=gr.Brush(colors=[_hex(c) for c in CLASS_COLOURS],
+                       default_color=_hex(CLASS_COLOURS[0]), color_mode="fixed"),
+        eraser=gr.Eraser(), layers=False,
+    )  # fmt: skip
+    ui.editor_source = gr.State()  # the image the drawing belongs to
+    with gr.Row():
+        ui.load_image = gr.Button("Load the image")
+        ui.load_prediction = gr.Button("Load the prediction to correct")
+        ui.use_drawing = gr.Button("Use the drawing as the target", variant="primary")
+    ui.drawn_mask = gr.File(label="Drawn or corrected mask (PNG, full resolution)")
+    return ui
+
+
+def segment_tab(demo: gr.Blocks) -> None:
+    """The Segment tab: its components, and the events that join them to the handlers."""
+    with gr.Row():
+        with gr.Column(scale=1):
+            ui = segment_inputs()
+        with gr.Column(scale=2):
+            views = segment_outputs()
+    with gr.Accordion("Paint the target, or correct the prediction", open=False):
+        paint = paint_panel()
+    state = gr.State(time_to_live=1800)  # a visitor's last prediction, for the threshold
+    inputs = [ui.model_choice, ui.image_in, ui.image_file, ui.mask_in, ui.threshold, ui.frame]
+    private = {"api_visibility": "private"}
+    ui.run.click(segment, inputs, [*views, state], api_name="segment")
+    paint.load_image.click(
+        edit_target, [ui.image_in, ui.image_file], [paint.editor, paint.editor_source], **private
+    )
+    paint.load_prediction.click(
+        edit_prediction, [state, ui.threshold, ui.image_in, ui.image_file],
+        [paint.editor, paint.editor_source], **private,
+    )  # fmt: skip
+    paint.use_drawing.click(
+        drawing_to_mask,
+        [paint.editor, paint.editor_source, ui.model_choice, ui.image_in, ui.image_file],
+        [ui.mask_in, paint.drawn_mask], **private,
+    ).success(segment, inputs, [*views, state], **private)  # fmt: skip
+    # A new threshold redraws the views from the kept probabilities: no model run.
+    ui.threshold.release(redraw, [state, ui.threshold], views, **private)
+    ui.model_choice.change(saved_threshold, ui.model_choice, ui.threshold, **private)
+    ui.model_choice.change(model_card, ui.model_choice, ui.card, **private)
+    demo.load(model_card, ui.model_choice, ui.card, **private)
+    gr.Examples(
+        EXAMPLES, inputs=[ui.image_in, ui.mask_in, ui.model_choice], outputs=[*views, state],
+        fn=segment_example, run_on_click=True, cache_examples=False, label="Examples (click one)",
+    )  # fmt: skip
+
+
+def compare_tab() -> None:
+    """The Compare tab; it opens on the report's comparison: a report model against a U-Net of
+    its data set."""
+    ends = (next(iter(CHOICES), None), next(reversed(CHOICES), None))
+    a, b, image, mask = COMPARISONS[0] if COMPARISONS else (*ends, None, None)
+    with gr.Row():
+        choice_a = gr.Dropdown(ENTRIES, value=a, label="A", allow_custom_value=True)
+        choice_b = gr.Dropdown(ENTRIES, value=b, label="B", allow_custom_value=True)
+    with gr.Row():
+        compare_image = gr.Image(image, type="filepath", label="Image", format="png",
+                                 image_mode=None)  # fmt: skip
+        compare_mask = gr.File(mask, label="Target mask (optional)", type="filepath")
+    compare_threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
+    compare_run = gr.Button("Compare", variant="primary")
+    with gr.Row():
+        out_a = gr.Image(label="Model A", format="png", interactive=False)
+        out_b = gr.Image(label="Model B", format="png", interactive=False)
+    compare_table = gr.Dataframe(headers=["model", "class", *METRIC_NAMES], label="Metrics")
+    compare_inputs = [choice_a, choice_b, compare_image, compare_mask, compare_threshold]
+    compare_outputs = [out_a, out_b, compare_table]
+    compare_run.click(compare, compare_inputs, compare_outputs, api_name="compare")
+    if COMPARISONS:
+        gr.Examples(
+            COMPARISONS, inputs=compare_inputs[:4], outputs=compare_outputs, fn=compare,
+            run_on_click=True, cache_examples=False,
+            label="The report's models against a U-Net (click one)",
+        )  # fmt: skip
+
+
+def build_page() -> gr.Blocks:
+    """The page: the Segment and Compare tabs, built once at import (a Space finds `demo`)."""
+    with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
+        gr.Markdown(
+            "# bioseg\nUpload a scan or micrograph, pick a model, and compare its prediction with "
+            "the target. DICOM, TIFF stacks and 16-bit images: use *Image file*, which reads them "
+            "on the server (pick the frame, page or plane below it)."
+        )
+        with gr.Tab("Segment"):
+            segment_tab(demo)
+        with gr.Tab("Compare two models"):
+            compare_tab()
+    return demo
+
+
+demo = build_page()
 demo.queue(default_concurrency_limit=2, max_size=64)
 
 

@@ -50,7 +50,7 @@ from bench_engines import THREADS, engine_table  # noqa: E402
 from bench_zoo import paired_medians  # noqa: E402
 
 import zoo  # noqa: E402
-from zoo import serving  # noqa: E402
+from demo import serving  # noqa: E402
 
 TILES = (256, 384, 512, 768, 1024)
 # Stages of a request: the functions whose cumulative time makes each (file, function name).
@@ -58,8 +58,8 @@ STAGES = {
     "read the file": [("readers.py", "read_decoded")],
     "normalise": [("serving.py", "model_input"), ("_spec.py", "normalize")],
     "forward (engine)": [("_engines.py", "predict"), ("_model.py", "predict")],
-    "contrast-stretched RGB for display": [("plots.py", "display_rgb")],
-    "overlays": [("plots.py", "overlay")],
+    "contrast-stretched RGB for display": [("overlays.py", "display_rgb")],
+    "overlays": [("overlays.py", "overlay")],
     "error map": [("plots.py", "error_map")],
     "PNG encoding (views, mask)": [("views.py", "write_pngs")],
 }
@@ -236,18 +236,10 @@ class Page:
             http.get(url).raise_for_status()
 
 
-def main() -> None:
+def measure_requests(demo_app, label: str, served, images: dict[str, Path]) -> dict:
+    """The app served in a subprocess: its start-up, its first answer, the 512x512 request five
+    ways against the eager forward (in turns), the large requests and the peak memory."""
     from gradio_client import Client, handle_file
-
-    import app as demo_app
-
-    torch.set_num_threads(THREADS)
-    print("## Engines\n\n" + "\n".join(engine_table()))
-    label = next(iter(demo_app.CHOICES))
-    served = demo_app.load_model(demo_app.CHOICES[label])
-    print(f"\n## Tile size ({served.engine}, {label}, overlap {serving.OVERLAP})\n")
-    print("\n".join(tile_rows(served)))
-    images = test_images(Path(tempfile.mkdtemp()))
 
     port = free_port()
     root = f"http://127.0.0.1:{port}"
@@ -267,32 +259,29 @@ def main() -> None:
         spec = served.model.spec
         x = zoo.normalize(serving.model_input(image, served.model), spec.mean, spec.std)
         page = Page(root)
-        via_client, via_plain, via_answer, via_page, eager = paired_medians(
+        via = paired_medians(
             [lambda: request(small), lambda: request(small, no_ca_bundle),
              lambda: request(small, answer_only), lambda: page.click(label, small),
-             lambda: served.model.predict(x)], 5,
+             lambda: served.model.predict_normalized(x)], 5,
         )  # fmt: skip
-        client_seconds = {
-            "512x512 PNG": via_client,
-            "retina.jpg, 1411x1411": statistics.median(
-                request(images["retina.jpg, 1411x1411"]) for _ in range(5)
-            ),
-            "4096x4096 TIFF": statistics.median(
-                request(images["4096x4096 TIFF"]) for _ in range(3)
-            ),
+        large = {
+            name: statistics.median(request(images[name]) for _ in range(repeats))
+            for name, repeats in (("retina.jpg, 1411x1411", 5), ("4096x4096 TIFF", 3))
         }
         peak = peak_rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=30)
+    return {"startup": startup, "first": first, "via": via, "large": large, "peak": peak}
 
-    print(f"\n## Where a request's time goes ({served.engine}, {label})\n")
-    print("\n".join(profile_rows(demo_app, label, images, client_seconds)))
-    retina, large = client_seconds["retina.jpg, 1411x1411"], client_seconds["4096x4096 TIFF"]
-    print(f"\n## The app (`python app.py`, engine {served.engine}, {label})\n")
+
+def app_rows(found: dict) -> list[tuple[str, str, str]]:
+    """The app table: each figure with the bound it is held to."""
+    via_client, via_plain, via_answer, via_page, eager = found["via"]
+    retina, large = found["large"]["retina.jpg, 1411x1411"], found["large"]["4096x4096 TIFF"]
     rows = [
-        ("start-up, process start to port answering", f"{startup:.1f} s", ""),
-        ("first answer, 512x512", f"{first:.2f} s", ""),
+        ("start-up, process start to port answering", f"{found['startup']:.1f} s", ""),
+        ("first answer, 512x512", f"{found['first']:.2f} s", ""),
         ("eager float32 forward, same model and image (median of 5)", f"{eager * 1e3:.0f} ms", ""),
     ]
     for how, seconds, bound in (
@@ -304,14 +293,34 @@ def main() -> None:
     ):  # fmt: skip
         rows.append((f"512x512 request {how} (median of 5)", f"{seconds * 1e3:.0f} ms", ""))
         rows.append(("the same / eager forward", f"{seconds / eager:.2f}", bound))
-    rows += [
+    return [
+        *rows,
         ("retina.jpg 1411x1411 request (median of 5)", f"{retina:.2f} s", "4 s"),
         ("retina request / eager 512x512 forward", f"{retina / eager:.1f}", "8.7"),
         ("4096x4096 TIFF request (median of 3)", f"{large:.1f} s", "25 s"),
-        ("server peak resident memory (VmHWM) after all", f"{peak:.0f} MB", "1500 MB"),
+        ("server peak resident memory (VmHWM) after all", f"{found['peak']:.0f} MB", "1500 MB"),
     ]
+
+
+def main() -> None:
+    import app as demo_app
+
+    torch.set_num_threads(THREADS)
+    print("## Engines\n\n" + "\n".join(engine_table()))
+    label = next(iter(demo_app.CHOICES))
+    served = demo_app.load_model(demo_app.CHOICES[label])
+    print(f"\n## Tile size ({served.engine}, {label}, overlap {serving.OVERLAP})\n")
+    print("\n".join(tile_rows(served)))
+    images = test_images(Path(tempfile.mkdtemp()))
+    found = measure_requests(demo_app, label, served, images)
+    client_seconds = {"512x512 PNG": found["via"][0], **found["large"]}
+    print(f"\n## Where a request's time goes ({served.engine}, {label})\n")
+    print("\n".join(profile_rows(demo_app, label, images, client_seconds)))
+    print(f"\n## The app (`python app.py`, engine {served.engine}, {label})\n")
     print("| measure | value | bound |\n| --- | ---: | ---: |")
-    print("\n".join(f"| {measure} | {value} | {bound} |" for measure, value, bound in rows))
+    print(
+        "\n".join(f"| {measure} | {value} | {bound} |" for measure, value, bound in app_rows(found))
+    )
     print("\n## One new httpx connection (`httpx.Client()` made and closed, median of 20), as")
     print("gradio_client opens for each upload, queue join, event stream and output file\n")
     print("| CA bundle loaded | ms |\n| --- | ---: |")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainers.data.annotation import labels_to_layer, layer_to_labels
+from demo.annotation import labels_to_layer, layer_to_labels
 from trainers.data.readers import DataError, read_mask
 
 YELLOW, BLUE = (255, 200, 0), (0, 200, 255)

@@ -460,7 +460,9 @@ def test_exif_orientation_is_applied_to_images_and_masks_alike(tmp_path: Path) -
     Image.fromarray(stored).save(tmp_path / "photo.png", exif=exif)
     upright = read_image(tmp_path / "photo.png")[..., 0]
     assert upright.shape == (8, 4) and upright[:2, -1].tolist() == [1.0, 1.0]
-    assert read_mask(tmp_path / "photo.png").shape == (8, 4)
+    mask = read_mask(tmp_path / "photo.png")
+    assert mask.shape == (8, 4) and np.array_equal(mask, upright > 0.5)  # the same pixels
+    assert mask.sum() == 2 and mask[:2, -1].all()  # rotated, not left as stored
 
 
 def test_a_camera_jpeg_with_an_orientation_tag_is_read_upright(tmp_path: Path) -> None:

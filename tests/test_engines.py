@@ -147,7 +147,7 @@ def test_a_missing_engine_package_falls_back_to_eager(monkeypatch, caplog) -> No
 
 
 def test_a_served_model_runs_through_the_engine_asked_for() -> None:
-    from zoo import serving
+    from demo import serving
 
     served = serving.serve(str(REPO / "weights" / "dsb2018-unet"), "eager")
     assert served.engine == "eager"
@@ -162,7 +162,7 @@ def test_a_served_model_runs_through_the_engine_asked_for() -> None:
 
 def test_served_models_run_one_forward_pass_at_a_time(monkeypatch) -> None:
     """Two requests' forwards at once would share the same cores and slow each other down."""
-    from zoo import serving
+    from demo import serving
 
     running, most, guard = [0], [0], threading.Lock()
 
@@ -187,7 +187,7 @@ def test_served_models_run_one_forward_pass_at_a_time(monkeypatch) -> None:
 
 
 def test_tiles_normalized_one_at_a_time_give_the_whole_image_normalized_at_once() -> None:
-    from zoo import serving
+    from demo import serving
 
     served = serving.serve(str(REPO / "weights" / "dsb2018-unet"), "eager")
     grey = np.random.default_rng(0).random((300, 200, 1), dtype=np.float32)
@@ -224,7 +224,7 @@ def test_release_gives_the_memory_back_and_the_engine_answers_the_same_after() -
 
 
 def test_the_engine_memory_is_given_back_after_inputs_larger_than_512x512() -> None:
-    from zoo import serving
+    from demo import serving
 
     model = zoo.create_model("unet", base_channels=4).eval()
     released = []
@@ -236,7 +236,7 @@ def test_the_engine_memory_is_given_back_after_inputs_larger_than_512x512() -> N
 
 
 def test_the_demo_serves_a_model_with_a_scale_at_the_image_s_size() -> None:
-    from zoo import serving
+    from demo import serving
 
     model = zoo.create_model("unet", base_channels=4).eval()
     model.scale = 0.5

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import re
 import tempfile
 from pathlib import Path
 
@@ -42,14 +44,77 @@ def check_readers(path: Path) -> None:
         assert mask.dtype == bool and mask.ndim == 2
 
 
+DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smh])+")
+POSITIVE = ("batch_size", "image_size", "patches_per_image", "in_channels")
+COUNTS = ("steps", "epochs", "val_every")
+
+
+def broken_rules(values: dict) -> list[str]:
+    """The documented rules of the settings (`trainers/config.py`, the README) that `values`
+    break, written out again here as the oracle: unknown keys; a value of another type than its
+    default's (an int for a float is fine, a bool for a number is not); positive counts; a run
+    length (steps, epochs or a time budget); rates, weights, fractions and names in range."""
+    defaults = TrainConfig().to_dict()
+    given = {key: value for key, value in values.items() if key not in ("note", "amp")}
+    broken = [f"unknown {key}" for key in given if key not in defaults]
+    for key, value in given.items():
+        kind = type(defaults.get(key))
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key in defaults and not (
+            (isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool)))
+            or (kind is float and number)
+        ):
+            broken.append(f"type of {key}")  # fmt: skip
+    if broken:
+        return broken
+    c = {**defaults, **given}
+    broken += [name for name in POSITIVE if c[name] < 1]
+    broken += [name for name in COUNTS if c[name] < 0]
+    text = c["time_budget"].strip().lower().replace(" ", "")
+    if c["time_budget"] and (
+        not DURATION.fullmatch(text)
+        or not any(float(n) for n in re.findall(r"\d+(?:\.\d+)?", text))
+    ):
+        broken.append("time_budget")  # fmt: skip
+    if not (c["steps"] or c["epochs"] or c["time_budget"]):
+        broken.append("no run length")
+    finite = {key: math.isfinite(c[key]) for key in ("lr", "weight_decay", "dice_weight",
+                                                     "iou_weight")}  # fmt: skip
+    broken += [key for key, ok in finite.items() if not ok or c[key] < 0]
+    broken += ["lr"] * (c["lr"] == 0) + ["loss weights"] * (
+        c["dice_weight"] == c["iou_weight"] == 0
+    )
+    broken += ["scale"] * (not 0 < c["scale"] <= 1)
+    broken += ["val_fraction"] * (not 0 <= c["val_fraction"] < 1)
+    broken += ["threshold"] * (not 0 <= c["threshold"] < 1)
+    broken += ["optimizer"] * (c["optimizer"] not in ("adam", "adamw"))
+    broken += ["precision"] * (c["precision"] not in ("auto", "bf16", "fp16", "fp32"))
+    if (c["mean"] or c["std"]) and not (
+        len(c["mean"]) == len(c["std"]) == c["in_channels"] and min(c["std"]) > 0
+    ):
+        broken.append("mean and std")
+    return broken
+
+
 def check_settings(values: dict) -> None:
-    """The settings parser gives a valid config or a `ValueError`."""
+    """The settings parser accepts exactly the values that break no documented rule, and names
+    the problem (a ValueError) for the others."""
+    broken = broken_rules(values)
     try:
-        config = TrainConfig(**from_dict(values, "fuzz"))
-    except ValueError:
+        TrainConfig(**from_dict(values, "fuzz"))
+    except ValueError as error:
+        assert broken, f"refused valid settings {values}: {error}"
         return
-    assert config.steps or config.epochs or config.time_budget  # a run has a length
-    assert config.steps >= 0 and config.epochs >= 0 and config.batch_size >= 1 and config.lr > 0
+    assert not broken, f"accepted settings that break {broken}: {values}"
+
+
+def test_the_oracle_by_hand() -> None:
+    check_settings({"epochs": 0, "time_budget": "1s"})  # valid: steps and a budget
+    assert broken_rules({"steps": 0, "epochs": 0}) == ["no run length"]
+    assert broken_rules({"lr": 0}) == ["lr"] and broken_rules({"lr": True}) == ["type of lr"]
+    assert broken_rules({"time_budget": "0s"}) == ["time_budget"]
+    assert broken_rules({"mean": [0.5], "std": [0.2]}) == ["mean and std"]  # 3 channels
+    assert not broken_rules({"mean": [0.5], "std": [0.2], "in_channels": 1, "lr": 1})
 
 
 @pytest.mark.parametrize("path", sorted((CORPUS / "readers").iterdir()), ids=lambda path: path.name)

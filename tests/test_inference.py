@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -67,9 +69,9 @@ def test_the_readme_predict_example_scores_as_the_demo(monkeypatch) -> None:
     """The README's `from_pretrained(...).predict(...)` example, run as written on the histology
     example read by `read_image`: its mask's Dice within 0.01 of the demo's on the same image
     (images as read, [0, 1]: `predict` applies the saved normalization itself)."""
+    from demo import serving
     from trainers.data import read_image, read_mask
     from trainers.metrics import confusion, dice
-    from zoo import serving
 
     monkeypatch.chdir(REPO)
     namespace: dict = {}
@@ -83,3 +85,36 @@ def test_the_readme_predict_example_scores_as_the_demo(monkeypatch) -> None:
         confusion(serving.predict_image(served, read_image(example))[0] > threshold, target)
     )
     assert ours == pytest.approx(demo, abs=0.01) and demo > 0.8
+
+
+class TileCentre(nn.Module):
+    """Answers 1 at the centre of whatever it is given and 0 at its edges, whatever the pixels:
+    a model whose answer near a tile's edge differs from its answer at the tile's centre."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ys = 1 - (torch.arange(h) - (h - 1) / 2).abs() / ((h - 1) / 2)
+        xs = 1 - (torch.arange(w) - (w - 1) / 2).abs() / ((w - 1) / 2)
+        return torch.logit((ys[:, None] * xs).clamp(1e-4, 1 - 1e-4)).expand(x.shape[0], 1, h, w)
+
+
+def test_tile_centres_outweigh_tile_edges_in_the_blend() -> None:
+    """One row of two 64-pixel tiles over a 64 x 96 image (starts 0 and 32). At column 40 the
+    first tile sees the pixel 8 from its right edge, the second 8 from its centre; the blend is
+    the Gaussian-weighted mean of the two answers (sigma = 64 / 8), so it lies near the second
+    tile's answer, not halfway."""
+    spec = zoo.ModelSpec(name="centre", summary="tile centre", builder=lambda **kw: None)
+    model = zoo.SegmentationModel(TileCentre(), spec, num_classes=1, in_channels=3,
+                                  build_kwargs={})  # fmt: skip
+    out = zoo.sliding_window_predict(model, torch.zeros(1, 3, 64, 96), tile=64, overlap=0.5)
+    row, column = 31, 40  # the middle row: its vertical factor is ~1 in both tiles
+    hat = lambda p: 1 - abs(p - 31.5) / 31.5  # noqa: E731 (the model's answer at p in a tile)
+    gauss = lambda p: math.exp(-0.5 * ((p - 31.5) / 8) ** 2)  # noqa: E731 (the blend's weight)
+    first, second = column, column - 32  # the pixel's position in each tile
+    weighted = (gauss(first) * hat(first) + gauss(second) * hat(second)) / (
+        gauss(first) + gauss(second)
+    )
+    vertical = hat(row)
+    assert out[0, 0, row, column].item() == pytest.approx(weighted * vertical, abs=2e-3)
+    halfway = (hat(first) + hat(second)) / 2 * vertical
+    assert out[0, 0, row, column].item() > halfway + 0.1  # the centre's answer wins

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+import zoo
 from tests.conftest import REPO
 from trainers import checkpoint
 from trainers.config import PRESETS, TrainConfig, build_parser, load_config_file, resolve
@@ -124,9 +126,11 @@ def test_run_writes_weights_config_metrics_and_evaluation(tmp_path: Path, capsys
     assert json.loads((run / "train_config.json").read_text())["steps"] == 2
     assert (run / "model.safetensors").is_file()
     summary = json.loads((run / "eval" / "summary.json").read_text())
-    assert summary["n_images"] == 2 and 0 <= summary["metrics"]["dice"]["mean"] <= 1
-    for name in ("per_image.csv", "pr_curve.png", "grid.png"):
-        assert (run / "eval" / name).stat().st_size > 0
+    assert summary["n_images"] == 2 and summary["split"] == "test"  # values: the test below
+    assert Image.open(run / "eval" / "grid.png").size[0] > 4 * 48  # four panels an image
+    assert Image.open(run / "eval" / "pr_curve.png").format == "PNG"
+    with (run / "eval" / "per_image.csv").open() as handle:
+        assert {row["id"] for row in csv.DictReader(handle)} == {"disc4", "disc5"}
     with pytest.raises(SystemExit):  # a second run into the same folder refuses to overwrite
         main(run_args(data, run, "--steps", "1"))
     assert "already holds files" in capsys.readouterr().err
@@ -277,9 +281,45 @@ def test_multiclass_run_from_class_maps_or_a_palette(tmp_path: Path, palette: bo
     assert set(summary["per_class"]) == {"ring", "core"}
     card = model_card(run, "owner/rings")
     assert "Per class (mean over images):" in card and "| ring |" in card and "| core |" in card
-    for name, c in (("ring", "1"), ("core", "2")):
-        with (run / "eval" / "per_image.csv").open() as handle:
-            dice = [float(row["dice"]) for row in csv.DictReader(handle) if row["class"] == c]
-        assert summary["per_class"][name]["dice"]["mean"] == pytest.approx(np.mean(dice))
     with (run / "eval" / "per_image.csv").open() as handle:
-        assert {row["class"] for row in csv.DictReader(handle)} == {"1", "2"}
+        rows = list(csv.DictReader(handle))
+    assert sorted((row["id"], row["class"]) for row in rows) == [
+        ("ring4", "1"),
+        ("ring4", "2"),
+        ("ring5", "1"),
+        ("ring5", "2"),
+    ]  # one row per test image and foreground class, background left out
+
+
+def test_evaluation_gives_each_image_s_dice_as_computed_by_hand(tmp_path: Path) -> None:
+    """The bundled nuclei U-Net on the two committed DSB 2018 examples (a folder data set): each
+    row of per_image.csv is the Dice of its mask at the saved threshold, computed here with
+    numpy from `predict` (2|A and B| / (|A| + |B|)), the summary their mean and the pooled
+    figure that of all pixels; a model that predicted nothing would score 0."""
+    from trainers.data import read_image, read_mask
+    from trainers.evaluate import evaluate
+
+    examples = REPO / "examples" / "dsb2018"
+    for kind in ("images", "masks"):
+        (tmp_path / "data" / "test" / kind).mkdir(parents=True)
+    expected, inter, total = {}, 0, 0
+    model = zoo.from_pretrained(REPO / "weights" / "dsb2018-unet")
+    threshold = model.pretrained_config["threshold"]
+    for image_path in sorted(examples.glob("*-*[0-9a-f].png")):
+        shutil.copy(image_path, tmp_path / "data" / "test" / "images" / image_path.name)
+        mask_path = image_path.with_name(image_path.stem + "_mask.png")
+        shutil.copy(mask_path, tmp_path / "data" / "test" / "masks" / image_path.name)
+        image = torch.from_numpy(read_image(image_path)).permute(2, 0, 1)[None]
+        pred = model.predict(image)[0, 0].numpy() > threshold
+        target = read_mask(mask_path)
+        both = int((pred & target).sum())
+        expected[image_path.stem] = 2 * both / (pred.sum() + target.sum())
+        inter, total = inter + both, total + int(pred.sum() + target.sum())
+    summary = evaluate(str(REPO / "weights" / "dsb2018-unet"), f"folder:{tmp_path / 'data'}",
+                       output=tmp_path / "eval")  # fmt: skip
+    with (tmp_path / "eval" / "per_image.csv").open() as handle:
+        found = {row["id"]: float(row["dice"]) for row in csv.DictReader(handle)}
+    assert found == pytest.approx(expected, abs=1e-9) and len(found) == 2
+    assert min(found.values()) > 0.8  # the examples' Dice, as the demo shows them
+    assert summary["metrics"]["dice"]["mean"] == pytest.approx(np.mean(list(expected.values())))
+    assert summary["pooled"]["dice"] == pytest.approx(2 * inter / total)

@@ -49,13 +49,6 @@ DATASETS = {
 }
 """Data sets with a known name, terms and citation, by the `dataset` key of config.json."""
 
-TASKS = {
-    "drive": "retinal vessels, colour fundus",
-    "isbi2012": "neuronal membranes, electron microscopy",
-    "dsb2018": "cell nuclei, fluorescence and histology",
-}
-"""What a model trained on each known data set segments, in what kind of image, in a few words."""
-
 NO_IMAGES = {
     "drive": "DRIVE's terms forbid copying and redistributing its images",
     "isbi2012": "the ISBI 2012 data's terms of redistribution are unclear",

@@ -18,11 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._engines import engine_predict
-from ._hub import from_pretrained
-from ._inference import fewest_pixels_tile, sliding_window_predict
-from ._model import SegmentationModel
-from ._spec import match_channels, normalize
+from zoo import (
+    SegmentationModel,
+    engine_predict,
+    fewest_pixels_tile,
+    from_pretrained,
+    match_channels,
+    normalize,
+    sliding_window_predict,
+)
 
 LOG = logging.getLogger("bioseg.serving")
 # Larger images are predicted in tiles overlapping by an eighth of their side; of these sizes,

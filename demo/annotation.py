@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from .readers import DataError
+from trainers.data.readers import DataError
 
 __all__ = ["labels_to_layer", "layer_to_labels"]
 

@@ -23,10 +23,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from demo.overlays import CLASS_COLOURS, overlay
 from trainers import metrics
 from trainers.data.medical import Decoded
 from trainers.data.readers import DataError, read_mask
-from trainers.plots import CLASS_COLOURS, FN, FP, TP, error_map, overlay
+from trainers.plots import FN, FP, TP, error_map
+from trainers.scoring import binarize
 from zoo import SegmentationModel
 
 METRIC_NAMES = ("dice", "iou", "hd95", "precision", "recall")
@@ -78,9 +80,10 @@ def class_names(model: SegmentationModel) -> list[str]:
 
 
 def labels_of(prediction: Prediction, threshold: float) -> np.ndarray:
-    """An H x W uint8 label map: probability above `threshold` (one class), else argmax."""
+    """An H x W uint8 label map by the project's one rule (`trainers.scoring`): probability
+    strictly above `threshold` for one class, else the most probable class."""
     if prediction.probabilities.shape[0] == 1:
-        return (prediction.probabilities[0] > threshold).view(np.uint8)
+        return binarize(prediction.probabilities[0], threshold).view(np.uint8)
     return prediction.probabilities.argmax(0).astype(np.uint8)
 
 

@@ -1,0 +1,54 @@
+"""The README's screenshot: the demo on the DSB 2018 histology example (CC0; never DRIVE or
+ISBI 2012 images), taken in Debian's Chromium through Playwright.
+
+    python benchmarks/screenshot.py docs/demo.png
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--no-first-run"]  # fmt: skip
+
+
+def main(output: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "BIOSEG_RUNS": "/nonexistent"}
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, wait_until="load", timeout=120_000)
+            page.get_by_text("histology-a08166d9_mask.png").first.click(timeout=60_000)
+            page.get_by_text("true positive").wait_for(timeout=180_000)
+            page.locator("table", has_text="nucleus").first.wait_for(timeout=60_000)
+            time.sleep(2)  # the images finish loading
+            page.screenshot(path=str(output), full_page=False)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
