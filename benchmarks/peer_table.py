@@ -39,5 +39,7 @@ if __name__ == "__main__":
           "| plan per image | lead |")  # fmt: skip
     print("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
     for key, name in SETS.items():
-        if (RUNS / f"peer-smp-{key}.json").is_file() and (RUNS / f"auto-{key}").is_dir():
+        if (RUNS / f"peer-smp-{key}.json").is_file() and (
+            RUNS / f"auto-{key}/eval/summary.json"
+        ).is_file():
             print(row(key, name))
