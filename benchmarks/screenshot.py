@@ -37,12 +37,14 @@ def main(output: Path) -> None:
                 time.sleep(0.5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1250})
             page.goto(url, wait_until="load", timeout=120_000)
             page.get_by_text("histology-a08166d9_mask.png").first.click(timeout=60_000)
             page.get_by_text("true positive").wait_for(timeout=180_000)
             page.locator("table", has_text="nucleus").first.wait_for(timeout=60_000)
             time.sleep(2)  # the images finish loading
+            page.evaluate("window.scrollTo(0, 0)")  # the example's click scrolled to the table
+            time.sleep(1)
             page.screenshot(path=str(output), full_page=False)
             browser.close()
     finally:
