@@ -27,21 +27,28 @@ from trainers.data.readers import DataError, read_image, read_mask
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 
 
-def check_readers(path: Path) -> None:
-    """`read_image` and `read_mask` give valid arrays or a `DataError` naming the file."""
+def check_readers(path: Path) -> tuple[str, str]:
+    """`read_image` and `read_mask` give valid arrays or a `DataError` naming the file; what
+    each did ("read" or "refused")."""
+    outcomes = []
     try:
         image = read_image(path)
     except DataError as error:
         assert path.name in str(error)
+        outcomes.append("refused")
     else:
         assert image.dtype == np.float32 and image.ndim == 3 and image.shape[2] in (1, 3)
         assert image.min() >= 0 and image.max() <= 1
+        outcomes.append("read")
     try:
         mask = read_mask(path)
     except DataError as error:
         assert path.name in str(error)
+        outcomes.append("refused")
     else:
         assert mask.dtype == bool and mask.ndim == 2
+        outcomes.append("read")
+    return outcomes[0], outcomes[1]
 
 
 DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smh])+")
@@ -96,16 +103,17 @@ def broken_rules(values: dict) -> list[str]:
     return broken
 
 
-def check_settings(values: dict) -> None:
+def check_settings(values: dict) -> str:
     """The settings parser accepts exactly the values that break no documented rule, and names
-    the problem (a ValueError) for the others."""
+    the problem (a ValueError) for the others; "accepted" or "refused"."""
     broken = broken_rules(values)
     try:
         TrainConfig(**from_dict(values, "fuzz"))
     except ValueError as error:
         assert broken, f"refused valid settings {values}: {error}"
-        return
+        return "refused"
     assert not broken, f"accepted settings that break {broken}: {values}"
+    return "accepted"
 
 
 def test_the_oracle_by_hand() -> None:
@@ -119,14 +127,16 @@ def test_the_oracle_by_hand() -> None:
 
 @pytest.mark.parametrize("path", sorted((CORPUS / "readers").iterdir()), ids=lambda path: path.name)
 def test_reader_corpus_cases_give_arrays_or_a_data_error(path: Path) -> None:
-    check_readers(path)
+    # The arrays' checks and the errors' file names are asserted inside check_readers.
+    assert set(check_readers(path)) <= {"read", "refused"}
 
 
 @pytest.mark.parametrize(
     "path", sorted((CORPUS / "settings").iterdir()), ids=lambda path: path.name
 )
 def test_settings_corpus_cases_give_a_config_or_a_value_error(path: Path) -> None:
-    check_settings(json.loads(path.read_text()))
+    values = json.loads(path.read_text())
+    assert check_settings(values) == ("refused" if broken_rules(values) else "accepted")
 
 
 def encoded(fmt: str, mode: str) -> bytes:
@@ -162,7 +172,7 @@ def test_readers_return_valid_arrays_or_a_data_error(data: bytes, suffix: str) -
     path = FOLDER / f"case{suffix}"
     path.write_bytes(data)
     try:
-        check_readers(path)
+        assert set(check_readers(path)) <= {"read", "refused"}
     except Exception as error:
         raise AssertionError(
             f"{type(error).__name__}: {error}\nSave this case as tests/fuzz_corpus/readers/"
