@@ -51,6 +51,7 @@ from bench_zoo import paired_medians  # noqa: E402
 
 import zoo  # noqa: E402
 from demo import serving  # noqa: E402
+from trainers import scoring  # noqa: E402
 
 TILES = (256, 384, 512, 768, 1024)
 # Stages of a request: the functions whose cumulative time makes each (file, function name).
@@ -107,7 +108,7 @@ def tile_rows(served: serving.Served) -> list[str]:
 
         def run(tile: int = tile) -> None:
             zoo.sliding_window_predict(
-                served.model, x, tile=tile, overlap=serving.OVERLAP, predict=served.predict,
+                served.model, x, tile=tile, overlap=scoring.OVERLAP, predict=served.predict,
                 progress=lambda done, total: count.append(total),
             )  # fmt: skip
 
@@ -309,7 +310,7 @@ def main() -> None:
     print("## Engines\n\n" + "\n".join(engine_table()))
     label = next(iter(demo_app.CHOICES))
     served = demo_app.load_model(demo_app.CHOICES[label])
-    print(f"\n## Tile size ({served.engine}, {label}, overlap {serving.OVERLAP})\n")
+    print(f"\n## Tile size ({served.engine}, {label}, overlap {scoring.OVERLAP})\n")
     print("\n".join(tile_rows(served)))
     images = test_images(Path(tempfile.mkdtemp()))
     found = measure_requests(demo_app, label, served, images)

@@ -18,21 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo import (
-    SegmentationModel,
-    engine_predict,
-    fewest_pixels_tile,
-    from_pretrained,
-    match_channels,
-    normalize,
-    sliding_window_predict,
-)
+from trainers.scoring import TILES, predict_probabilities, tile_for
+from zoo import SegmentationModel, engine_predict, from_pretrained, match_channels, normalize
 
 LOG = logging.getLogger("bioseg.serving")
-# Larger images are predicted in tiles overlapping by an eighth of their side; of these sizes,
-# the one that runs the model over the fewest pixels for the image at hand. An image of at most
-# the largest size on each side is one pass. Measured on a 2-core CPU: `benchmarks/bench_app.py`.
-TILES, OVERLAP = (512, 768, 1024), 0.125
 # After forward passes larger than this, the engine gives back the memory grown for them.
 USUAL_PIXELS = 512 * 512
 # One forward pass at a time in the process, whichever the model: each engine already uses every
@@ -120,25 +109,17 @@ def predict_image(
     tiles: tuple[int, ...] = TILES,
 ) -> np.ndarray:
     """Class probabilities K x H x W as float16 for an H x W x C image in [0, 1], at the
-    image's size. Images larger than the largest of `tiles` (at the model's `scale`) are
-    predicted in overlapping tiles, each normalized as it is cut, and `progress(done, total)`
-    is told after each. After forward passes larger than 512x512 the engine's memory grown for
-    them is given back, so that a server's resident memory stays that of the usual request
+    image's size, by the project's one predict path (`trainers.scoring.predict_probabilities`)
+    through the served engine: tiles normalized one at a time as they are cut, `progress(done,
+    total)` told after each. After forward passes larger than 512x512 the engine's memory grown
+    for them is given back, so that a server's resident memory stays that of the usual request
     between larger ones."""
+    x = model_input(image, served.model)[0]
+    probabilities = predict_probabilities(
+        served.model, x, forward=served.predict, tiles=tiles, progress=progress
+    )
     height, width = (max(1, round(side * served.model.scale)) for side in image.shape[:2])
-    tile = (
-        max(tiles)
-        if max(height, width) <= max(tiles)
-        else fewest_pixels_tile(height, width, tiles, OVERLAP)
-    )
-    probabilities = sliding_window_predict(
-        served.model,
-        model_input(image, served.model),
-        tile=tile,
-        overlap=OVERLAP,
-        predict=served.predict,
-        progress=progress,
-    )
+    tile = tile_for(height, width, tiles)
     if min(tile, height) * min(tile, width) > USUAL_PIXELS:
         served.release()
-    return probabilities[0].to(torch.float16).numpy()
+    return probabilities.astype(np.float16)

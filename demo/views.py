@@ -28,7 +28,7 @@ from trainers import metrics
 from trainers.data.medical import Decoded
 from trainers.data.readers import DataError, read_mask
 from trainers.plots import FN, FP, TP, error_map
-from trainers.scoring import binarize
+from trainers.scoring import class_map
 from zoo import SegmentationModel
 
 METRIC_NAMES = ("dice", "iou", "hd95", "precision", "recall")
@@ -82,9 +82,7 @@ def class_names(model: SegmentationModel) -> list[str]:
 def labels_of(prediction: Prediction, threshold: float) -> np.ndarray:
     """An H x W uint8 label map by the project's one rule (`trainers.scoring`): probability
     strictly above `threshold` for one class, else the most probable class."""
-    if prediction.probabilities.shape[0] == 1:
-        return binarize(prediction.probabilities[0], threshold).view(np.uint8)
-    return prediction.probabilities.argmax(0).astype(np.uint8)
+    return class_map(prediction.probabilities, threshold).astype(np.uint8, copy=False)
 
 
 def read_target(

@@ -19,6 +19,7 @@ from torch import nn
 
 import zoo
 from tests.conftest import REPO, SHARED_DATA
+from trainers import scoring
 from trainers.data import eval_transform
 from trainers.data.readers import read_image
 from zoo import _engines
@@ -195,7 +196,7 @@ def test_tiles_normalized_one_at_a_time_give_the_whole_image_normalized_at_once(
     model = served.model
     whole = zoo.normalize(torch.from_numpy(grey).permute(2, 0, 1).expand(3, -1, -1)[None],
                           model.spec.mean, model.spec.std)  # fmt: skip
-    expected = zoo.sliding_window_predict(model, whole, tile=128, overlap=serving.OVERLAP)
+    expected = zoo.sliding_window_predict(model, whole, tile=128, overlap=scoring.OVERLAP)
     np.testing.assert_allclose(tiled, expected[0].to(torch.float16).numpy(), atol=0)
 
 

@@ -83,6 +83,11 @@ class TrainConfig:
     image_size: int = setting(256, "side of the square training crops, pixels")
     patches_per_image: int = setting(1, "random crops per image and pass over the data")
     scale: float = setting(1.0, "train and predict at this fraction of the images' resolution")
+    objects: bool = setting(
+        False,
+        "learn the object target (background, interior, boundary) where the masks label each "
+        "object, and split objects by a seeded watershed; the plan turns it on for such data",
+    )
     dice_weight: float = setting(0.5, "loss = dice_weight * Dice loss + iou_weight * IoU loss")
     iou_weight: float = setting(0.5, "the IoU loss's weight (see --dice-weight)")
     val_fraction: float = setting(0.2, "fraction held out for validation without a val split")

@@ -6,7 +6,11 @@
 Writes into --output (default: RUN_DIR/eval, or eval-<name> for a Hub id):
 per_image.csv, summary.json (mean and std of each metric, with the number of excluded cases),
 pr_curve.png (binary models: precision-recall curve with average precision and the best-F1
-threshold) and grid.png (image | target | prediction | error map).
+threshold) and grid.png (image | target | prediction | error map). Where the data set labels
+each object (DSB 2018, folder label images), objects.csv holds the object scores of each image
+(`trainers.objects`: DSB score, AP50, F1, PQ, AJI, counts) and summary.json their means; where
+the foreground parts regions (ISBI 2012's membranes), regions.csv holds V_Rand and V_Info.
+A model of the object target is scored on pixels by its foreground (interior and boundary).
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import numpy as np
 import torch
 
 import zoo
-from trainers import metrics
+from trainers import metrics, objects
 from trainers.checkpoint import write_json
 from trainers.cli import exit_on_user_error
 from trainers.data import SegmentationDataset, eval_transform, parse_spec, read_image
+from trainers.data.readers import read_objects
 from trainers.plots import error_grid, pr_curve_plot
 from trainers.scoring import binarize, class_map, predict_probabilities
 
@@ -59,17 +64,14 @@ def evaluate(
     splits = source.splits()
     if split not in splits:
         raise ValueError(f"{data} has no split '{split}'; it has: {', '.join(splits)}")
-    binary = model.num_classes == 1
-    if (len(source.class_names) == 2) != binary:
-        raise ValueError(
-            f"{weights} predicts {model.num_classes} class channel(s), but {data} has the "
-            f"classes {', '.join(source.class_names)}"
-        )
+    binary = check_classes(model, source, weights, data)
     dataset = SegmentationDataset(
         splits[split], eval_transform(), in_channels=model.in_channels,
         mask_mode=source.mask_mode, palette=source.palette,
     )  # fmt: skip
-    rows, scores, targets, shown = score_split(model, dataset, threshold, grid_images)
+    rows, scores, targets, shown, extra = score_split(
+        model, dataset, threshold, grid_images, labelled=source.objects
+    )
     output.mkdir(parents=True, exist_ok=True)
     write_rows(output / "per_image.csv", rows)
     summary: dict[str, Any] = {
@@ -77,6 +79,9 @@ def evaluate(
         "threshold": threshold,
         "metrics": metrics.summarize(rows_without_ids(rows)),  # over images (and classes)
     }  # fmt: skip
+    for name, found in extra.items():  # "objects", "regions": a CSV each, their means
+        write_rows(output / f"{name}.csv", found)
+        summary[name] = summarize_objects(found) if name == "objects" else mean_scores(found)
     if binary:
         summary.update(pooled_figures(np.concatenate(scores), np.concatenate(targets), threshold))
         if "curve" in summary:
@@ -94,18 +99,44 @@ def evaluate(
     return summary
 
 
+def check_classes(model: zoo.SegmentationModel, source: Any, weights: str, data: str) -> bool:
+    """Whether the model is scored as binary (one channel, or the object target by its
+    foreground); a ValueError when its classes do not fit the data set's."""
+    binary = model.num_classes == 1 or bool(model.pretrained_config.get("objects"))
+    if (len(source.class_names) == 2) != binary:
+        raise ValueError(
+            f"{weights} predicts {model.num_classes} class channel(s), but {data} has the "
+            f"classes {', '.join(source.class_names)}"
+        )
+    return binary
+
+
 def score_split(
-    model: zoo.SegmentationModel, dataset: SegmentationDataset, threshold: float, shown: int
-) -> tuple[list[dict[str, Any]], list[np.ndarray], list[np.ndarray], list[tuple]]:
+    model: zoo.SegmentationModel,
+    dataset: SegmentationDataset,
+    threshold: float,
+    shown: int,
+    *,
+    labelled: bool = False,
+) -> tuple[list[dict[str, Any]], list[np.ndarray], list[np.ndarray], list[tuple], dict]:
     """Per-image (and per-class) metric rows; for a binary model the scores and targets inside
-    the regions of interest; the first `shown` images with their target, prediction and roi."""
+        the regions of interest; the first `shown` images with their target, prediction and roi;
+        the object rows of each image where its masks label each object (`labelled`), the region rows
+    where its foreground parts regions (`object_rows`)."""
     rows, scores, targets, grid = [], [], [], []
+    extra: dict[str, list[dict[str, Any]]] = {}
+    object_target = bool(model.pretrained_config.get("objects"))
     for index in range(len(dataset)):
-        item = dataset[index]
+        item, sample = dataset[index], dataset.samples[index]
         probabilities = predict_probabilities(model, item["image"])
+        found = object_rows(probabilities, threshold, item, sample, object_target, labelled)
+        for name, row in found:
+            extra.setdefault(name, []).append(row)
+        if object_target:  # scored on pixels by its foreground: interior and boundary
+            probabilities = 1 - probabilities[:1]
         target, roi = item["mask"].numpy(), item["roi"].numpy()
-        pred = class_map(probabilities, threshold)
-        if model.num_classes == 1:
+        pred = class_map(probabilities, threshold if not object_target else 0.5)
+        if probabilities.shape[0] == 1:
             rows.append(
                 {"id": item["id"], **metrics.binary_metrics(pred == 1, target == 1, roi=roi)}
             )
@@ -115,8 +146,37 @@ def score_split(
             per_class = metrics.multiclass_metrics(pred, target, model.num_classes, roi=roi)
             rows += [{"id": item["id"], "class": c, **row} for c, row in per_class.items()]
         if len(grid) < shown:
-            grid.append((read_image(dataset.samples[index].image), target, pred, roi, item["id"]))
-    return rows, scores, targets, grid
+            grid.append((read_image(sample.image), target, pred, roi, item["id"]))
+    return rows, scores, targets, grid, extra
+
+
+def object_rows(
+    probabilities: np.ndarray,
+    threshold: float,
+    item: dict,
+    sample: Any,
+    object_target: bool,
+    labelled: bool,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The image's object scores where its masks label each object (`labelled`: a file per
+    nucleus, or a label image), and its region scores (V_Rand, V_Info) where its foreground
+    parts regions (`invert`: ISBI 2012's membranes between cells)."""
+    found = []
+    if labelled:
+        predicted = objects.objects_of(probabilities, threshold, object_target=object_target)
+        found.append(
+            (
+                "objects",
+                {"id": item["id"], **objects.object_scores(predicted, read_objects(sample.masks))},
+            )
+        )
+    if sample.invert:
+        pred = class_map(probabilities, threshold)
+        regions = objects.rand_and_info(
+            objects.components(pred == 0), objects.components(item["mask"].numpy() == 0)
+        )
+        found.append(("regions", {"id": item["id"], **regions}))
+    return found  # fmt: skip
 
 
 def pooled_figures(scores: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -141,6 +201,30 @@ def pooled_figures(scores: np.ndarray, targets: np.ndarray, threshold: float) ->
     except ValueError as error:
         found["curves_undefined"] = str(error)
     return found
+
+
+def summarize_objects(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The object scores' means over images (an image with no object in target or prediction
+    left out of each ratio's mean), the objects counted, and the median relative count error."""
+    true = np.array([row["true_objects"] for row in rows], float)
+    found = np.array([row["objects"] for row in rows], float)
+    relative = np.abs(found - true)[true > 0] / true[true > 0]
+    return {
+        **mean_scores(rows),
+        "objects_total": int(found.sum()),
+        "true_objects_total": int(true.sum()),
+        "median_relative_count_error": float(np.median(relative)) if relative.size else math.nan,
+    }
+
+
+def mean_scores(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Each score's mean over the rows, NaN (undefined) rows left out."""
+    names = [name for name in rows[0] if name != "id"]
+    columns = {name: np.array([row[name] for row in rows], float) for name in names}
+    return {
+        name: float(values[~np.isnan(values)].mean()) if (~np.isnan(values)).any() else math.nan
+        for name, values in columns.items()
+    }
 
 
 def rows_without_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -168,6 +168,13 @@ def make_plan(
         "mean": list(f.mean),
         "std": [max(s, 1e-3) for s in f.std],
     }
+    if f.objects and "objects" not in fixed:
+        settings["objects"] = True
+        reasons.append(
+            "objects: the masks label each object, so the model learns background, interior "
+            "and boundary, and a seeded watershed parts touching objects (--no-objects: the "
+            "foreground alone)"
+        )
     return settings, reasons
 
 

@@ -18,7 +18,7 @@ from trainers.plan import Candidate, Hardware, make_plan
 from trainers.steps import time_step
 
 # Explicit flags the plan builds around (the candidates it times keep them).
-KEPT = ("model", "model_kwargs", "image_size", "batch_size", "steps", "precision")
+KEPT = ("model", "model_kwargs", "image_size", "batch_size", "steps", "precision", "objects")
 MIN_IMAGES = 2  # one to train on and one to validate
 
 
@@ -42,6 +42,8 @@ def auto_plan(args: argparse.Namespace) -> dict[str, Any]:
     in_channels = getattr(args, "in_channels", measured.channels)
     num_classes = len(measured.foreground) if len(measured.foreground) > 1 else 1
     num_classes += num_classes > 1  # and the background
+    if getattr(args, "objects", measured.objects):
+        num_classes = 3  # background, interior, boundary
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     hardware = Hardware.detect()
     timings: dict[str, float] = {}

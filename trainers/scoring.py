@@ -1,15 +1,19 @@
-"""One predict-and-score path, for validation, threshold tuning and evaluation: an image as read
-(in [0, 1]) to probabilities on the model's device, tiled when large; probabilities to a class
-map by one threshold rule; a class map scored inside the region of interest.
+"""One predict-and-score path, for validation, threshold tuning, evaluation and the demo: an
+image as read (in [0, 1]) to probabilities on the model's device, tiled when large; probabilities
+to a class map by one threshold rule; a class map scored inside the region of interest.
 
     probabilities = predict_probabilities(model, item["image"], precision="bf16")  # K x H x W
     pred = class_map(probabilities, threshold)       # binary: probability > threshold
     dice, iou = mean_overlap(confusions(pred, item["mask"].numpy(), item["roi"].numpy(), K))
+
+The demo passes its inference engine as `forward`; training and evaluation use the model itself.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 from torch import Tensor
@@ -18,30 +22,54 @@ import zoo
 from trainers import metrics
 from trainers.steps import autocast
 
-TILE = 1024  # images larger than this on a side (at the model's scale) are predicted in tiles
-OVERLAP = 0.125
+# Larger images are predicted in tiles overlapping by an eighth of their side; of these sizes,
+# the one that runs the model over the fewest pixels for the image at hand. An image of at most
+# the largest size on each side (at the model's scale) is one pass. Measured on a 2-core CPU:
+# `benchmarks/bench_app.py`.
+TILES, OVERLAP = (512, 768, 1024), 0.125
+
+
+def tile_for(height: int, width: int, tiles: tuple[int, ...] = TILES) -> int:
+    """The tile side for an image of `height` x `width` at the model's scale: the largest of
+    `tiles` when one pass holds it, else the one of `tiles` that runs the fewest pixels."""
+    if max(height, width) <= max(tiles):
+        return max(tiles)
+    return zoo.fewest_pixels_tile(height, width, tiles, OVERLAP)
 
 
 def predict_probabilities(
-    model: zoo.SegmentationModel, image: Tensor, *, precision: str = "fp32", tile: int = TILE
+    model: zoo.SegmentationModel,
+    image: Tensor,
+    *,
+    forward: Callable[[Tensor], Tensor] | None = None,
+    precision: str = "fp32",
+    tiles: tuple[int, ...] = TILES,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Class probabilities K x H x W (float32, on the CPU) of a C x H x W image in [0, 1], run on
-    the model's device under `precision`'s autocast; tiled as the demo tiles above `tile`."""
+    """Class probabilities K x H x W (float32, on the CPU) of a C x H x W image in [0, 1].
+
+    `forward` maps a batch of such images (or tiles of them, at the model's scale) to
+    probabilities: by default the model, normalized by its saved mean and std, on its device
+    under `precision`'s autocast; the demo passes its inference engine's. Images larger than
+    one pass are predicted in overlapping tiles (`tile_for`), `progress(done, total)` told
+    after each."""
     device = next(model.parameters()).device
     x = image[None].to(device, non_blocking=True)
-    side = max(x.shape[-2:]) * model.scale
+    height, width = (max(1, round(side * model.scale)) for side in x.shape[-2:])
     with autocast(precision, device):
-        if side <= tile:
-            probabilities = model.predict(x)
-        else:
-            probabilities = zoo.sliding_window_predict(
-                model, x, tile=tile, overlap=OVERLAP, predict=lambda t: _normalized(model, t)
-            )
+        probabilities = zoo.sliding_window_predict(
+            model,
+            x,
+            tile=tile_for(height, width, tiles),
+            overlap=OVERLAP,
+            predict=forward or functools.partial(_normalized, model),
+            progress=progress,
+        )
     return probabilities[0].float().cpu().numpy()
 
 
-def _normalized(model: zoo.SegmentationModel, tiles: Tensor) -> Tensor:
-    return model.predict_normalized(zoo.normalize(tiles, model.spec.mean, model.spec.std))
+def _normalized(model: zoo.SegmentationModel, batch: Tensor) -> Tensor:
+    return model.predict_normalized(zoo.normalize(batch, model.spec.mean, model.spec.std))
 
 
 def binarize(probabilities: np.ndarray, threshold: float) -> np.ndarray:
@@ -54,7 +82,7 @@ def class_map(probabilities: np.ndarray, threshold: float) -> np.ndarray:
     """H x W class ids of K x H x W probabilities: 0/1 by `threshold` for one channel, else the
     most probable class."""
     if probabilities.shape[0] == 1:
-        return binarize(probabilities[0], threshold).astype(np.int64)
+        return binarize(probabilities[0], threshold).view(np.uint8)
     return probabilities.argmax(0)
 
 

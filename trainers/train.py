@@ -133,6 +133,8 @@ def make_datasets(config: TrainConfig, spec: zoo.ModelSpec, rank: int):
     of output channels and the data source. Validation images stay in [0, 1]: `predict`
     normalizes them as it normalizes any image."""
     source = parse_spec(config.data)
+    if config.objects:
+        source = source.for_objects()
     splits = source.splits()
     train, val = splits["train"], splits.get("val") or []
     if not val and config.val_fraction > 0:
@@ -347,7 +349,7 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
         zoo.save_pretrained(
             model, run_dir, input_size=[config.image_size, config.image_size],
             threshold=config.threshold or 0.5, classes=list(source.class_names),
-            dataset=source.kind,
+            dataset=source.kind, objects=config.objects,
         )  # fmt: skip
 
     state = restore(run_dir, model, optimizer, rank == 0, save_best) if resume else RunState()

@@ -53,8 +53,10 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
     ):
         if in_channels not in (1, 3):
             raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
-        if mask_mode not in ("binary", "labels"):
-            raise ValueError(f"mask_mode must be 'binary' or 'labels', got {mask_mode!r}")
+        if mask_mode not in ("binary", "labels", "objects"):
+            raise ValueError(
+                f"mask_mode must be 'binary', 'labels' or 'objects', got {mask_mode!r}"
+            )
         if patches_per_image < 1 or cache_size < 0:
             raise ValueError(
                 f"patches_per_image must be >= 1 and cache_size >= 0, "

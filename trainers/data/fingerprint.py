@@ -37,6 +37,7 @@ class Fingerprint:
         str, float
     ]  # class -> median connected-component diameter (of a disc of its area)
     empty: int  # images whose target has no foreground
+    objects: bool = False  # the masks label each object (DatasetSource.objects)
 
 
 def _bits(image: np.ndarray) -> int:
@@ -100,6 +101,7 @@ def fingerprint(source: DatasetSource, *, limit: int = 100) -> Fingerprint:
         width={name: _weighted_median(found, 0) for name, found in objects.items()},
         diameter={name: _weighted_median(found, 1) for name, found in objects.items()},
         empty=empty,
+        objects=source.objects,
     )
 
 
@@ -120,6 +122,7 @@ def describe(f: Fingerprint) -> list[str]:
         f"(height x width), min {f.heights[1]}x{f.widths[1]}, max {f.heights[2]}x{f.widths[2]}",
         f"channels: {f.channels}, {f.bits}-bit; intensity mean {list(f.mean)}, std {list(f.std)}",
         f"empty targets: {f.empty}",
+        "objects: " + ("each labelled (a file or id per object)" if f.objects else "not labelled"),
     ]
     for name in f.foreground:
         lines.append(

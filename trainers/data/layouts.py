@@ -8,8 +8,8 @@ Each kind knows its official layout and split:
   masks' zeros (membrane) are the foreground.
 - ``chase``: CHASE_DB1, ``Image_01L.jpg`` with ``Image_01L_1stHO.png`` in one folder; sorted by
   name, the first 20 images are train and the last 8 test.
-- ``dsb2018``: ``stage1_train/<id>/images/<id>.png`` with the union of ``masks/*.png``; seeded
-  split, 20 % test.
+- ``dsb2018``: ``stage1_train/<id>/images/<id>.png`` with the union of ``masks/*.png``, one file
+  per nucleus (the objects); seeded split, 20 % test.
 - ``kvasir``: Kvasir-SEG, ``images/*.jpg`` with ``masks/*.jpg``; seeded split, 10 % val, 10 % test.
 - ``isic2018``: ISIC 2018 Task 1, ``ISIC2018_Task1-2_{Training,Validation,Test}_Input/ISIC_*.jpg``
   with ``ISIC2018_Task1_{...}_GroundTruth/ISIC_*_segmentation.png``; the official parts present
@@ -19,6 +19,9 @@ Each kind knows its official layout and split:
   ``{"train": [stems], "val": [...], "test": [...]}``; otherwise everything is train. Binary
   masks by default; a ``classes.json`` ``{"classes": ["background", "a", "b"], "palette":
   {"255,0,0": 1, ...}}`` (palette optional) makes masks class maps, or RGB colours per class.
+  Without one, 16-bit (or 32-bit) masks other than 0/65535 are label images: one integer id per
+  object, 0 background (as Cellpose, StarDist, napari and QuPath write them); their foreground
+  is every object, and the object target (`DatasetSource.for_objects`) parts touching ones.
 
 Seeded splits are deterministic and independent of the platform and Python version: samples are
 ordered by the SHA-256 of ``f"{seed}:{id}"`` (seed 0), the first ``round(fraction * n)`` of that
@@ -31,12 +34,15 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from PIL import Image
 
 from zoo._checks import listing
 
 from .readers import DataError, MaskMode, Palette
+from .targets import OBJECT_CLASSES
 
 __all__ = ["KINDS", "SPLITS", "DatasetSource", "Sample", "parse_spec", "train_val_split"]
 
@@ -68,11 +74,29 @@ class DatasetSource:
     class_names: tuple[str, ...]
     find: Callable[[Path], Splits] = field(repr=False, compare=False)
     palette: Palette | None = None  # RGB colour -> class, for colour-coded masks
+    objects: bool = False  # the masks label each object (a file per object, or label images)
+    object_target: bool = False  # trained on the object target (background, interior, boundary)
 
     @property
     def mask_mode(self) -> MaskMode:
-        """ "labels" for class maps (more than two classes, or a palette), else "binary"."""
+        """ "objects" for the object target, "labels" for class maps (more than two classes, or
+        a palette), else "binary"."""
+        if self.object_target:
+            return "objects"
         return "labels" if self.palette or len(self.class_names) > 2 else "binary"
+
+    def for_objects(self) -> DatasetSource:
+        """This data set with the object target (`trainers.data.targets`): its classes
+        background, the thing and the thing's boundary, e.g. "nucleus boundary"."""
+        if not self.objects:
+            raise DataError(
+                f"{self.kind}:{self.root}: its masks do not label each object (a mask file per "
+                "object, or 16-bit label images in a folder: data set), so there are no objects "
+                "to part"
+            )
+        thing = self.class_names[1]
+        names = tuple(name.format(thing=thing) for name in OBJECT_CLASSES)
+        return replace(self, class_names=names, object_target=True)
 
     def splits(self) -> Splits:
         """Samples per split ("train", "val", "test"), each sorted by id."""
@@ -94,7 +118,24 @@ def parse_spec(spec: str) -> DatasetSource:
     if kind == "folder" and (root / "classes.json").is_file():
         names, palette = _classes_file(root / "classes.json")
         return DatasetSource(kind, root, names, find, palette)
-    return DatasetSource(kind, root, ("background", thing), find)
+    objects = kind == "dsb2018" or (kind == "folder" and _holds_label_images(find(root)))
+    return DatasetSource(kind, root, ("background", thing), find, objects=objects)
+
+
+def _holds_label_images(splits: Splits) -> bool:
+    """Whether a folder data set's masks are label images: its first mask is 16- or 32-bit and
+    holds other values than 0 and 65535 (a 16-bit binary mask)."""
+    first = next((s.masks[0] for samples in splits.values() for s in samples), None)
+    if first is None:
+        return False
+    try:
+        with Image.open(first) as image:
+            if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                return False
+            top = image.getextrema()[1]
+    except (OSError, ValueError):
+        return False  # the readers name the file and its problem when it is read
+    return top not in (0, 65535)
 
 
 def _classes_file(path: Path) -> tuple[tuple[str, ...], Palette | None]:

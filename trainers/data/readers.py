@@ -37,11 +37,12 @@ __all__ = [
     "read_image",
     "read_mask",
     "read_masks_union",
+    "read_objects",
     "read_sample",
 ]
 
 DEFAULT_MAX_PIXELS = 20_000 * 20_000
-MaskMode = Literal["binary", "labels"]
+MaskMode = Literal["binary", "labels", "objects"]
 Palette = dict[tuple[int, int, int], int]
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": 32-bit, values 0..65535
@@ -123,6 +124,8 @@ def _mask_values(
         values = np.asarray(image.convert("L"))
     if mode == "labels":
         return values.astype(np.int64)
+    if image.mode in _SIXTEEN_BIT_MODES:
+        return values > 0  # 0/65535, 0/1, or a label image's objects
     if image.format != "JPEG":  # lossless: a binary mask holds two levels, nothing in between
         _check_binary_levels(path, values)
     return values == 1 if values.max(initial=0) == 1 else values >= threshold
@@ -157,6 +160,37 @@ def read_masks_union(paths: Sequence[str | Path], *, threshold: int = 128) -> np
     return union
 
 
+def read_objects(paths: Sequence[str | Path]) -> np.ndarray:
+    """One image's objects as a label image (int32 H x W, 0 background): one binary mask file
+    per object (DSB 2018), numbered 1, 2, ... in file order (a later mask wins where two
+    overlap), or one label image, one integer id per object (16- or 32-bit PNG or TIFF, or
+    8-bit grey with at most 255 objects)."""
+    if not paths:
+        raise DataError("no mask files to read objects from")
+    if len(paths) > 1:
+        labels = np.zeros(read_mask(paths[0]).shape, np.int32)
+        for number, path in enumerate(paths, start=1):
+            mask = read_mask(path)
+            if mask.shape != labels.shape:
+                raise DataError(
+                    f"{path}: mask is {_size(mask)} but {paths[0]} is {_size(labels)}; "
+                    "all masks of one image must have the same size"
+                )
+            labels[mask] = number
+        return labels
+    path = _checked_file(paths[0])
+    with decoding(path):
+        image = _open(path, _max_pixels(None))
+        if image.mode in _SIXTEEN_BIT_MODES:
+            return _sixteen_bit(path, image).astype(np.int32)
+        if image.mode in ("L", "P", "1"):
+            return np.asarray(image).astype(np.int32)
+    raise DataError(
+        f"{path}: a label image holds one integer id per object (0 background), this one "
+        f"holds {image.mode} colour values; save it as a 16-bit grey PNG or TIFF"
+    )
+
+
 def read_sample(
     sample: Sample, *, mask_mode: MaskMode = "binary", palette: Palette | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -165,6 +199,8 @@ def read_sample(
     Several masks are merged by union; ``sample.invert`` makes the foreground the mask's zeros;
     a sample without a roi gets an all-True one. Sizes must agree.
     """
+    if mask_mode == "objects":
+        return _sample_of_objects(sample)
     if mask_mode == "labels" and (sample.invert or len(sample.masks) != 1):
         raise DataError(
             f"{sample.image}: label masks need exactly one mask file and no inversion; "
@@ -184,6 +220,19 @@ def read_sample(
                 f"{path}: mask is {_size(array)} but image {sample.image} is {_size(image)}"
             )
     return image, mask, roi
+
+
+def _sample_of_objects(sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image, the training target of its objects (background, interior, boundary: trainers.data.
+    targets) and roi."""
+    from .targets import object_classes
+
+    image, labels = read_image(sample.image), read_objects(sample.masks)
+    if labels.shape != image.shape[:2]:
+        raise DataError(
+            f"{sample.masks[0]}: mask is {_size(labels)} but image {sample.image} is {_size(image)}"
+        )
+    return image, object_classes(labels), np.ones(labels.shape, bool)
 
 
 def _max_pixels(max_pixels: int | None) -> int:

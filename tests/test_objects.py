@@ -1,0 +1,203 @@
+"""Objects: the field's object scores against hand-computed cases and a reference implementation,
+the object target and its watershed, object labels read from files, the table of objects."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from trainers import objects
+from trainers.data import parse_spec
+from trainers.data.readers import DataError, read_mask, read_objects
+from trainers.data.targets import object_classes
+
+
+def three_and_three() -> tuple[np.ndarray, np.ndarray]:
+    """Target: A (2x2), B (3x3), C (2x2). Prediction: A exactly (IoU 1), 6 of B's 9 pixels
+    (IoU 2/3), one pixel touching no true object (a false positive); C missed."""
+    target = np.zeros((6, 8), int)
+    target[0:2, 0:2], target[3:6, 3:6], target[0:2, 6:8] = 1, 2, 3
+    pred = np.zeros((6, 8), int)
+    pred[0:2, 0:2], pred[3:6, 3:5], pred[5, 7] = 5, 9, 4  # any ids, in any order
+    return pred, target
+
+
+def test_object_scores_of_a_hand_computed_case() -> None:
+    scores = objects.object_scores(*three_and_three())
+    # IoU 1 hits at every t; IoU 2/3 at t = 0.50..0.65 (four thresholds): TP 2 of 3 + 3 - 2
+    # there, TP 1 of 3 + 3 - 1 at the six others.
+    assert scores["dsb_score"] == pytest.approx((4 * 2 / 4 + 6 * 1 / 5) / 10)  # 0.32
+    assert scores["ap50"] == pytest.approx(0.5)
+    assert scores["f1_50"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert scores["sq"] == pytest.approx((1 + 6 / 9) / 2)
+    assert scores["rq"] == pytest.approx(2 / (2 + 0.5 + 0.5))
+    assert scores["pq"] == pytest.approx((1 + 6 / 9) / 2 * 2 / 3)
+    # AJI: A with A (4 / 4), B with its part (6 / 9), C alone (0 / 4), the stray pixel (0 / 1).
+    assert scores["aji"] == pytest.approx((4 + 6) / (4 + 9 + 4 + 1))
+    assert (scores["objects"], scores["true_objects"], scores["count_error"]) == (3, 3, 0)
+
+
+def test_an_iou_of_exactly_one_half_is_no_hit_as_kaggle_scored() -> None:
+    target = np.zeros((4, 4), int)
+    target[0:2, 0:2] = 1
+    pred = np.zeros((4, 4), int)
+    pred[0:2, 0] = 1  # 2 of 4 pixels: IoU 0.5, not above it
+    scores = objects.object_scores(pred, target)
+    assert scores["ap50"] == 0 and scores["dsb_score"] == 0 and scores["pq"] == 0
+
+
+def test_the_empty_cases() -> None:
+    empty = np.zeros((5, 5), int)
+    both = objects.object_scores(empty, empty)
+    assert math.isnan(both["dsb_score"]) and math.isnan(both["ap50"]) and math.isnan(both["aji"])
+    assert both["count_error"] == 0 and both["objects"] == 0
+    two = np.zeros((5, 5), int)
+    two[0, 0], two[4, 4] = 1, 2
+    missed = objects.object_scores(empty, two)
+    assert missed["dsb_score"] == 0 and missed["aji"] == 0 and missed["count_error"] == -2
+
+
+def test_labels_that_are_not_integer_ids_are_refused() -> None:
+    with pytest.raises(ValueError, match="prediction: label ids must be integers"):
+        objects.object_scores(np.zeros((3, 3), np.float32), np.zeros((3, 3), int))
+    with pytest.raises(ValueError, match="target: label ids must be 0"):
+        objects.object_scores(np.zeros((3, 3), int), -np.ones((3, 3), int))
+
+
+def test_average_precision_matches_cellpose_on_the_same_label_images() -> None:
+    """Figures of cellpose 3.1.1.3's `metrics.average_precision` at IoU 0.5, 0.75 and 0.9 on
+    these label images, run by hand (`benchmarks/cellpose_reference.py`; TP 7, 1, 0 of 10 true
+    and 11 predicted objects). Cellpose counts a hit at IoU >= t, which on these images (no IoU
+    exactly at a threshold) is Kaggle's IoU > t. (Cellpose's `aggregated_jaccard_index` divides
+    the matched intersections by the union of all foreground, not Kumar's sum of unions, so the
+    AJI is checked by hand above.)"""
+    target, pred = reference_labels()
+    found = objects.overlaps(pred, target)
+    assert found.counts == (10, 11)
+    assert objects.object_scores(pred, target)["ap50"] == pytest.approx(CELLPOSE_AP[0])
+    hits = [int(found.hits(t).sum()) for t in (0.5, 0.75, 0.9)]
+    ap = [tp / (10 + 11 - tp) for tp in hits]
+    assert ap == pytest.approx(CELLPOSE_AP, abs=1e-6)
+
+
+def reference_labels() -> tuple[np.ndarray, np.ndarray]:
+    """Ten discs of known centres and radii as the target; the prediction moves each by a
+    pixel or two, drops one, splits one and adds one."""
+    rows, columns = np.indices((96, 96))
+    target, pred = np.zeros((96, 96), np.int32), np.zeros((96, 96), np.int32)
+    centres = [(12, 12, 7), (12, 40, 6), (14, 70, 9), (40, 14, 5), (42, 44, 8),
+               (40, 78, 6), (70, 12, 8), (72, 42, 4), (70, 72, 10), (88, 88, 5)]  # fmt: skip
+    for number, (r, c, radius) in enumerate(centres, start=1):
+        target[(rows - r) ** 2 + (columns - c) ** 2 <= radius**2] = number
+        if number == 3:
+            continue  # missed
+        shift = number % 3
+        disc = (rows - r - shift) ** 2 + (columns - c + 1) ** 2 <= (radius - (number % 2)) ** 2
+        pred[disc] = number
+    pred[(pred == 9) & (columns > 72)] = 11  # split in two
+    pred[(rows - 55) ** 2 + (columns - 30) ** 2 <= 9] = 12  # spurious
+    return target, objects.sequential(pred)[0]  # ids 1..11: Cellpose counts max(id) objects
+
+
+CELLPOSE_AP = [0.5, 0.05000000074505806, 0.0]  # float32 in Cellpose
+
+
+def test_rand_and_info_of_a_hand_computed_merge() -> None:
+    """True regions {1, 1, 2, 2}, predicted all one: p = (1/2, 1/2), s = (1), t = (1/2, 1/2)."""
+    scores = objects.rand_and_info(np.array([[5, 5, 5, 5]]), np.array([[1, 1, 2, 2]]))
+    assert scores["v_rand"] == pytest.approx(2 * 0.5 / (1 + 0.5))
+    assert scores["rand_split"] == pytest.approx(1.0) and scores["rand_merge"] == 0.5
+    assert scores["v_info"] == pytest.approx(0.0) and scores["info_merge"] == pytest.approx(0.0)
+    perfect = objects.rand_and_info(np.array([[7, 7, 3, 3]]), np.array([[1, 1, 2, 2]]))
+    assert perfect["v_rand"] == pytest.approx(1.0) and perfect["v_info"] == pytest.approx(1.0)
+
+
+def test_v_rand_agrees_with_scikit_image_on_a_large_case() -> None:
+    """scikit-image's adapted Rand error counts pixel pairs (n^2 - n); the challenge's formula
+    counts probabilities (n^2): alike to 1e-4 on 256 x 256 pixels, target 0 left out by both."""
+    from skimage.metrics import adapted_rand_error
+
+    rng = np.random.default_rng(0)
+    true = np.repeat(np.repeat(rng.integers(0, 12, (16, 16)), 16, 0), 16, 1)
+    pred = np.where(rng.random(true.shape) < 0.1, rng.integers(0, 12, true.shape), true)
+    error, _, _ = adapted_rand_error(true, pred)
+    assert objects.rand_and_info(pred, true)["v_rand"] == pytest.approx(1 - error, abs=1e-4)
+
+
+def test_the_object_target_parts_touching_objects_and_the_watershed_finds_them_again() -> None:
+    labels = np.zeros((8, 12), int)
+    labels[1:7, 1:6], labels[1:7, 6:11] = 1, 2  # two touching 6 x 5 objects
+    classes = object_classes(labels)
+    assert (classes[2:6, 2:5] == 1).all() and (classes[2:6, 7:10] == 1).all()
+    assert (classes[1:7, 5:7] == 2).all()  # the seam: each object's rim, two pixels
+    assert classes[0].sum() == 0 and (classes[labels == 0] == 0).all()
+    probabilities = np.stack([classes == c for c in range(3)]).astype(np.float32)
+    split = objects.split_objects(probabilities)
+    assert objects.object_scores(split, labels)["ap50"] == 1.0
+    merged = objects.objects_of(1 - probabilities[:1], 0.5, object_target=False)
+    assert merged.max() == 1  # the foreground alone: one blob
+
+
+def test_the_table_of_objects() -> None:
+    labels = np.zeros((4, 6), int)
+    labels[0:2, 0:2], labels[3, 3:6] = 4, 9
+    image = np.arange(24, dtype=float).reshape(4, 6)
+    table = objects.object_table(labels, image, pixel_area=0.25)
+    assert table["id"].tolist() == [4, 9] and table["area_px"].tolist() == [4, 3]
+    assert table["area_physical"].tolist() == [1.0, 0.75]
+    assert table["mean_intensity"].tolist() == pytest.approx([(0 + 1 + 6 + 7) / 4, 22.0])
+    assert table["centroid_row"].tolist() == [0.5, 3.0]
+    assert table["centroid_col"].tolist() == [0.5, 4.0]
+    assert table["equivalent_diameter_px"][0] == pytest.approx(2 * math.sqrt(4 / math.pi))
+
+
+def test_object_labels_read_from_one_file_per_object_and_from_a_label_image(
+    tmp_path: Path,
+) -> None:
+    first, second = np.zeros((5, 6), np.uint8), np.zeros((5, 6), np.uint8)
+    first[0:2, 0:2], second[3:5, 3:6] = 255, 255
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path, mask in zip(paths, (first, second), strict=True):
+        Image.fromarray(mask).save(path)
+    labels = read_objects(paths)
+    assert labels[0, 0] == 1 and labels[4, 5] == 2 and (labels > 0).sum() == 4 + 6
+    label_image = np.zeros((5, 6), np.uint16)
+    label_image[1, 1], label_image[3, 2:4] = 300, 7
+    Image.fromarray(label_image).save(tmp_path / "labels.png")
+    assert np.array_equal(read_objects([tmp_path / "labels.png"]), label_image)
+    # Read as a binary mask, a label image is its objects' union.
+    assert np.array_equal(read_mask(tmp_path / "labels.png"), label_image > 0)
+
+
+def test_label_images_of_float_or_colour_values_are_refused_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    Image.fromarray(np.full((4, 4), 1.5, np.float32)).save(tmp_path / "float.tif")
+    with pytest.raises(DataError, match=r"float\.tif: 32-bit float images are not supported"):
+        read_objects([tmp_path / "float.tif"])
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "colour.png")
+    with pytest.raises(DataError, match=r"colour\.png: a label image .* RGB colour values"):
+        read_objects([tmp_path / "colour.png"])
+
+
+def test_a_folder_of_16_bit_label_images_has_objects_and_a_binary_one_has_none(
+    tmp_path: Path,
+) -> None:
+    for name, mask in (("labels", np.array([[0, 3], [12, 0]], np.uint16)),
+                       ("binary", np.array([[0, 65535], [0, 0]], np.uint16))):  # fmt: skip
+        for kind in ("images", "masks"):
+            (tmp_path / name / kind).mkdir(parents=True)
+        Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / name / "images" / "a.png")
+        Image.fromarray(mask).save(tmp_path / name / "masks" / "a.png")
+    labelled = parse_spec(f"folder:{tmp_path / 'labels'}")
+    assert labelled.objects and labelled.for_objects().class_names == (
+        "background", "foreground", "foreground boundary")  # fmt: skip
+    assert labelled.for_objects().mask_mode == "objects"
+    plain = parse_spec(f"folder:{tmp_path / 'binary'}")
+    assert not plain.objects
+    with pytest.raises(DataError, match="do not label each object"):
+        plain.for_objects()

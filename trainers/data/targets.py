@@ -1,0 +1,33 @@
+"""Training targets derived from per-object labels: what a model learns so that touching objects
+can be told apart (`trainers.objects.split_objects` turns its answer back into objects).
+
+    classes = object_classes(labels)  # 0 background, 1 object interior, 2 object boundary
+
+The boundary is each object's rim one pixel wide (its pixels with an 8-neighbour of another id,
+background included), so two touching objects are parted by two boundary pixels: the
+three-class target of Caicedo et al. 2019 ("Evaluation of deep learning strategies for nucleus
+segmentation"), in which it beat a plain foreground mask on touching nuclei.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = ["OBJECT_CLASSES", "object_classes"]
+
+BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
+OBJECT_CLASSES = ("background", "{thing}", "{thing} boundary")
+"""The class names of the object target, `{thing}` the data set's (e.g. nucleus)."""
+
+
+def object_classes(labels: np.ndarray) -> np.ndarray:
+    """The three-class target (int64 H x W: background, interior, boundary) of a label image
+    (H x W integers, 0 background, one id per object)."""
+    labels = np.asarray(labels)
+    rim = (ndimage.maximum_filter(labels, size=3) != labels) | (
+        ndimage.minimum_filter(labels, size=3) != labels
+    )
+    classes = np.where(labels > 0, INTERIOR, BACKGROUND).astype(np.int64)
+    classes[rim & (labels > 0)] = BOUNDARY
+    return classes
