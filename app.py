@@ -31,6 +31,7 @@ from PIL import Image
 
 import zoo
 from demo.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_labels
+from demo.objects import HEADERS as OBJECT_HEADERS
 from demo.overlays import CLASS_COLOURS, display_rgb, overlay
 from demo.serving import ModelShelf, Served, predict_image
 from demo.tasks import TASKS, data_set_name
@@ -44,6 +45,7 @@ from demo.views import (
     metric_rows,
     read_target,
     render,
+    target_objects,
     write_png,
 )
 from trainers.data.medical import Decoded
@@ -246,13 +248,19 @@ def run_model(
     model, target, message = served.model, None, ""
     if mask_file:
         try:
-            target = read_target(mask_file, image.shape[:2], model.num_classes == 1, MAX_PIXELS)
+            binary = model.num_classes == 1 or bool(model.pretrained_config.get("objects"))
+            target = read_target(mask_file, image.shape[:2], binary, MAX_PIXELS)
         except DataError as error:
             message = f"**Target not used:** {error}"
             gr.Warning(str(error))
     about = dataclasses.replace(decoded, pixels=np.empty((0, 0, 1), np.float32))
-    rgb = display_rgb(image)
-    return Prediction(rgb, probabilities, target, class_names(model), name, about), message
+    prediction = Prediction(
+        display_rgb(image), probabilities, target, class_names(model), name, about,
+        intensity=image.mean(axis=2, dtype=np.float32).astype(np.float16),
+        object_target=bool(model.pretrained_config.get("objects")),
+        target_objects=None if target is None else target_objects(mask_file, target),
+    )  # fmt: skip
+    return prediction, message
 
 
 def segment(
@@ -513,7 +521,22 @@ def segment_outputs() -> list:
         error_out = gr.Image(label="Error map", format="png", interactive=False)
         slider_out = gr.ImageSlider(label="Image | prediction", format="png")
     mask_out = gr.File(label="Predicted mask (PNG, full resolution)")
-    return [target_out, pred_out, error_out, slider_out, metrics_out, mask_out, note_out]
+    count_out = gr.Markdown(elem_id="count")
+    objects_out = gr.Image(label="Objects (outlined)", format="png", interactive=False)
+    object_metrics_out = gr.Dataframe(
+        headers=["DSB score", "AP50", "F1 at 0.5", "PQ", "AJI", "count error"],
+        label="Object metrics (a match: IoU > 0.5)", interactive=False, elem_id="object-metrics",
+    )  # fmt: skip
+    table_out = gr.Dataframe(
+        headers=list(OBJECT_HEADERS), label="Objects (largest first; all in the CSV)",
+        interactive=False, elem_id="objects-table", max_height=320,
+    )  # fmt: skip
+    files_out = gr.File(
+        label="Label image (16-bit, opens in napari, Fiji, QuPath) and object table (CSV)",
+        file_count="multiple", elem_id="object-files",
+    )  # fmt: skip
+    return [target_out, pred_out, error_out, slider_out, metrics_out, mask_out, note_out,
+            count_out, objects_out, object_metrics_out, table_out, files_out]  # fmt: skip
 
 
 def paint_panel() -> SimpleNamespace:

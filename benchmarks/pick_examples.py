@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainers.data.readers import read_image, read_masks_union
+from trainers.data.readers import read_image, read_objects
 
 KINDS = ("fluorescence", "brightfield", "histology")
 MAX_BYTES = 1_500_000
@@ -66,12 +66,10 @@ def main() -> None:
         chosen = min(typical, key=lambda i: abs(dice[i] - median))
         folder = args.data / "stage1_train" / chosen
         image = Image.open(folder / "images" / f"{chosen}.png").convert("RGB")
-        mask = read_masks_union(sorted((folder / "masks").glob("*.png")))
+        labels = read_objects(sorted((folder / "masks").glob("*.png")))  # an id per nucleus
         stem = f"{kind}-{chosen[:8]}"
         image.save(args.output / f"{stem}.png", optimize=True)
-        Image.fromarray(mask.astype(np.uint8) * 255).save(
-            args.output / f"{stem}_mask.png", optimize=True
-        )
+        Image.fromarray(labels.astype(np.uint16)).save(args.output / f"{stem}_mask.png")
         print(
             f"{kind}: {len(ids)} test images, median Dice {median:.3f}; chose {chosen} "
             f"({image.width} x {image.height}), Dice {dice[chosen]:.3f} (model mean {mean:.3f})"

@@ -2,8 +2,10 @@
 error map, the legend, the metrics rows and the notes, written as PNG files for Gradio.
 
 A `Prediction` keeps what the views are drawn from; `render(prediction, threshold)` returns the
-views by name (target, prediction, errors, slider, metrics, mask, note), so that a new threshold
-redraws them without running the model again.
+views by name (`VIEWS`), so that a new threshold redraws them without running the model again.
+The objects (`demo.objects`) are counted, outlined, measured and matched against the target's:
+a model of the object target splits touching ones (`trainers.objects.split_objects`), any other
+gives its mask's connected components.
 """
 
 from __future__ import annotations
@@ -23,16 +25,20 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from demo.objects import Objects, matched_outlines
 from demo.overlays import CLASS_COLOURS, overlay
 from trainers import metrics
 from trainers.data.medical import Decoded
-from trainers.data.readers import DataError, read_mask
+from trainers.data.readers import DataError, read_mask, read_objects
+from trainers.objects import components, objects_of
 from trainers.plots import FN, FP, TP, error_map
 from trainers.scoring import class_map
 from zoo import SegmentationModel
 
 METRIC_NAMES = ("dice", "iou", "hd95", "precision", "recall")
-VIEWS = ("target", "prediction", "errors", "slider", "metrics", "mask", "note")
+VIEWS = ("target", "prediction", "errors", "slider", "metrics", "mask", "note",
+         "count", "objects", "object_metrics", "table", "object_files")  # fmt: skip
+OBJECT_METRICS = ("dsb_score", "ap50", "f1_50", "pq", "aji", "count_error")
 
 
 _OUTPUT_LOCK = threading.Lock()
@@ -66,6 +72,9 @@ class Prediction:
     classes: list[str]
     name: str
     source: Decoded  # what the file said: pixel size, frames, window (its pixels not kept)
+    intensity: np.ndarray | None = None  # H x W grey in [0, 1], float16: objects' intensity
+    object_target: bool = False  # a model of the object target (background, interior, boundary)
+    target_objects: np.ndarray | None = None  # the target's objects, a label image
     still: dict[str, str] = field(default_factory=dict)  # view -> PNG file
 
 
@@ -83,6 +92,14 @@ def labels_of(prediction: Prediction, threshold: float) -> np.ndarray:
     """An H x W uint8 label map by the project's one rule (`trainers.scoring`): probability
     strictly above `threshold` for one class, else the most probable class."""
     return class_map(prediction.probabilities, threshold).astype(np.uint8, copy=False)
+
+
+def target_objects(path: str, target: np.ndarray) -> np.ndarray:
+    """The target's objects: a 16-bit label image as it is (one id per object), any other
+    mask's connected components of the foreground."""
+    with Image.open(path) as header:
+        labelled = header.mode.startswith("I")
+    return read_objects([path]) if labelled else components(target > 0)
 
 
 def read_target(
@@ -161,13 +178,17 @@ def write_pngs(views: dict[str, tuple[np.ndarray, Path]]) -> dict[str, str]:
 
 def render(prediction: Prediction | None, threshold: float) -> dict[str, Any]:
     """The views by name (`VIEWS`): target and prediction overlays, error map, slider (image |
-    prediction), metrics rows, mask file and note. The image and target views are written once
-    per prediction; a new threshold redraws only the rest."""
-    empty = dict.fromkeys(VIEWS) | {"metrics": []}
+    prediction), metrics rows, mask file, note, and the objects' count, outlines, scores,
+    table and files. The image and target views are written once per prediction; a new
+    threshold redraws only the rest."""
+    empty = dict.fromkeys(VIEWS) | {"metrics": [], "object_metrics": [], "table": []}
     if prediction is None:  # nothing segmented yet, or kept longer than the state lives
         return empty | {"note": "Press **Segment** first, then move the threshold."}
     labels = labels_of(prediction, threshold)
-    binary = prediction.probabilities.shape[0] == 1
+    classes = prediction.classes
+    if prediction.object_target:  # its pixels are its foreground: interior and boundary
+        labels, classes = (labels > 0).view(np.uint8), classes[:2]
+    binary = len(classes) == 2
     still, rgb = prediction.still, prediction.rgb
     views = {}
     if not still:
@@ -177,28 +198,61 @@ def render(prediction: Prediction | None, threshold: float) -> dict[str, Any]:
             views["target"] = overlay(rgb, prediction.target), Path(still["folder"]) / "target.png"
     folder = Path(tempfile.mkdtemp(prefix="threshold-", dir=still["folder"]))
     views["prediction"] = overlay(rgb, labels), folder / "prediction.png"
-    mask = labels * 255 if binary else labels  # 0/255, or class ids
-    views["mask"] = mask, folder / f"{prediction.name}_predicted_mask.png"
-    if prediction.target is not None and binary:
-        views["errors"] = error_map(labels > 0, prediction.target > 0), folder / "errors.png"
+    views["mask"] = (labels * 255 if binary else labels), folder / f"{prediction.name}_mask.png"
+    found = object_views(prediction, threshold, folder, views)
     files = write_pngs(views)
     still.update((name, files.pop(name)) for name in ("image", "target") if name in files)
-    shown = empty | {
+    shown = empty | found | {
         "prediction": files["prediction"],
         "slider": (still["image"], files["prediction"]),
         "mask": files["mask"],
-    }
+        "objects": files["objects"],
+    }  # fmt: skip
     about = source_note(prediction.source)
     if prediction.target is None:
         note = "<br>No target given: add a mask to see the metrics."
-        return shown | {"note": legend(prediction.classes) + note + about}
-    physical = physical_hd95(labels, prediction.target, prediction.classes, prediction.source)
+        return shown | {"note": legend(classes) + note + about}
+    physical = physical_hd95(labels, prediction.target, classes, prediction.source)
     return shown | {
         "target": still["target"],
         "errors": files.get("errors"),
-        "metrics": metric_rows(labels, prediction.target, prediction.classes),
-        "note": legend(prediction.classes) + about + physical,
+        "metrics": metric_rows(labels, prediction.target, classes),
+        "note": legend(classes) + about + physical,
     }
+
+
+def object_views(
+    prediction: Prediction, threshold: float, folder: Path, views: dict[str, tuple]
+) -> dict[str, Any]:
+    """The objects' views: their outlines (and, with a target, the error map with each object
+    outlined by its match) added to `views` to be written; the count, the object scores, the
+    table and the files returned."""
+    probabilities = prediction.probabilities.astype(np.float32)
+    labels = objects_of(probabilities, threshold, object_target=prediction.object_target)
+    source = prediction.source
+    area = source.spacing[0] * source.spacing[1] if source.spacing else None
+    found = Objects.of(labels, prediction.intensity, area, source.unit)
+    views["objects"] = found.outlined(prediction.rgb), folder / "objects.png"
+    thing = prediction.classes[1] if len(prediction.classes) > 1 else "object"
+    count = f"**{found.count} {plural(thing, found.count)}**"
+    shown = {"table": found.rows(), "object_files": found.write(folder, prediction.name)}
+    if prediction.target is None or prediction.target_objects is None:
+        return shown | {"count": count}
+    errors = error_map(labels > 0, prediction.target > 0)
+    errors, scores = matched_outlines(errors, labels, prediction.target_objects)
+    views["errors"] = errors, folder / "errors.png"
+    row = [round(float(scores[name]), 4) for name in OBJECT_METRICS]
+    return shown | {
+        "count": f"{count}; target: {scores['true_objects']}",
+        "object_metrics": [row],
+    }
+
+
+def plural(thing: str, count: int) -> str:
+    """`thing` in the plural for a count other than one (nucleus: nuclei)."""
+    if count == 1:
+        return thing
+    return thing[:-2] + "i" if thing.endswith("us") else thing + "s"
 
 
 def source_note(source: Decoded) -> str:

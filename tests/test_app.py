@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -129,7 +131,9 @@ def segment(client, image: Path, mask: Path | None = None, file: Path | None = N
 
 def test_api_returns_the_mask_and_metrics_that_match_it(client, drive_pair) -> None:
     image, mask = drive_pair
-    target_view, predicted, errors, slider, table, mask_file, note = segment(client, image, mask)
+    target_view, predicted, errors, slider, table, mask_file, note, *_ = segment(
+        client, image, mask
+    )
     predicted_mask = np.asarray(Image.open(mask_file))
     assert predicted_mask.shape == (584, 565) and set(np.unique(predicted_mask)) <= {0, 255}
     target = np.asarray(Image.open(mask)) > 0
@@ -165,7 +169,7 @@ def test_mismatched_target_gets_a_message_not_a_crash(client, tmp_path: Path) ->
     Image.fromarray(np.full((150, 200, 3), 90, np.uint8)).save(image)
     Image.fromarray(np.zeros((100, 80), np.uint8)).save(small)
     result = segment(client, image, small)
-    assert "80x100 pixels but the image is 200x150" in result[-1]
+    assert "80x100 pixels but the image is 200x150" in result[6]
     assert result[1] is not None and result[4]["data"] in ([], None)  # prediction, no metrics
 
 
@@ -686,3 +690,27 @@ print(len(folders), all(folder.is_dir() for folder in folders))
 def test_first_answers_at_once_share_one_output_folder_that_stays(run_python) -> None:
     """A found race: each made its own folder, and those not kept were deleted mid-answer."""
     assert run_python(FIRST_ANSWERS_AT_ONCE).stdout.split() == ["1", "True"]
+
+
+@browser_test
+def test_browser_counts_a_dsb_example_and_its_label_image_holds_that_many_ids(
+    app_url, tmp_path: Path
+) -> None:
+    playwright = pytest.importorskip("playwright.sync_api")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(app_url, wait_until="load", timeout=120_000)
+        page.get_by_text("histology-a08166d9_mask.png").first.click(timeout=60_000)
+        count = page.locator("#count")
+        count.get_by_text("target: 22").wait_for(timeout=180_000)  # the example's 22 nuclei
+        found = int(re.match(r"(\d+) nucle", count.inner_text()).group(1))
+        link = page.locator("#object-files a[href*='_labels.png']").first
+        href = link.get_attribute("href", timeout=30_000)
+        response = page.request.get(urllib.parse.urljoin(app_url, href))
+        (tmp_path / "labels.png").write_bytes(response.body())
+        rows = page.locator("#objects-table tbody tr").count()
+        browser.close()
+    labels = np.asarray(Image.open(tmp_path / "labels.png"))
+    assert labels.dtype == np.uint16 and labels.shape == (256, 320)
+    assert len(np.unique(labels[labels > 0])) == found > 0 and rows == found

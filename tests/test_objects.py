@@ -3,6 +3,7 @@ the object target and its watershed, object labels read from files, the table of
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -201,3 +202,38 @@ def test_a_folder_of_16_bit_label_images_has_objects_and_a_binary_one_has_none(
     assert not plain.objects
     with pytest.raises(DataError, match="do not label each object"):
         plain.for_objects()
+
+
+def touching_pairs(root: Path, count: int = 6, size: int = 48) -> Path:
+    """A folder: data set of 16-bit label images, each two touching discs (ids 1 and 2) that
+    a foreground mask would merge into one blob; the last two images are the test split."""
+    rows, columns = np.mgrid[:size, :size]
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        split = "test" if index >= count - 2 else "train"
+        cy, cx = rng.integers(16, size - 16, 2).tolist()
+        labels = np.zeros((size, size), np.uint16)
+        labels[(rows - cy) ** 2 + (columns - cx + 6) ** 2 <= 36] = 1
+        labels[(rows - cy) ** 2 + (columns - cx - 6) ** 2 <= 36] = 2
+        image = rng.normal(60, 10, (size, size)) + (labels > 0) * 120
+        for kind, array in (("images", image.clip(0, 255).astype(np.uint8)), ("masks", labels)):
+            (root / split / kind).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(root / split / kind / f"pair{index}.png")
+    return root
+
+
+def test_a_run_on_label_images_learns_the_object_target_and_is_scored_by_objects(
+    tmp_path: Path,
+) -> None:
+    from tests.test_train import run_args
+    from trainers.train import main
+
+    data = touching_pairs(tmp_path / "data")
+    main(run_args(data, tmp_path / "run", "--objects", "--steps", "6", "--in-channels", "1"))
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["objects"] is True and config["num_classes"] == 3
+    assert config["classes"] == ["background", "foreground", "foreground boundary"]
+    summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
+    assert summary["objects"]["true_objects_total"] == 4  # two pairs in the test split
+    rows = (tmp_path / "run" / "eval" / "objects.csv").read_text().splitlines()
+    assert rows[0].startswith("id,dsb_score,ap50") and len(rows) == 3

@@ -120,9 +120,9 @@ def score_split(
     labelled: bool = False,
 ) -> tuple[list[dict[str, Any]], list[np.ndarray], list[np.ndarray], list[tuple], dict]:
     """Per-image (and per-class) metric rows; for a binary model the scores and targets inside
-        the regions of interest; the first `shown` images with their target, prediction and roi;
-        the object rows of each image where its masks label each object (`labelled`), the region rows
-    where its foreground parts regions (`object_rows`)."""
+    the regions of interest; the first `shown` images with their target, prediction and roi;
+    the object rows of each image where its masks label each object (`labelled`), the region
+    rows where its foreground parts regions (`object_rows`)."""
     rows, scores, targets, grid = [], [], [], []
     extra: dict[str, list[dict[str, Any]]] = {}
     object_target = bool(model.pretrained_config.get("objects"))
