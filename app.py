@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -30,10 +31,11 @@ from gradio.data_classes import FileData
 from PIL import Image
 
 import zoo
+from demo import finetune
 from demo.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_labels
 from demo.objects import HEADERS as OBJECT_HEADERS
 from demo.overlays import CLASS_COLOURS, display_rgb, overlay
-from demo.serving import ModelShelf, Served, predict_image
+from demo.serving import ModelShelf, Served, predict_image, serve
 from demo.tasks import TASKS, data_set_name
 from demo.views import (
     METRIC_NAMES,
@@ -43,6 +45,7 @@ from demo.views import (
     class_names,
     labels_of,
     metric_rows,
+    output_dir,
     read_target,
     render,
     target_objects,
@@ -146,16 +149,27 @@ def listed_models(choices: dict[str, str]) -> list[Listed]:
 
 
 def load_model(location: str) -> Served:
-    """The model at `location`, loaded once and shared (see `demo.serving.ModelShelf`)."""
+    """The model at `location`, loaded once and shared (see `demo.serving.ModelShelf`); a
+    visitor's fine-tuned model, from its session's folder (the last four kept loaded)."""
+    if location in {str(path) for path in finetune.REGISTRY.values()}:
+        return _finetuned(location)
     return SHELF.get(location, listed=location in CHOICES.values())
 
 
+@functools.lru_cache(maxsize=4)
+def _finetuned(location: str) -> Served:
+    return serve(location, ARGS.engine)
+
+
 def resolve_location(choice: str | None) -> str:
-    """A dropdown label, or a Hub id typed into the box (never a path on this server)."""
+    """A dropdown label, a visitor's fine-tuned model by its token, or a Hub id typed into the
+    box (never a path on this server)."""
     if not choice:
         raise gr.Error("Pick a model first (no weights are bundled or listed).")
     if choice in CHOICES:
         return CHOICES[choice]
+    if choice in finetune.REGISTRY:
+        return str(finetune.REGISTRY[choice])
     try:
         return check_repo_id(choice.strip())
     except ValueError as error:
@@ -434,6 +448,17 @@ def examples() -> list[list]:
     return rows
 
 
+def example_image(model: zoo.SegmentationModel) -> np.ndarray | None:
+    """The first example image of the model's data set (the engine's bf16 agreement check is
+    made on it), or None."""
+    dataset = model.pretrained_config.get("dataset")
+    for image, _, _ in EXAMPLES:
+        path = Path(image)
+        if SKIMAGE_EXAMPLES.get(path.name, path.parent.name) == dataset:
+            return read_decoded(path).pixels
+    return None
+
+
 def dropdown_entries() -> list[tuple[str, str]]:
     """The dropdowns' entries: each label says the model's task, the value stays its name."""
     tasks = {model.label: TASKS.get(model.dataset) for model in LISTED}
@@ -471,7 +496,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 ARGS = parse_args()
 CHOICES = weight_choices(ARGS.weights)
-SHELF = ModelShelf(ARGS.engine, MAX_PARAMETERS)
+SHELF = ModelShelf(ARGS.engine, MAX_PARAMETERS, sample=lambda model: example_image(model))
 LISTED = listed_models(CHOICES)
 EXAMPLES = examples()  # read once: the Segment tab's rows and the Compare tab's pairs
 COMPARISONS = report_comparisons(EXAMPLES)
@@ -562,8 +587,9 @@ def paint_panel() -> SimpleNamespace:
     return ui
 
 
-def segment_tab(demo: gr.Blocks) -> None:
-    """The Segment tab: its components, and the events that join them to the handlers."""
+def segment_tab(demo: gr.Blocks) -> SimpleNamespace:
+    """The Segment tab: its components, and the events that join them to the handlers; its
+    inputs (the model's dropdown, the image, the target), for the other tabs."""
     with gr.Row():
         with gr.Column(scale=1):
             ui = segment_inputs()
@@ -596,9 +622,10 @@ def segment_tab(demo: gr.Blocks) -> None:
         EXAMPLES, inputs=[ui.image_in, ui.mask_in, ui.model_choice], outputs=[*views, state],
         fn=segment_example, run_on_click=True, cache_examples=False, label="Examples (click one)",
     )  # fmt: skip
+    return ui
 
 
-def compare_tab() -> None:
+def compare_tab() -> tuple[gr.Dropdown, gr.Dropdown]:
     """The Compare tab; it opens on the report's comparison: a report model against a U-Net of
     its data set."""
     ends = (next(iter(CHOICES), None), next(reversed(CHOICES), None))
@@ -625,6 +652,124 @@ def compare_tab() -> None:
             run_on_click=True, cache_examples=False,
             label="The report's models against a U-Net (click one)",
         )  # fmt: skip
+    return choice_a, choice_b
+
+
+def session_of(session: finetune.Session | None) -> finetune.Session:
+    """The visitor's fine-tuning session, made on first use."""
+    return session or finetune.Session.new(output_dir())
+
+
+def kept_rows(session: finetune.Session) -> tuple:
+    """The list of kept pairs, and the choices of the drop menu."""
+    return [[name] for name in session.pairs], gr.update(choices=session.pairs, value=None)
+
+
+def keep_pair(session, image_path: str | None, image_file: str | None, mask_file: str | None):
+    """Keep the Segment tab's image with its target (uploaded, painted or corrected)."""
+    if not mask_file:
+        raise gr.Error("Give the image its target first: upload a mask, or paint or correct one.")
+    session = session_of(session)
+    name = read_inputs(image_path, image_file)[1]
+    try:
+        session.keep(image_file or image_path, mask_file, name)
+    except DataError as error:
+        raise gr.Error(str(error)) from None
+    return session, *kept_rows(session)
+
+
+def add_pairs(session, files: list[str] | None):
+    """Keep uploaded pairs: a zip laid out as a folder: data set, or images with their masks
+    named NAME_mask.png."""
+    session = session_of(session)
+    paths = [Path(f) for f in files or []]
+    masks = {p.stem.removesuffix("_mask"): p for p in paths if p.stem.endswith("_mask")}
+    try:
+        for path in paths:
+            if path.suffix.lower() == ".zip":
+                session.import_zip(str(path))
+            elif not path.stem.endswith("_mask"):
+                if path.stem not in masks:
+                    raise DataError(f"{path.name}: no mask {path.stem}_mask.png among the files")
+                session.keep(str(path), str(masks[path.stem]), path.stem)
+    except (DataError, OSError, ValueError) as error:
+        raise gr.Error(str(error)) from None
+    return session, *kept_rows(session)
+
+
+def drop_pair(session, name: str | None):
+    if session is None or not name:
+        raise gr.Error("Pick a kept pair to drop.")
+    session.drop(name)
+    return session, *kept_rows(session)
+
+
+def run_finetune(session, choice: str, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+    """Fine-tune the chosen model on the kept pairs; it joins this visitor's dropdowns, and
+    the Compare tab opens on it against the model it started from."""
+    session = session_of(session)
+    try:
+        token, label = session.finetune(
+            resolve_location(choice), session.labels.get(choice, choice)
+        )
+    except DataError as error:
+        raise gr.Error(str(error)) from None
+    dice = session.validation_dice(token)
+    entries = [*ENTRIES, *((name, key) for key, name in session.labels.items())]
+    figure = f" Validation Dice on the pair held back: {dice:.3f}." if dice is not None else ""
+    note = f"**{label}** is ready in the model menus, and in Compare against {choice}.{figure}"
+    chosen = gr.update(choices=entries, value=token)
+    return session, note, chosen, chosen, gr.update(choices=entries, value=choice), \
+        str(session.export(token))  # fmt: skip
+
+
+def push_finetuned(session, choice: str, repo_id: str, token: str) -> str:
+    """Push the chosen fine-tuned model to the Hub with the visitor's token, used for this
+    request only (never stored or logged)."""
+    from trainers.push import push_run
+
+    if session is None or choice not in session.labels:
+        raise gr.Error("Pick one of your fine-tuned models in the Segment tab's menu first.")
+    try:
+        url = push_run(finetune.REGISTRY[choice], check_repo_id(repo_id.strip()), token=token)
+    except Exception as error:  # the Hub's refusal, a bad token: said, the token never shown
+        raise gr.Error(f"The push failed: {type(error).__name__}") from None
+    return f"Published: {url}"
+
+
+def teach_tab(ui: SimpleNamespace, compared: tuple[gr.Dropdown, gr.Dropdown]) -> None:
+    """Keep corrected images, fine-tune the chosen model on them, take it home."""
+    gr.Markdown(
+        f"Keep images with their targets (from the Segment tab, or uploaded here), then "
+        f"fine-tune the model chosen there on them for {finetune.SECONDS:g} s. The result is "
+        "yours alone: it joins your model menus, and is deleted with your session."
+    )
+    session = gr.State(None, time_to_live=3600, delete_callback=lambda s: s and s.end())
+    keep = gr.Button("Keep the Segment tab's image and target for fine-tuning")
+    uploads = gr.File(label="Or upload pairs: NAME.png with NAME_mask.png, or a zip "
+                      "(images/, masks/)", file_count="multiple", type="filepath")  # fmt: skip
+    add = gr.Button("Keep the uploaded pairs")
+    kept = gr.Dataframe(headers=["kept pairs"], interactive=False, elem_id="kept")
+    with gr.Row():
+        to_drop = gr.Dropdown([], label="Pair to drop")
+        drop = gr.Button("Drop it")
+    tune = gr.Button("Fine-tune the chosen model on the kept pairs", variant="primary")
+    done = gr.Markdown(elem_id="finetuned")
+    model_zip = gr.File(label="The fine-tuned model (a run folder, zipped)")
+    with gr.Row():
+        repo = gr.Textbox(label="Hub repo OWNER/NAME")
+        hub_token = gr.Textbox(label="Your Hub token (used once, never kept)", type="password")
+        push = gr.Button("Push to the Hub")
+    pushed = gr.Markdown()
+    private = {"api_visibility": "private"}
+    keep.click(keep_pair, [session, ui.image_in, ui.image_file, ui.mask_in],
+               [session, kept, to_drop], **private)  # fmt: skip
+    add.click(add_pairs, [session, uploads], [session, kept, to_drop], **private)
+    drop.click(drop_pair, [session, to_drop], [session, kept, to_drop], **private)
+    tune.click(run_finetune, [session, ui.model_choice],
+               [session, done, ui.model_choice, compared[0], compared[1], model_zip],
+               concurrency_limit=1, concurrency_id="finetune", **private)  # fmt: skip
+    push.click(push_finetuned, [session, ui.model_choice, repo, hub_token], pushed, **private)
 
 
 def build_page() -> gr.Blocks:
@@ -636,9 +781,11 @@ def build_page() -> gr.Blocks:
             "on the server (pick the frame, page or plane below it)."
         )
         with gr.Tab("Segment"):
-            segment_tab(demo)
+            ui = segment_tab(demo)
         with gr.Tab("Compare two models"):
-            compare_tab()
+            compared = compare_tab()
+        with gr.Tab("Teach it your images"):
+            teach_tab(ui, compared)
     return demo
 
 

@@ -27,12 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cellpose import dynamics, models, train, version  # noqa: E402
+from cellpose import dynamics, models, train, version
 
-from trainers.data import parse_spec  # noqa: E402
-from trainers.data.readers import read_image, read_objects  # noqa: E402
-from trainers.evaluate import summarize_objects, write_rows  # noqa: E402
-from trainers.objects import object_scores  # noqa: E402
+from trainers.data import parse_spec
+from trainers.data.readers import read_image, read_objects
+from trainers.evaluate import summarize_objects, write_rows
+from trainers.objects import object_scores
 
 DIAMETER = 17.0  # Cellpose's nuclei models' mean diameter
 

@@ -43,12 +43,23 @@ class Served:
     engine: str
 
 
-def serve(location: str, engine: str | None = None, **load_options: object) -> Served:
+Sample = Callable[[SegmentationModel], "np.ndarray | None"]
+"""An image of the kind a model will see (H x W x C in [0, 1]), or None: for the engine's
+choice by measurement (bf16 is taken only where its mask agrees with float32's on it)."""
+
+
+def serve(
+    location: str, engine: str | None = None, sample: Sample | None = None, **load_options: object
+) -> Served:
     """The weights at `location` (a folder or Hub id, `from_pretrained`'s `load_options`), run
-    by `engine` (default: `$BIOSEG_ENGINE`, else the fastest measured). Forward passes of every
-    served model run one at a time."""
+    by `engine` (default: `$BIOSEG_ENGINE`, else the fastest measured, on `sample`'s image of
+    the model when it gives one). Forward passes of every served model run one at a time."""
     model = from_pretrained(location, **load_options)
-    runner, used = engine_predict(model, engine)
+    image = sample(model) if sample else None
+    x = None
+    if image is not None:
+        x = normalize(model_input(image, model).float(), model.spec.mean, model.spec.std)
+    runner, used = engine_predict(model, engine, sample=x)
     LOG.info("%s: served by %s", location, used)
 
     def predict(batch: torch.Tensor) -> torch.Tensor:
@@ -68,12 +79,17 @@ class ModelShelf:
     only (never read from local files) and refused above `max_parameters` before download.
     """
 
-    def __init__(self, engine: str | None = None, max_parameters: int | None = None) -> None:
+    def __init__(
+        self,
+        engine: str | None = None,
+        max_parameters: int | None = None,
+        sample: Sample | None = None,
+    ) -> None:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._listed_model = functools.cache(self._load_listed)
         self._typed_model = functools.lru_cache(maxsize=2)(self._load_typed)
-        self.engine, self.max_parameters = engine, max_parameters
+        self.engine, self.max_parameters, self.sample = engine, max_parameters, sample
 
     def get(self, location: str, *, listed: bool) -> Served:
         """The served model at `location`: one the app lists (a folder or Hub id), or a Hub id
@@ -84,10 +100,12 @@ class ModelShelf:
             return self._listed_model(location) if listed else self._typed_model(location)
 
     def _load_listed(self, location: str) -> Served:
-        return serve(location, self.engine, hub_only=not Path(location).is_absolute())
+        hub_only = not Path(location).is_absolute()
+        return serve(location, self.engine, self.sample, hub_only=hub_only)
 
     def _load_typed(self, repo_id: str) -> Served:
-        return serve(repo_id, self.engine, hub_only=True, max_parameters=self.max_parameters)
+        return serve(repo_id, self.engine, self.sample, hub_only=True,
+                     max_parameters=self.max_parameters)  # fmt: skip
 
 
 def model_input(image: np.ndarray, model: SegmentationModel) -> torch.Tensor:

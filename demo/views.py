@@ -198,7 +198,10 @@ def render(prediction: Prediction | None, threshold: float) -> dict[str, Any]:
             views["target"] = overlay(rgb, prediction.target), Path(still["folder"]) / "target.png"
     folder = Path(tempfile.mkdtemp(prefix="threshold-", dir=still["folder"]))
     views["prediction"] = overlay(rgb, labels), folder / "prediction.png"
-    views["mask"] = (labels * 255 if binary else labels), folder / f"{prediction.name}_mask.png"
+    views["mask"] = (
+        (labels * 255 if binary else labels),
+        folder / f"{prediction.name}_predicted_mask.png",
+    )
     found = object_views(prediction, threshold, folder, views)
     files = write_pngs(views)
     still.update((name, files.pop(name)) for name in ("image", "target") if name in files)
@@ -231,7 +234,10 @@ def object_views(
     labels = objects_of(probabilities, threshold, object_target=prediction.object_target)
     source = prediction.source
     area = source.spacing[0] * source.spacing[1] if source.spacing else None
-    found = Objects.of(labels, prediction.intensity, area, source.unit)
+    intensity = prediction.intensity
+    if intensity is None:  # a prediction kept without its image's intensities: the view's
+        intensity = prediction.rgb.mean(axis=2) / 255
+    found = Objects.of(labels, intensity, area, source.unit)
     views["objects"] = found.outlined(prediction.rgb), folder / "objects.png"
     thing = prediction.classes[1] if len(prediction.classes) > 1 else "object"
     count = f"**{found.count} {plural(thing, found.count)}**"

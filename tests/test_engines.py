@@ -247,3 +247,26 @@ def test_the_demo_serves_a_model_with_a_scale_at_the_image_s_size() -> None:
     probabilities = serving.predict_image(served, image, lambda done, total: tiles.append(total))
     assert probabilities.shape == (1, 1100, 300)
     assert tiles == [1]  # 550x150 at half resolution: one pass, no tiles
+
+
+def test_bf16_agrees_with_float32_on_the_bundled_nuclei_example() -> None:
+    model = zoo.from_pretrained(REPO / "weights" / "dsb2018-unet")
+    x = model_input(model, example_image(REPO / "weights" / "dsb2018-unet"))
+    predict, used = zoo.engine_predict(model, "bf16")
+    assert used == "bf16"
+    eager, fast = model.predict_normalized(x) > 0.5, predict(x) > 0.5
+    assert fast.dtype == torch.bool and (eager == fast).float().mean() >= _engines.AGREEMENT
+
+
+@pytest.mark.skipif(not zoo.cpu_has_bf16(), reason="this CPU has no bf16 matrix units")
+def test_the_measured_choice_refuses_bf16_where_its_mask_disagrees(monkeypatch, caplog) -> None:
+    model = zoo.from_pretrained(REPO / "weights" / "dsb2018-unet")
+    x = model_input(model, example_image(REPO / "weights" / "dsb2018-unet"))
+    monkeypatch.delenv(_engines.ENGINE_ENV, raising=False)
+    with caplog.at_level(logging.INFO, logger="bioseg.engines"):
+        _, used = zoo.engine_predict(model, sample=x)
+    assert used in ("bf16", _engines.DEFAULT_ENGINE) and "mask agreement" in caplog.text
+    monkeypatch.setattr(_engines, "AGREEMENT", 1.01)  # no mask can agree on 101 % of pixels
+    with caplog.at_level(logging.INFO, logger="bioseg.engines"):
+        _, used = zoo.engine_predict(model, sample=x)
+    assert used == _engines.DEFAULT_ENGINE and "below 101.0%" in caplog.text

@@ -496,3 +496,14 @@ def test_the_fingerprint_reads_through_the_readers(tmp_path: Path) -> None:
     f = fingerprint(parse_spec(f"folder:{tmp_path}"))
     assert f.bits == 16 and f.channels == 3 and f.images == 2
     assert f.mean == pytest.approx((0.5,) * 3, abs=0.01)  # uniform over 0..65535
+
+
+def test_the_plan_trains_the_object_target_where_the_masks_label_objects() -> None:
+    labelled = dataclasses.replace(fingerprint_with(30.0), objects=True)
+    settings, reasons = make_plan(labelled, Hardware(threads=2))
+    assert settings["objects"] is True
+    assert any(line.startswith("objects: the masks label each object") for line in reasons)
+    kept, _ = make_plan(labelled, Hardware(threads=2), fixed={"objects": False})
+    assert "objects" not in kept  # --no-objects wins
+    plain, _ = make_plan(fingerprint_with(30.0), Hardware(threads=2))
+    assert "objects" not in plain

@@ -63,6 +63,11 @@ class TrainConfig:
         default_factory=dict, metadata={"help": "extra options for the model's builder, as JSON"}
     )
     pretrained: bool = setting(False, "start the encoder from ImageNet weights (network or cache)")
+    finetune: str = setting(
+        "",
+        "start from these weights (a run folder or Hub id): their model, options, channels, "
+        "normalization, scale, object target and threshold carried over, no plan",
+    )
     in_channels: int = setting(3, "input channels the model takes: 3 (colour) or 1 (grey)")
     steps: int = setting(
         1000,

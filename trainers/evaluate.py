@@ -279,6 +279,10 @@ def main(argv: list[str] | None = None) -> None:
             f"AP {summary['average_precision']:.4f}, AUC {summary['auc']:.4f}, "
             f"best F1 {summary['best_f1']:.4f} at {summary['best_threshold']:.3f}"
         )
+    for kind in ("objects", "regions"):
+        if kind in summary:
+            shown = ", ".join(f"{name} {value:.4f}" for name, value in summary[kind].items())
+            print(f"{kind}: {shown}")
 
 
 if __name__ == "__main__":

@@ -75,6 +75,18 @@ LABELS = {
     "best_threshold": "Best threshold (max F1)",
     "auc": "ROC AUC",
 }
+OBJECT_LABELS = {
+    "dsb_score": "DSB 2018 score (mean TP / (TP + FP + FN) over IoU 0.50..0.95)",
+    "ap50": "AP at IoU 0.5 (TP / (TP + FP + FN))",
+    "f1_50": "F1 at IoU 0.5",
+    "pq": "Panoptic quality",
+    "aji": "Aggregated Jaccard index",
+    "median_relative_count_error": "Median relative count error",
+    "objects_total": "Objects found (all images)",
+    "true_objects_total": "Objects in the targets",
+    "v_rand": "V_Rand (foreground-restricted Rand F-score)",
+    "v_info": "V_Info (foreground-restricted information F-score)",
+}
 SCORES = ("average_precision", "best_f1", "auc")
 """Scores of the whole split in summary.json: shown after the per-image metrics, and listed."""
 SCALARS = (*SCORES, "best_threshold")
@@ -120,6 +132,9 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
     ]
     if "classes" in config:
         rows.append(("classes", ", ".join(config["classes"])))
+    if config.get("objects"):
+        rows.append(("objects", "one label per object: each interior a seed of a watershed "
+                     "through the foreground (`trainers.objects.split_objects`)"))  # fmt: skip
     size = config.get("input_size")
     size_text = f", trained at {size[0]} x {size[1]} pixels" if size else ""
     rows.append(("input", f"{config['in_channels']} channels{size_text}"))
@@ -142,7 +157,10 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
 
 
 def _usage_section(config: dict[str, Any], repo_id: str) -> str:
-    if config["num_classes"] == 1:
+    if config.get("objects"):
+        mask = ("from trainers.objects import split_objects  # one id per object\n"
+                "labels = split_objects(probabilities[0].numpy())")  # fmt: skip
+    elif config["num_classes"] == 1:
         mask = f"mask = probabilities[:, 0] > {config.get('threshold', 0.5)}"
     else:
         mask = "mask = probabilities.argmax(dim=1)  # class index per pixel"
@@ -217,6 +235,11 @@ def _evaluation_section(summary: dict[str, Any]) -> str:
     scalars += [(LABELS[key], _number(summary[key])) for key in SCALARS if key in summary]
     if scalars:
         parts.append(_table(("over the whole split", "value"), scalars))
+    for kind in ("objects", "regions"):  # trainers.objects: the field's object scores
+        found = summary.get(kind, {})
+        rows = [(OBJECT_LABELS[k], _number(found[k])) for k in OBJECT_LABELS if k in found]
+        if rows:
+            parts.append(_table((f"{kind} (mean over images, a match: IoU > 0.5)", "value"), rows))
     return "\n\n".join(parts)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainers.data.fingerprint import Fingerprint
+from zoo import cpu_has_bf16
 
 CROPS = (128, 192, 256, 384, 512)
 CONTEXT = 4  # a crop spans this many typical object widths: the object and as much each side
@@ -73,15 +74,6 @@ class Hardware:
                 f"{self.gpu_memory_gb:.0f} GB, {kind}"  # fmt: skip
         units = "bf16 matrix units" if self.cpu_bf16 else "no bf16 units"
         return f"{self.threads} CPU threads ({units}), no GPU"
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU has bf16 matrix instructions (AVX-512 BF16 or AMX), as oneDNN sees it."""
-    import torch
-
-    return torch.backends.mkldnn.is_available() and bool(
-        getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()
-    )
 
 
 @dataclass(frozen=True)
@@ -168,14 +160,19 @@ def make_plan(
         "mean": list(f.mean),
         "std": [max(s, 1e-3) for s in f.std],
     }
-    if f.objects and "objects" not in fixed:
-        settings["objects"] = True
-        reasons.append(
-            "objects: the masks label each object, so the model learns background, interior "
-            "and boundary, and a seeded watershed parts touching objects (--no-objects: the "
-            "foreground alone)"
-        )
-    return settings, reasons
+    return settings | _objects(f, fixed, reasons), reasons
+
+
+def _objects(f: Fingerprint, fixed: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
+    """The object target where the masks label each object, unless a flag says otherwise."""
+    if not f.objects or "objects" in fixed:
+        return {}
+    reasons.append(
+        "objects: the masks label each object, so the model learns background, interior and "
+        "boundary, and a seeded watershed parts touching objects (--no-objects: the "
+        "foreground alone)"
+    )
+    return {"objects": True}
 
 
 def _patches(f: Fingerprint, crop: int, scale: float, reasons: list[str]) -> int:

@@ -282,9 +282,40 @@ def build_model(
         **config.model_kwargs,
     ).to(device)
     model.spec, model.scale = spec, config.scale
+    if config.finetune:
+        start_from(model, config.finetune)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+FINETUNED = ("model", "model_kwargs", "in_channels", "mean", "std", "scale", "threshold",
+             "objects")  # fmt: skip
+"""What a fine-tune takes from the weights it starts from (`--finetune`)."""
+
+
+def finetune_settings(weights: str) -> dict[str, Any]:
+    """The settings of a fine-tune of `weights`: their architecture, channels, normalization,
+    scale, object target and threshold (explicit flags still win)."""
+    config = zoo.from_pretrained(weights).pretrained_config
+    settings = {key: config[key] for key in FINETUNED if key in config}
+    size = config.get("input_size")
+    if size:
+        settings["image_size"] = int(size[0])
+    return {**settings, "finetune": weights}
+
+
+def start_from(model: zoo.SegmentationModel, weights: str) -> None:
+    """Load the weights `model` is fine-tuned from; a ValueError when they do not fit it."""
+    base = zoo.from_pretrained(weights)
+    try:
+        model.load_state_dict(base.state_dict())
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        raise ValueError(
+            f"--finetune {weights}: its weights do not fit the model trained here ({first}); "
+            f"its {base.num_classes} class channel(s) must match the data set's classes"
+        ) from None
 
 
 def make_optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -544,6 +575,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.resume:
             base = load_config_file(args.resume / "train_config.json")
             base["output"] = str(args.resume)
+        elif getattr(args, "finetune", None):
+            base = finetune_settings(args.finetune)
         elif (args.plan or ("none" if args.preset or args.config else "auto")) == "auto":
             if not getattr(args, "data", None):
                 parser.error("--data KIND:PATH is required, e.g. --data drive:../shared/data/DRIVE")

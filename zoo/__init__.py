@@ -9,7 +9,7 @@ A plugin is one `.py` file in this folder (found with no reinstall), in a folder
 Importing `zoo` imports neither timm nor gradio; plugins load on the first lookup.
 """
 
-from ._engines import ENGINE_ENV, ENGINES, Runner, engine_predict
+from ._engines import ENGINE_ENV, ENGINES, Runner, cpu_has_bf16, engine_predict
 from ._hub import from_pretrained, save_pretrained
 from ._inference import fewest_pixels_tile, sliding_window_predict
 from ._model import ModelBuildError, SegmentationModel, create_model
@@ -37,6 +37,7 @@ __all__ = [
     "SegmentationModel",
     "adapt_input_conv",
     "add_spec",
+    "cpu_has_bf16",
     "create_model",
     "engine_predict",
     "fewest_pixels_tile",
