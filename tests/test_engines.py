@@ -177,7 +177,9 @@ def test_served_models_run_one_forward_pass_at_a_time(monkeypatch) -> None:
         return x
 
     monkeypatch.setattr(
-        serving, "engine_predict", lambda model, engine: (_engines.Runner(slow_forward), "slow")
+        serving,
+        "engine_predict",
+        lambda model, engine, sample: (_engines.Runner(slow_forward), "slow"),
     )
     names = ("dsb2018-unet", "drive-unet")  # two models: one forward at a time across models too
     served = [serving.serve(str(REPO / "weights" / name)) for name in names]
