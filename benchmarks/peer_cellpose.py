@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -50,6 +51,7 @@ def fresh_model() -> models.CellposeModel:
 
 def fit(images, flows, epochs: int, folder: Path) -> Path:
     model = fresh_model()
+    folder.mkdir(parents=True, exist_ok=True)
     path, _, _ = train.train_seg(
         model.net, train_data=images, train_labels=flows, channels=[0, 0], channel_axis=-1,
         n_epochs=epochs, save_path=folder, save_every=10**6, model_name="peer",
@@ -68,7 +70,7 @@ def main() -> None:
     splits = parse_spec(f"dsb2018:{args.data}").splits()
     start = time.perf_counter()
     images, labels, _ = load(splits["train"])
-    flows = dynamics.labels_to_flows(labels)
+    flows = dynamics.labels_to_flows(labels, device=torch.device("cpu"))
     prepared = time.perf_counter() - start
     timed = time.perf_counter()
     fit(images, flows, 1, args.output / "timing")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -79,6 +80,7 @@ def app_url(examples: Path) -> Iterator[str]:
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",  # tests never contact the real Hub
         "HF_HOME": str(examples.parent / "hf"),
+        "BIOSEG_FINETUNE_SECONDS": "4",  # the fine-tune's time box, short for the tests
     }
     log = examples.parent / "app.log"  # a file, not a pipe: an unread pipe would fill and block
     process = subprocess.Popen(
@@ -572,11 +574,7 @@ def dice_shown(page, timeout: float = 60) -> float:
 
 @browser_test
 def test_browser_dsb_example_then_a_painted_target(app_url, tmp_path) -> None:
-    playwright = pytest.importorskip("playwright.sync_api")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(app_url, wait_until="load", timeout=120_000)
+    with app_page(app_url) as page:
         page.get_by_text("fluorescence-98a46348_mask.png").first.click(timeout=60_000)
         page.get_by_text("true positive").wait_for(timeout=180_000)
         for name in ("target", "prediction", "errors"):
@@ -606,7 +604,6 @@ def test_browser_dsb_example_then_a_painted_target(app_url, tmp_path) -> None:
         drawn = page.locator("[aria-label='fluorescence-98a46348_drawn_mask.png']")
         drawn.last.wait_for(timeout=30_000)  # the mask offered for download, full size
         page.screenshot(path=tmp_path / "painted.png", full_page=True)
-        browser.close()
     # The stripes, now the target, are missed where no nucleus is: false negatives in blue.
     assert pixels_near(tmp_path / "painted.png", FN) > 200
 
@@ -692,15 +689,25 @@ def test_first_answers_at_once_share_one_output_folder_that_stays(run_python) ->
     assert run_python(FIRST_ANSWERS_AT_ONCE).stdout.split() == ["1", "True"]
 
 
-@browser_test
-def test_browser_counts_a_dsb_example_and_its_label_image_holds_that_many_ids(
-    app_url, tmp_path: Path
-) -> None:
+@contextlib.contextmanager
+def app_page(app_url: str) -> Iterator:
+    """A page of the app in headless Chromium, closed with its browser afterwards."""
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(app_url, wait_until="load", timeout=120_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+@browser_test
+def test_browser_counts_a_dsb_example_and_its_label_image_holds_that_many_ids(
+    app_url, tmp_path: Path
+) -> None:
+    with app_page(app_url) as page:
         page.get_by_text("histology-a08166d9_mask.png").first.click(timeout=60_000)
         count = page.locator("#count")
         count.get_by_text("target: 22").wait_for(timeout=180_000)  # the example's 22 nuclei
@@ -712,7 +719,38 @@ def test_browser_counts_a_dsb_example_and_its_label_image_holds_that_many_ids(
         table = page.locator("#object-files a[href*='_objects.csv']").first
         response = page.request.get(urllib.parse.urljoin(app_url, table.get_attribute("href")))
         rows = response.text().strip().splitlines()[1:]
-        browser.close()
     labels = np.asarray(Image.open(tmp_path / "labels.png"))
     assert labels.dtype == np.uint16 and labels.shape == (256, 320)
     assert len(np.unique(labels[labels > 0])) == found > 0 and len(rows) == found
+
+
+@browser_test
+def test_browser_fine_tunes_on_a_kept_pair_and_only_its_visitor_sees_the_model(app_url) -> None:
+    with app_page(app_url) as page:
+        page.get_by_text("histology-a08166d9_mask.png").first.click(timeout=60_000)
+        page.locator("#count").get_by_text("target: 22").wait_for(timeout=180_000)
+        page.get_by_role("tab", name="Teach it your images").click()
+        page.get_by_role("button", name="Keep the Segment tab's image and target").click()
+        page.locator("#kept").get_by_text("histology-a08166d9").wait_for(timeout=60_000)
+        page.get_by_role("button", name="Fine-tune the chosen model on the kept pairs").click()
+        done = page.locator("#finetuned")
+        done.get_by_text("is ready in the model menus").wait_for(timeout=240_000)
+        assert "+ 1 of your image" in done.inner_text()
+        page.get_by_role("tab", name="Segment").click()
+        chosen = page.get_by_label("Model (or type a Hub id OWNER/NAME)").first
+        assert "+ 1 of your image" in chosen.input_value()
+        view = page.locator("img[src$='/prediction.png']").first
+        before = view.get_attribute("src", timeout=30_000)
+        page.get_by_role("button", name="Segment", exact=True).click()  # the fine-tuned model
+        deadline = time.monotonic() + 180
+        while view.get_attribute("src") == before and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert view.get_attribute("src") != before  # a new prediction was drawn
+        assert page.get_by_text("Could not load model").count() == 0
+        other = page.context.browser.new_context().new_page()  # another visitor
+        other.goto(app_url, wait_until="load", timeout=120_000)
+        menu = other.get_by_label("Model (or type a Hub id OWNER/NAME)").first
+        menu.click()
+        other.get_by_role("option").first.wait_for(timeout=30_000)
+        options = other.get_by_role("option").all_inner_texts()
+        assert options and not any("of your image" in text for text in options)

@@ -6,6 +6,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +20,7 @@ import torch
 from PIL import Image
 
 import zoo
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from trainers.data.inputs import list_inputs
 from trainers.data.readers import read_image
 from trainers.objects import components
@@ -122,3 +127,85 @@ def test_inputs_from_a_glob_and_from_a_list_keep_paths_from_their_common_folder(
     listing.write_text("study/plate1/missing.png\n")
     with pytest.raises(ValueError, match=r"listed files that do not exist: .*missing\.png"):
         list_inputs(listing)
+
+
+def many(root: Path, count: int, corrupt: int = 0) -> Path:
+    """`count` crops of the fluorescence example in PNG, JPEG and 16-bit TIFF, in three
+    folders, the last `corrupt` of them truncated (unreadable)."""
+    pixels = np.asarray(Image.open(EXAMPLE).convert("RGB"))
+    for number in range(count):
+        folder = root / f"well{number % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        top, left = (number * 7) % 400, (number * 13) % 600
+        crop = pixels[top : top + 48, left : left + 48]
+        kind = ("png", "jpg", "tif")[number % 3]
+        path = folder / f"tile{number:03d}.{kind}"
+        if kind == "tif":
+            tifffile.imwrite(path, (crop.mean(axis=2) * 257).astype(np.uint16))
+        else:
+            Image.fromarray(crop).save(path)
+        if number >= count - corrupt:
+            path.write_bytes(path.read_bytes()[:40])
+    return root
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    """Every output file's bytes by relative path, results.csv without its seconds column."""
+    found = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.png"))}
+    with (folder / "results.csv").open(newline="") as handle:
+        rows = [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+    found["results.csv"] = json.dumps(rows).encode()
+    return found
+
+
+def test_two_hundred_images_with_two_corrupt_ones_in_one_command(tmp_path: Path) -> None:
+    inputs = many(tmp_path / "plate", 200, corrupt=2)
+    assert predict("--input", str(inputs), "--output", str(tmp_path / "out")) == 2
+    with (tmp_path / "out" / "errors.csv").open(newline="") as handle:
+        failed = sorted(row["path"] for row in csv.DictReader(handle))
+    assert failed == ["well0/tile198.png", "well1/tile199.jpg"]
+    assert len((tmp_path / "out" / "results.csv").read_text().splitlines()) == 1 + 198
+
+
+def command(inputs: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "trainers.predict", "--weights", WEIGHTS, "--engine", "eager",
+            "--workers", "0", "--input", str(inputs), "--output", str(out)]  # fmt: skip
+
+
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same kernels in every process
+
+
+def test_killed_halfway_it_resumes_and_ends_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    inputs = many(tmp_path / "plate", 60)
+    subprocess.run(command(inputs, tmp_path / "whole"), env=ONE_THREAD, check=True,
+                   capture_output=True)  # fmt: skip
+    killed = subprocess.Popen(command(inputs, tmp_path / "out"), env=ONE_THREAD,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    rows = tmp_path / "out" / ".rows"
+    deadline = time.monotonic() + 300
+    while len(list(rows.rglob("*.json"))) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    done = sorted(rows.rglob("*.json"))
+    assert 20 <= len(done) < 60, "killed after it had finished: make the set larger"
+    first = tmp_path / "out" / done[0].relative_to(rows).with_suffix("")
+    mask = first.with_name(first.name + "_mask.png")
+    before = mask.stat().st_mtime_ns
+    subprocess.run(command(inputs, tmp_path / "out"), env=ONE_THREAD, check=True,
+                   capture_output=True)  # fmt: skip
+    assert mask.stat().st_mtime_ns == before  # a finished image is not redone
+    assert outputs(tmp_path / "out") == outputs(tmp_path / "whole")
+
+
+def test_two_processes_under_torchrun_give_one_process_s_outputs(tmp_path: Path) -> None:
+    inputs = many(tmp_path / "plate", 24)
+    subprocess.run(command(inputs, tmp_path / "one"), env=ONE_THREAD, check=True,
+                   capture_output=True)  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                "--master-port", str(free_port())]  # fmt: skip
+    two = command(inputs, tmp_path / "two")
+    result = subprocess.run([*launcher, *two[1:]], env=ONE_THREAD, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert outputs(tmp_path / "two") == outputs(tmp_path / "one")
+    assert not list((tmp_path / "two").glob(".errors-*.csv"))  # merged by rank 0

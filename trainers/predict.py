@@ -233,6 +233,9 @@ def run(args: argparse.Namespace) -> int:
         dist.barrier()
     if rank == 0:
         merge(output, inputs, args, setup)
+    if world > 1:
+        dist.barrier()  # the merged files are written before any rank exits
+        dist.destroy_process_group()
     return failed
 
 
