@@ -158,8 +158,7 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
 
 def _usage_section(config: dict[str, Any], repo_id: str) -> str:
     if config.get("objects"):
-        mask = ("from trainers.objects import split_objects  # one id per object\n"
-                "labels = split_objects(probabilities[0].numpy())")  # fmt: skip
+        mask = "labels = split_objects(probabilities[0].numpy())  # one id per object"
     elif config["num_classes"] == 1:
         mask = f"mask = probabilities[:, 0] > {config.get('threshold', 0.5)}"
     else:
@@ -168,6 +167,7 @@ def _usage_section(config: dict[str, Any], repo_id: str) -> str:
         "import torch",
         "import zoo  # pip install bioseg",
         "from trainers.data import read_image",
+        *(["from trainers.objects import split_objects"] if config.get("objects") else []),
         "",
         f'model = zoo.from_pretrained("{repo_id}")  # cached: later loads work offline',
         'image = read_image("my_image.png")  # H x W x C in [0, 1]: PNG, JPEG, TIFF, DICOM',
