@@ -216,9 +216,8 @@ def test_an_explicit_threshold_wins_and_the_tuned_one_is_reported(tmp_path: Path
           "--image-size", "32", "--val-fraction", "0.25", "--threshold", "0.3"])  # fmt: skip
     config = json.loads((run / "config.json").read_text())
     assert config["threshold"] == 0.3 and "threshold_from" not in config
-    assert "threshold 0.30 as given (--threshold); the validation images' would be" in (
-        capsys.readouterr().out
-    )
+    assert "threshold 0.30 kept (--threshold, or the model --finetune starts from); the " \
+        "validation images' would be" in capsys.readouterr().out  # fmt: skip
 
 
 def test_a_run_syncs_with_the_host_a_few_times_per_interval_not_every_step(

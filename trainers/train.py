@@ -525,8 +525,8 @@ def tune_threshold(
     found = (f"the nearest 0.5 within {F1_TOLERANCE} of the best validation F1, "
              f"{curve.best_f1:.4f} at {curve.best_threshold:.2f}")  # fmt: skip
     if explicit:
-        print(f"threshold {explicit:.2f} as given (--threshold); the validation images' would "
-              f"be {tuned:.2f} ({found})")  # fmt: skip
+        print(f"threshold {explicit:.2f} kept (--threshold, or the model --finetune starts "
+              f"from); the validation images' would be {tuned:.2f} ({found})")  # fmt: skip
         return
     config_file = run_dir / "config.json"
     config = json.loads(config_file.read_text())
