@@ -18,6 +18,7 @@ page's queue shows the others their place).
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import secrets
 import shutil
@@ -144,8 +145,6 @@ class Session:
 
     def validation_dice(self, token: str) -> float | None:
         """The fine-tuned model's best validation Dice, when a pair was held back."""
-        import csv
-
         with (REGISTRY[token] / "metrics.csv").open(newline="") as handle:
             values = [float(row["val_dice"]) for row in csv.DictReader(handle)]
         finite = [v for v in values if v == v]

@@ -167,7 +167,11 @@ def object_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     Empty cases: with no object in either, the ratios are undefined (NaN, left out of the means
     as the pixel Dice of such an image is) and the count error is 0; with objects in only one,
     every ratio is 0."""
-    found = overlaps(pred, target)
+    return scores_of(overlaps(pred, target))
+
+
+def scores_of(found: Overlaps) -> dict[str, float]:
+    """`object_scores` of overlaps already counted."""
     n_true, n_pred = found.counts
     ious = found.ious
     per_threshold = []
