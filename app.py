@@ -661,8 +661,15 @@ def session_of(session: finetune.Session | None) -> finetune.Session:
 
 
 def kept_rows(session: finetune.Session) -> tuple:
-    """The list of kept pairs, and the choices of the drop menu."""
-    return [[name] for name in session.pairs], gr.update(choices=session.pairs, value=None)
+    """The list of kept pairs, the choices of the drop menu, and a line saying how many."""
+    count = len(session.pairs)
+    held = "; one is held back to score the result" if count >= finetune.VALIDATE_FROM else ""
+    note = f"{count} pair{'s' * (count != 1)} kept{held}."
+    return (
+        [[name] for name in session.pairs],
+        gr.update(choices=session.pairs, value=None),
+        note,
+    )
 
 
 def keep_pair(session, image_path: str | None, image_file: str | None, mask_file: str | None):
@@ -750,6 +757,7 @@ def teach_tab(ui: SimpleNamespace, compared: tuple[gr.Dropdown, gr.Dropdown]) ->
                       "(images/, masks/)", file_count="multiple", type="filepath")  # fmt: skip
     add = gr.Button("Keep the uploaded pairs")
     kept = gr.Dataframe(headers=["kept pairs"], interactive=False, elem_id="kept")
+    kept_note = gr.Markdown("No pair kept yet.", elem_id="kept-note")
     with gr.Row():
         to_drop = gr.Dropdown([], label="Pair to drop")
         drop = gr.Button("Drop it")
@@ -762,10 +770,10 @@ def teach_tab(ui: SimpleNamespace, compared: tuple[gr.Dropdown, gr.Dropdown]) ->
         push = gr.Button("Push to the Hub")
     pushed = gr.Markdown()
     private = {"api_visibility": "private"}
-    keep.click(keep_pair, [session, ui.image_in, ui.image_file, ui.mask_in],
-               [session, kept, to_drop], **private)  # fmt: skip
-    add.click(add_pairs, [session, uploads], [session, kept, to_drop], **private)
-    drop.click(drop_pair, [session, to_drop], [session, kept, to_drop], **private)
+    listed = [session, kept, to_drop, kept_note]
+    keep.click(keep_pair, [session, ui.image_in, ui.image_file, ui.mask_in], listed, **private)
+    add.click(add_pairs, [session, uploads], listed, **private)
+    drop.click(drop_pair, [session, to_drop], listed, **private)
     tune.click(run_finetune, [session, ui.model_choice],
                [session, done, ui.model_choice, compared[0], compared[1], model_zip],
                concurrency_limit=1, concurrency_id="finetune", **private)  # fmt: skip

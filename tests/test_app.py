@@ -572,6 +572,25 @@ def dice_shown(page, timeout: float = 60) -> float:
     return float(text.split("nucleus", 1)[1].split()[0])
 
 
+def paint_stripes(page) -> None:
+    """Paint three horizontal strokes across the middle of the Segment tab's image, and use the
+    drawing as its target."""
+    page.get_by_text("Paint the target, or correct the prediction").click()
+    page.get_by_role("button", name="Load the image").click()
+    page.get_by_role("button", name="Brush", exact=True).click(timeout=60_000)
+    canvas = page.locator("canvas").first
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2 - 80, box["y"] + box["height"] / 2
+    for dy in (-30, 0, 30):
+        page.mouse.move(x, y + dy)
+        page.mouse.down()
+        for step in range(1, 11):
+            page.mouse.move(x + 16 * step, y + dy)
+        page.mouse.up()
+    page.get_by_role("button", name="Use the drawing as the target").click()
+
+
 @browser_test
 def test_browser_dsb_example_then_a_painted_target(app_url, tmp_path) -> None:
     with app_page(app_url) as page:
@@ -583,20 +602,7 @@ def test_browser_dsb_example_then_a_painted_target(app_url, tmp_path) -> None:
         assert abs(example_dice - 0.869) <= 0.1  # the nuclei model's test mean (its card)
         page.screenshot(path=tmp_path / "example.png", full_page=True)
 
-        page.get_by_text("Paint the target, or correct the prediction").click()
-        page.get_by_role("button", name="Load the image").click()
-        page.get_by_role("button", name="Brush", exact=True).click(timeout=60_000)
-        canvas = page.locator("canvas").first
-        canvas.scroll_into_view_if_needed()
-        box = canvas.bounding_box()
-        x, y = box["x"] + box["width"] / 2 - 80, box["y"] + box["height"] / 2
-        for dy in (-30, 0, 30):  # three horizontal strokes across the middle of the image
-            page.mouse.move(x, y + dy)
-            page.mouse.down()
-            for step in range(1, 11):
-                page.mouse.move(x + 16 * step, y + dy)
-            page.mouse.up()
-        page.get_by_role("button", name="Use the drawing as the target").click()
+        paint_stripes(page)
         deadline = time.monotonic() + 120
         while dice_shown(page) == example_dice and time.monotonic() < deadline:
             time.sleep(0.5)
@@ -725,16 +731,16 @@ def test_browser_counts_a_dsb_example_and_its_label_image_holds_that_many_ids(
 
 
 @browser_test
-@pytest.mark.xfail(strict=False, reason="flaky: its wait for the kept pair's row in the Dataframe "
-                   "passed in the full suite and timed out alone (issue 26, open)")  # fmt: skip
 def test_browser_fine_tunes_on_a_kept_pair_and_only_its_visitor_sees_the_model(app_url) -> None:
     with app_page(app_url) as page:
         page.get_by_text("histology-a08166d9_mask.png").first.click(timeout=60_000)
         page.locator("#count").get_by_text("target: 22").wait_for(timeout=180_000)
+        paint_stripes(page)
+        drawn = page.locator("[aria-label='histology-a08166d9_drawn_mask.png']")
+        drawn.last.wait_for(timeout=60_000)  # the painted target is the Segment tab's mask
         page.get_by_role("tab", name="Teach it your images").click()
         page.get_by_role("button", name="Keep the Segment tab's image and target").click()
-        kept = page.locator("#kept").get_by_text("histology-a08166d9").filter(visible=True)
-        kept.first.wait_for(timeout=60_000)
+        page.locator("#kept-note").get_by_text("1 pair kept.").wait_for(timeout=60_000)
         page.get_by_role("button", name="Fine-tune the chosen model on the kept pairs").click()
         done = page.locator("#finetuned")
         done.get_by_text("is ready in the model menus").wait_for(timeout=240_000)
