@@ -754,7 +754,8 @@ def teach_tab(ui: SimpleNamespace, compared: tuple[gr.Dropdown, gr.Dropdown]) ->
     session = gr.State(None, time_to_live=3600, delete_callback=lambda s: s and s.end())
     keep = gr.Button("Keep the Segment tab's image and target for fine-tuning")
     uploads = gr.File(label="Or upload pairs: NAME.png with NAME_mask.png, or a zip "
-                      "(images/, masks/)", file_count="multiple", type="filepath")  # fmt: skip
+                      "(images/, masks/)", file_count="multiple", type="filepath",
+                      elem_id="uploads")  # fmt: skip
     add = gr.Button("Keep the uploaded pairs")
     kept = gr.Dataframe(headers=["kept pairs"], interactive=False, elem_id="kept")
     kept_note = gr.Markdown("No pair kept yet.", elem_id="kept-note")

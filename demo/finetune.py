@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import os
 import secrets
 import shutil
@@ -30,7 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from trainers.data.readers import DataError, read_decoded, read_mask
+from trainers.data.readers import DataError, read_decoded, read_objects
+from trainers.objects import components
 
 SECONDS = float(os.environ.get("BIOSEG_FINETUNE_SECONDS", 90))
 MAX_PAIRS = int(os.environ.get("BIOSEG_FINETUNE_PAIRS", 32))
@@ -64,13 +66,15 @@ class Session:
         return sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
 
     def keep(self, image_file: str, mask_file: str, name: str) -> str:
-        """Keep an image with its mask (a binary mask of the image's size) as a pair; its name.
-        A DataError naming the file when the mask does not fit, the image cannot be read or a
-        limit is reached; the pairs kept before are untouched."""
+        """Keep an image with its mask (binary, or a label image: an id per object) as a pair;
+        its name. The mask is kept as a 16-bit label image (`object_labels`), so that an
+        object model can be fine-tuned on it as well as a plain one. A DataError naming the
+        file when the mask does not fit, the image cannot be read or a limit is reached; the
+        pairs kept before are untouched."""
         if len(self.pairs) >= MAX_PAIRS:
             raise DataError(f"{MAX_PAIRS} pairs are kept already (the limit): drop one first")
         pixels = read_decoded(image_file).pixels
-        mask = read_mask(mask_file)
+        mask = object_labels(mask_file)
         if mask.shape != pixels.shape[:2]:
             raise DataError(
                 f"{Path(mask_file).name}: the mask is {mask.shape[1]}x{mask.shape[0]} pixels but "
@@ -81,7 +85,7 @@ class Session:
         Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(
             self.folder / "pairs" / "images" / f"{stem}.png"
         )
-        Image.fromarray(mask.astype(np.uint8) * 255).save(
+        Image.fromarray(mask.astype(np.uint16)).save(
             self.folder / "pairs" / "masks" / f"{stem}.png"
         )
         if self.used_bytes() > MAX_BYTES:
@@ -134,10 +138,16 @@ class Session:
         token = f"yours-{secrets.token_hex(12)}"
         run = self.folder / "models" / token
         held_back = "0.34" if count >= VALIDATE_FROM else "0"
-        with _ONE_AT_A_TIME:
-            train(["--finetune", base, "--data", f"folder:{self.folder / 'pairs'}",
-                   "--time-budget", f"{seconds:g}s", "--output", str(run), "--workers", "0",
-                   "--val-fraction", held_back, "--no-evaluate"])  # fmt: skip
+        said = io.StringIO()
+        with _ONE_AT_A_TIME, contextlib.redirect_stderr(said):
+            try:
+                train(["--finetune", base, "--data", f"folder:{self.folder / 'pairs'}",
+                       "--time-budget", f"{seconds:g}s", "--output", str(run), "--workers",
+                       "0", "--val-fraction", held_back, "--no-evaluate"])  # fmt: skip
+            except SystemExit:  # the command line's one-line refusal, said on the page
+                errors = [ln for ln in said.getvalue().splitlines() if ln.startswith("error:")]
+                raise DataError(errors[-1].removeprefix("error: ") if errors else
+                                "the fine-tune stopped") from None  # fmt: skip
         label = f"{base_label} + {count} of your image{'s' if count > 1 else ''}"
         self.labels[token] = label
         REGISTRY[token] = run
@@ -171,6 +181,17 @@ class Session:
         for token in self.labels:
             REGISTRY.pop(token, None)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def object_labels(mask_file: str) -> np.ndarray:
+    """The objects of a kept mask as a label image: a label image's own ids, or, for a binary
+    mask (one value besides 0, as the painted ones are), its 4-connected components."""
+    labels = read_objects([mask_file])
+    if np.unique(labels).size <= 2:
+        labels = components(labels > 0)
+    if labels.max() > np.iinfo(np.uint16).max:
+        raise DataError(f"{Path(mask_file).name}: more than 65,535 objects")
+    return labels
 
 
 def _free_name(taken: list[str], name: str) -> str:

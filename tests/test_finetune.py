@@ -112,3 +112,31 @@ def test_a_session_fine_tunes_exports_a_loadable_zip_and_ends_private(tmp_path: 
     assert "finetune" in card and "dsb2018-unet" in card
     session.end()
     assert token not in finetune.REGISTRY and not session.folder.exists()
+
+
+def test_a_painted_binary_mask_fine_tunes_an_object_model_by_its_components(
+    tmp_path: Path,
+) -> None:
+    """A found defect: the object model refused painted masks ("no objects to part"), and the
+    refusal ended the fine-tune without a word on the page."""
+    image, mask = pair(tmp_path / "in", "painted")
+    two = np.asarray(Image.open(mask)).copy()
+    two[44:60, 4:20] = 255  # a second blob, apart from the square
+    Image.fromarray(two).save(mask)
+    session = finetune.Session.new(tmp_path)
+    stem = session.keep(str(image), str(mask), "painted")
+    kept = np.asarray(Image.open(session.folder / "pairs" / "masks" / f"{stem}.png"))
+    assert kept.dtype == np.uint16 and sorted(np.unique(kept)) == [0, 1, 2]
+    token, _ = session.finetune(str(REPO / "weights" / "dsb2018-objects"), "objects", seconds=2)
+    tuned = zoo.from_pretrained(finetune.REGISTRY[token])
+    assert tuned.num_classes == 3 and tuned.pretrained_config["objects"] is True
+    session.end()
+
+
+def test_a_refused_fine_tune_is_a_data_error_naming_the_problem(tmp_path: Path) -> None:
+    session = finetune.Session.new(tmp_path)
+    image, mask = pair(tmp_path / "in", "p")
+    session.keep(str(image), str(mask), "p")
+    with pytest.raises(DataError, match="nope"):
+        session.finetune(str(tmp_path / "nope"), "nope", seconds=2)
+    session.end()

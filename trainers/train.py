@@ -299,6 +299,7 @@ def finetune_settings(weights: str) -> dict[str, Any]:
     scale, object target and threshold (explicit flags still win)."""
     config = zoo.from_pretrained(weights).pretrained_config
     settings = {key: config[key] for key in FINETUNED if key in config}
+    settings["objects"] = bool(config.get("objects"))  # the base's target, whatever the masks
     size = config.get("input_size")
     if size:
         settings["image_size"] = int(size[0])
