@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import os
 import secrets
 import shutil
@@ -130,7 +129,8 @@ class Session:
     def finetune(self, base: str, base_label: str, seconds: float = SECONDS) -> tuple[str, str]:
         """Fine-tune the model at `base` on the kept pairs for `seconds` (one at a time on the
         server); the new model's token and label ("dsb2018-unet + 3 of your images")."""
-        from trainers.train import main as train
+        from trainers.cli import USER_ERRORS, user_message
+        from trainers.train import run_command
 
         count = len(self.pairs)
         if count == 0:
@@ -138,16 +138,14 @@ class Session:
         token = f"yours-{secrets.token_hex(12)}"
         run = self.folder / "models" / token
         held_back = "0.34" if count >= VALIDATE_FROM else "0"
-        said = io.StringIO()
-        with _ONE_AT_A_TIME, contextlib.redirect_stderr(said):
+        with _ONE_AT_A_TIME:
             try:
-                train(["--finetune", base, "--data", f"folder:{self.folder / 'pairs'}",
-                       "--time-budget", f"{seconds:g}s", "--output", str(run), "--workers",
-                       "0", "--val-fraction", held_back, "--no-evaluate"])  # fmt: skip
-            except SystemExit:  # the command line's one-line refusal, said on the page
-                errors = [ln for ln in said.getvalue().splitlines() if ln.startswith("error:")]
-                raise DataError(errors[-1].removeprefix("error: ") if errors else
-                                "the fine-tune stopped") from None  # fmt: skip
+                run_command(["--finetune", base, "--data", f"folder:{self.folder / 'pairs'}",
+                             "--time-budget", f"{seconds:g}s", "--output", str(run),
+                             "--workers", "0", "--val-fraction", held_back,
+                             "--no-evaluate"])  # fmt: skip
+            except USER_ERRORS as error:  # the command line's refusal, said on the page
+                raise DataError(user_message(error)) from None
         label = f"{base_label} + {count} of your image{'s' if count > 1 else ''}"
         self.labels[token] = label
         REGISTRY[token] = run

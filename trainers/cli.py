@@ -17,6 +17,10 @@ def exit_on_user_error() -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {user_message(error)}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def user_message(error: Exception) -> str:
+    """What a user error says (a KeyError's message without the quotes repr adds)."""
+    return str(error.args[0] if isinstance(error, KeyError) and error.args else error)

@@ -561,6 +561,14 @@ def finish(config: TrainConfig, run_dir: Path, source: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The command line: a mistake in its input ends it with one `error:` line."""
+    with exit_on_user_error():
+        run_command(argv)
+
+
+def run_command(argv: list[str] | None = None) -> Path:
+    """Train as the command line `argv` says; the run folder. A mistake in the input is a
+    ValueError, FileNotFoundError or KeyError (`trainers.cli.USER_ERRORS`) naming it."""
     parser = build_parser("python -m trainers.train", __doc__.splitlines()[0], epilog=__doc__)
     parser.add_argument(
         "--plan",
@@ -571,28 +579,27 @@ def main(argv: list[str] | None = None) -> None:
         "timed speed (saved as plan.json; explicit flags win); none: the settings' defaults",
     )
     args = parser.parse_args(argv)
-    with exit_on_user_error():
-        base, plan = None, None
-        if args.resume:
-            base = load_config_file(args.resume / "train_config.json")
-            base["output"] = str(args.resume)
-        elif getattr(args, "finetune", None):
-            base = finetune_settings(args.finetune)
-        elif (args.plan or ("none" if args.preset or args.config else "auto")) == "auto":
-            if not getattr(args, "data", None):
-                parser.error("--data KIND:PATH is required, e.g. --data drive:../shared/data/DRIVE")
-            from trainers.planning import auto_plan, planned_settings
+    base, plan = None, None
+    if args.resume:
+        base = load_config_file(args.resume / "train_config.json")
+        base["output"] = str(args.resume)
+    elif getattr(args, "finetune", None):
+        base = finetune_settings(args.finetune)
+    elif (args.plan or ("none" if args.preset or args.config else "auto")) == "auto":
+        if not getattr(args, "data", None):
+            parser.error("--data KIND:PATH is required, e.g. --data drive:../shared/data/DRIVE")
+        from trainers.planning import auto_plan, planned_settings
 
-            plan = auto_plan(args)
-            base = planned_settings(plan, getattr(args, "in_channels", plan["in_channels"]))
-        config = resolve(args, base)
-        if not config.data:
-            parser.error("--data is required, e.g. --data drive:../shared/data/DRIVE")
-        if plan:
-            from trainers.planning import check_budget
+        plan = auto_plan(args)
+        base = planned_settings(plan, getattr(args, "in_channels", plan["in_channels"]))
+    config = resolve(args, base)
+    if not config.data:
+        parser.error("--data is required, e.g. --data drive:../shared/data/DRIVE")
+    if plan:
+        from trainers.planning import check_budget
 
-            check_budget(config, plan)
-        train(config, resume=args.resume is not None, plan=plan)
+        check_budget(config, plan)
+    return train(config, resume=args.resume is not None, plan=plan)
 
 
 if __name__ == "__main__":
