@@ -127,7 +127,7 @@ def main() -> None:
     if "val" not in splits:  # the same training images as trainers.train uses
         train, _ = train_val_split(train, TrainConfig.val_fraction, seed=TrainConfig.seed)
     items = load(train, source)
-    classes = 3 if args.objects else 1
+    classes = len(source.class_names) if args.objects else 1
     model = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=classes)
     loss_of = dice_ce if args.objects else dice_bce
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -36,8 +36,8 @@ PALETTE = _palette()
 
 
 def outlines(labels: np.ndarray) -> np.ndarray:
-    """Each object's rim, one pixel wide (the object target's boundary)."""
-    return object_classes(labels) == BOUNDARY
+    """Each object's rim, one pixel wide (the object target's boundary and contact)."""
+    return object_classes(labels) >= BOUNDARY
 
 
 @dataclass(frozen=True)

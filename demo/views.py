@@ -73,7 +73,7 @@ class Prediction:
     name: str
     source: Decoded  # what the file said: pixel size, frames, window (its pixels not kept)
     intensity: np.ndarray | None = None  # H x W grey in [0, 1], float16: objects' intensity
-    object_target: bool = False  # a model of the object target (background, interior, boundary)
+    object_target: bool = False  # a model of the object target (background, interior, rim)
     target_objects: np.ndarray | None = None  # the target's objects, a label image
     still: dict[str, str] = field(default_factory=dict)  # view -> PNG file
 
@@ -186,7 +186,7 @@ def render(prediction: Prediction | None, threshold: float) -> dict[str, Any]:
         return empty | {"note": "Press **Segment** first, then move the threshold."}
     labels = labels_of(prediction, threshold)
     classes = prediction.classes
-    if prediction.object_target:  # its pixels are its foreground: interior and boundary
+    if prediction.object_target:  # its pixels are its foreground: all but the background
         labels, classes = (labels > 0).view(np.uint8), classes[:2]
     binary = len(classes) == 2
     still, rgb = prediction.still, prediction.rgb

@@ -129,7 +129,7 @@ def test_a_painted_binary_mask_fine_tunes_an_object_model_by_its_components(
     assert kept.dtype == np.uint16 and sorted(np.unique(kept)) == [0, 1, 2]
     token, _ = session.finetune(str(REPO / "weights" / "dsb2018-objects"), "objects", seconds=2)
     tuned = zoo.from_pretrained(finetune.REGISTRY[token])
-    assert tuned.num_classes == 3 and tuned.pretrained_config["objects"] is True
+    assert tuned.num_classes == 4 and tuned.pretrained_config["objects"] is True
     session.end()
 
 

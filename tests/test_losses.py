@@ -86,6 +86,19 @@ def test_loss_is_per_image_mean() -> None:
     assert dice_loss(logits, target).item() == pytest.approx(1 - (0.8 + 1.0) / 2)
 
 
+def test_batch_loss_scores_the_batch_terms_together() -> None:
+    # The same two images pooled: I = 1.5, P = 2, T = 2 (image 1 adds ~0): (3 + 1) / (4 + 1).
+    logits, target = binary_case()
+    logits = torch.cat([logits, torch.full_like(logits, -BIG)])
+    target = torch.cat([target, torch.zeros_like(target)])
+    assert dice_loss(logits, target, batch=True).item() == pytest.approx(1 - 4 / 5)
+    assert iou_loss(logits, target, batch=True).item() == pytest.approx(1 - 2.5 / 3.5)
+    # An image that predicts mass where its target is empty is no longer scored 1/3 on its own.
+    empty = torch.zeros(1, 1, 2, 2, dtype=torch.float64)  # P = 2, T = 0
+    pooled = dice_loss(torch.cat([logits[:1], empty]), target, batch=True).item()
+    assert pooled == pytest.approx(1 - 4 / 7)  # I = 1.5, P = 4, T = 2
+
+
 def test_perfect_prediction_gives_zero_loss() -> None:
     target = torch.tensor([[[1, 0], [0, 1]]])
     binary_logits = (target * 2 - 1).unsqueeze(1).double() * BIG

@@ -134,11 +134,15 @@ def test_the_object_target_parts_touching_objects_and_the_watershed_finds_them_a
     labels[1:7, 1:6], labels[1:7, 6:11] = 1, 2  # two touching 6 x 5 objects
     classes = object_classes(labels)
     assert (classes[2:6, 2:5] == 1).all() and (classes[2:6, 7:10] == 1).all()
-    assert (classes[1:7, 5:7] == 2).all()  # the seam: each object's rim, two pixels
+    assert (classes[1:7, 5:7] == 3).all()  # where they touch: each one's contact, two pixels
+    assert (classes[1, 1:5] == 2).all() and (classes[1:7, 1] == 2).all()  # the rest of the rim
+    assert (classes[1:7, 10] == 2).all() and (classes[6, 7:10] == 2).all()
     assert classes[0].sum() == 0 and (classes[labels == 0] == 0).all()
-    probabilities = np.stack([classes == c for c in range(3)]).astype(np.float32)
+    probabilities = np.stack([classes == c for c in range(4)]).astype(np.float32)
     split = objects.split_objects(probabilities)
     assert objects.object_scores(split, labels)["ap50"] == 1.0
+    earlier = np.stack([classes == 0, classes == 1, classes >= 2]).astype(np.float32)
+    assert objects.object_scores(objects.split_objects(earlier), labels)["ap50"] == 1.0  # 3 classes
     merged = objects.objects_of(1 - probabilities[:1], 0.5, object_target=False)
     assert merged.max() == 1  # the foreground alone: one blob
 
@@ -196,7 +200,7 @@ def test_a_folder_of_16_bit_label_images_has_objects_and_a_binary_one_has_none(
         Image.fromarray(mask).save(tmp_path / name / "masks" / "a.png")
     labelled = parse_spec(f"folder:{tmp_path / 'labels'}")
     assert labelled.objects and labelled.for_objects().class_names == (
-        "background", "foreground", "foreground boundary")  # fmt: skip
+        "background", "foreground", "foreground boundary", "foreground contact")  # fmt: skip
     assert labelled.for_objects().mask_mode == "objects"
     plain = parse_spec(f"folder:{tmp_path / 'binary'}")
     assert not plain.objects
@@ -231,8 +235,9 @@ def test_a_run_on_label_images_learns_the_object_target_and_is_scored_by_objects
     data = touching_pairs(tmp_path / "data")
     main(run_args(data, tmp_path / "run", "--objects", "--steps", "6", "--in-channels", "1"))
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["objects"] is True and config["num_classes"] == 3
-    assert config["classes"] == ["background", "foreground", "foreground boundary"]
+    assert config["objects"] is True and config["num_classes"] == 4
+    assert config["classes"] == [
+        "background", "foreground", "foreground boundary", "foreground contact"]  # fmt: skip
     summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
     assert summary["objects"]["true_objects_total"] == 4  # two pairs in the test split
     rows = (tmp_path / "run" / "eval" / "objects.csv").read_text().splitlines()

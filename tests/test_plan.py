@@ -54,6 +54,7 @@ def test_the_fingerprint_of_a_set_with_known_answers(tmp_path: Path) -> None:
     assert f.diameter["foreground"] == pytest.approx(2 * math.sqrt(400 / math.pi))
     mean = (500 * 1.0 + 13_900 * 100 / 255) / 14_400
     assert f.mean == pytest.approx((mean,) * 3, abs=1e-4)
+    assert f.light == 0.0  # each image's median is its ground, 100 / 255
 
 
 def fingerprint_with(width: float, side: int = 512, channels: int = 3) -> Fingerprint:
@@ -506,3 +507,24 @@ def test_the_plan_trains_the_object_target_where_the_masks_label_objects() -> No
     assert "objects" not in kept  # --no-objects wins
     plain, _ = make_plan(fingerprint_with(30.0), Hardware(threads=2))
     assert "objects" not in plain
+
+
+def test_the_plan_inverts_crops_where_the_images_have_both_grounds() -> None:
+    mixed = dataclasses.replace(fingerprint_with(30.0), light=0.2)
+    settings, reasons = make_plan(mixed, Hardware(threads=2))
+    assert settings["invert"] == 0.3
+    assert any(
+        line.startswith("invert 0.3: 20% of the images have a light ground") for line in reasons
+    )
+    for light in (0.0, 0.04, 0.96, 1.0):  # one ground, or nearly
+        assert (
+            "invert"
+            not in make_plan(dataclasses.replace(mixed, light=light), Hardware(threads=2))[0]
+        )
+    kept, _ = make_plan(mixed, Hardware(threads=2), fixed={"invert": 0.0})
+    assert "invert" not in kept  # --invert 0 wins
+
+
+def test_an_invert_probability_outside_zero_to_one_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"invert must be a probability in \[0, 1\], got 1.2"):
+        TrainConfig(data="x:y", invert=1.2)

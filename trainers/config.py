@@ -90,8 +90,14 @@ class TrainConfig:
     scale: float = setting(1.0, "train and predict at this fraction of the images' resolution")
     objects: bool = setting(
         False,
-        "learn the object target (background, interior, boundary) where the masks label each "
-        "object, and split objects by a seeded watershed; the plan turns it on for such data",
+        "learn the object target (background, interior, boundary, contact; the loss pooled over "
+        "the batch) where the masks label each object, and split objects by a seeded "
+        "watershed; the plan turns it on for such data",
+    )
+    invert: float = setting(
+        0.0,
+        "probability that a training crop is turned grey and inverted (dark objects on a light "
+        "ground become light on dark); the plan sets it where the images have both grounds",
     )
     dice_weight: float = setting(0.5, "loss = dice_weight * Dice loss + iou_weight * IoU loss")
     iou_weight: float = setting(0.5, "the IoU loss's weight (see --dice-weight)")
@@ -146,6 +152,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
                 raise ValueError(f"{name} must be a finite number >= 0 (lr > 0), got {value!r}")
+        if not 0 <= self.invert <= 1:
+            raise ValueError(f"invert must be a probability in [0, 1], got {self.invert!r}")
         check_loss_weights(self.dice_weight, self.iou_weight)
         check_scale(self.scale)
         if self.optimizer not in ("adam", "adamw"):

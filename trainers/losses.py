@@ -11,6 +11,11 @@ Empty-mask rule: the score is computed per image and per class, then averaged. W
 0), and an empty target with predicted mass ``p`` scores ``smooth / (p + smooth)``. With
 ``smooth == 0`` the both-empty ratio would be 0/0; it is defined as 1 (perfect agreement),
 never NaN. An image whose pixels are all ignored is both-empty for every class.
+
+With ``batch=True`` the terms are summed over the batch before the ratios (nnU-Net's batch
+Dice): a class absent from one crop is scored by the whole batch, so a thin, rare class (the
+object target's contacts) is not rewarded for being predicted nowhere in the many crops without
+it. The trainer pools the batch for the object target.
 """
 
 from __future__ import annotations
@@ -171,6 +176,7 @@ class DiceIoULoss(nn.Module):
 
     Dice loss is 1 - mean over images and classes of (2I + smooth) / (P + T + smooth); IoU loss
     1 - mean of (I + smooth) / (P + T - I + smooth). Weights must be >= 0 and not both 0.
+    `batch`: I, P and T summed over the batch first (one ratio per class).
 
     Shape:
         - logits: (N, 1, H, W) for binary, (N, C, H, W) with C >= 2 for multi-class.
@@ -185,9 +191,11 @@ class DiceIoULoss(nn.Module):
         smooth: float = 1.0,
         ignore_index: int | None = None,
         check_values: bool = True,
+        batch: bool = False,
     ) -> None:
         super().__init__()
         self.check_values = check_values  # False: the caller checks targets on the CPU
+        self.batch = batch  # the ratios of the whole batch's terms, not the mean of each image's
         self.smooth = _check_smooth(smooth)
         self.ignore_index = ignore_index
         check_loss_weights(dice_weight, iou_weight)
@@ -198,6 +206,8 @@ class DiceIoULoss(nn.Module):
         terms = overlap_terms(
             logits, target, ignore_index=self.ignore_index, check_values=self.check_values
         )
+        if self.batch:
+            terms = tuple(term.sum(0, keepdim=True) for term in terms)
         dice = _dice_from_terms(terms, self.smooth)
         iou = _iou_from_terms(terms, self.smooth)
         return self.dice_weight * dice + self.iou_weight * iou
@@ -205,5 +215,5 @@ class DiceIoULoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"dice_weight={self.dice_weight}, iou_weight={self.iou_weight}, "
-            f"smooth={self.smooth}, ignore_index={self.ignore_index}"
+            f"smooth={self.smooth}, ignore_index={self.ignore_index}, batch={self.batch}"
         )

@@ -64,20 +64,21 @@ def components(mask: np.ndarray) -> np.ndarray:
     return labels.astype(np.int32, copy=False)
 
 
-MIN_AREA = 20  # pixels: a smaller split-off piece is a fragment, not an object
+MIN_AREA = 40  # pixels: a smaller split-off piece is a fragment, not an object
 
 
 def split_objects(probabilities: np.ndarray, min_area: int = MIN_AREA) -> np.ndarray:
-    """The objects (int32 label image) of the object target's 3 x H x W probabilities
-    (background, interior, boundary): each connected interior (interior the most probable
-    class, opened by one pixel so that a thread does not join two) is a seed, grown by a
-    watershed over the boundary probability through the foreground (background below one half);
+    """The objects (int32 label image) of the object target's K x H x W probabilities
+    (background, interior, boundary, contact; a model of the earlier target has no contact
+    channel): each connected interior (interior the most probable class, opened by one pixel
+    so that a thread does not join two) is a seed, grown by a watershed over the boundary and
+    contact probability through the foreground (background below one half);
     foreground that no seed reaches is an object of its own; objects under `min_area` pixels are
     dropped. The opening and `MIN_AREA` were chosen on DSB 2018's validation images
     (docs/objects.md)."""
     from skimage.segmentation import watershed
 
-    background, _, boundary = probabilities
+    background, boundary = probabilities[0], probabilities[2:].sum(0)
     seeds = components(ndimage.binary_opening(probabilities.argmax(0) == 1))
     foreground = background < 0.5
     labels = watershed(boundary, markers=seeds, mask=foreground).astype(np.int32)

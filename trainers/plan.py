@@ -32,6 +32,8 @@ ALLOWANCE = 20 * 60.0  # seconds a run allows itself without --time-budget
 TRAINING_SHARE = 0.8  # of the time allowed: the rest for validation, checkpoints, the loader
 VALIDATIONS = 20  # validations (and checkpoints) per run
 WIDTHS = {"cpu": (16, 32), "gpu": (32, 64)}  # the unet widths a plan tries, smallest first
+MIXED_GROUNDS = 0.05  # both grounds are common when each holds at least this share of images
+INVERT = 0.3  # then this share of training crops is turned grey and inverted
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ def make_plan(
         "mean": list(f.mean),
         "std": [max(s, 1e-3) for s in f.std],
     }
-    return settings | _objects(f, fixed, reasons), reasons
+    return settings | _objects(f, fixed, reasons) | _invert(f, fixed, reasons), reasons
 
 
 def _objects(f: Fingerprint, fixed: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
@@ -168,11 +170,24 @@ def _objects(f: Fingerprint, fixed: dict[str, Any], reasons: list[str]) -> dict[
     if not f.objects or "objects" in fixed:
         return {}
     reasons.append(
-        "objects: the masks label each object, so the model learns background, interior and "
-        "boundary, and a seeded watershed parts touching objects (--no-objects: the "
-        "foreground alone)"
+        "objects: the masks label each object, so the model learns background, interior, "
+        "boundary and where objects touch, its loss pooled over the batch, and a seeded "
+        "watershed parts touching objects (--no-objects: the foreground alone)"
     )
     return {"objects": True}
+
+
+def _invert(f: Fingerprint, fixed: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
+    """Grey inverted crops where the images have both a light and a dark ground (objects dark on
+    light in some, light on dark in others), unless a flag says otherwise."""
+    if "invert" in fixed or not MIXED_GROUNDS <= f.light <= 1 - MIXED_GROUNDS:
+        return {}
+    reasons.append(
+        f"invert {INVERT:g}: {f.light:.0%} of the images have a light ground and "
+        f"{1 - f.light:.0%} a dark one, so that share of crops is turned grey and inverted "
+        "and each kind also learns from the other (--invert 0: never)"
+    )
+    return {"invert": INVERT}
 
 
 def _patches(f: Fingerprint, crop: int, scale: float, reasons: list[str]) -> int:

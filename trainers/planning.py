@@ -14,11 +14,21 @@ from trainers.budget import parse_duration
 from trainers.config import FIELDS, TrainConfig
 from trainers.data import parse_spec
 from trainers.data.fingerprint import describe, fingerprint
+from trainers.data.targets import OBJECT_CLASSES
 from trainers.plan import Candidate, Hardware, make_plan
 from trainers.steps import time_step
 
 # Explicit flags the plan builds around (the candidates it times keep them).
-KEPT = ("model", "model_kwargs", "image_size", "batch_size", "steps", "precision", "objects")
+KEPT = (
+    "model",
+    "model_kwargs",
+    "image_size",
+    "batch_size",
+    "steps",
+    "precision",
+    "objects",
+    "invert",
+)
 MIN_IMAGES = 2  # one to train on and one to validate
 
 
@@ -43,7 +53,7 @@ def auto_plan(args: argparse.Namespace) -> dict[str, Any]:
     num_classes = len(measured.foreground) if len(measured.foreground) > 1 else 1
     num_classes += num_classes > 1  # and the background
     if getattr(args, "objects", measured.objects):
-        num_classes = 3  # background, interior, boundary
+        num_classes = len(OBJECT_CLASSES)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     hardware = Hardware.detect()
     timings: dict[str, float] = {}

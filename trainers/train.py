@@ -145,7 +145,7 @@ def make_datasets(config: TrainConfig, spec: zoo.ModelSpec, rank: int):
         "palette": source.palette,
         "scale": config.scale,
     }
-    augment = train_transform(config.image_size, mean=spec.mean, std=spec.std)
+    augment = train_transform(config.image_size, mean=spec.mean, std=spec.std, invert=config.invert)
     train_set = SegmentationDataset(
         train, augment, patches_per_image=config.patches_per_image, **common
     )
@@ -420,7 +420,9 @@ def train_steps(run: Run, loader: DataLoader, state: RunState) -> RunState:
     `run.val_every` steps and at the end. The loss stays on the device and is read once per
     interval; the clock is shared between ranks every CHECK_EVERY steps."""
     config, device = run.config, next(run.model.parameters()).device
-    loss_fn = DiceIoULoss(config.dice_weight, config.iou_weight, check_values=False)
+    loss_fn = DiceIoULoss(  # the object target's thin classes: scored over the batch
+        config.dice_weight, config.iou_weight, check_values=False, batch=config.objects
+    )
     scaler = grad_scaler(run.precision, device)
     rank = dist.get_rank() if dist.is_initialized() else 0
     bar = tqdm(total=run.budget.steps or None, initial=state.step, disable=rank != 0,

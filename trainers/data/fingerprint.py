@@ -38,6 +38,7 @@ class Fingerprint:
     ]  # class -> median connected-component diameter (of a disc of its area)
     empty: int  # images whose target has no foreground
     objects: bool = False  # the masks label each object (DatasetSource.objects)
+    light: float = 0.0  # fraction of the images on a light ground (median intensity above 1/2)
 
 
 def _bits(image: np.ndarray) -> int:
@@ -55,7 +56,7 @@ def fingerprint(source: DatasetSource, *, limit: int = 100) -> Fingerprint:
         raise ValueError(f"{source.kind}:{source.root} has no training images to fingerprint")
     chosen = samples[:: max(1, -(-len(samples) // limit))]
     names = list(source.class_names)
-    shapes, channels, bits, roi_pixels = [], [], [], 0
+    shapes, channels, bits, roi_pixels, light = [], [], [], 0, 0
     moments: dict[int, np.ndarray] = {}  # channels -> (sum, sum of squares, count) per channel
     pixels = dict.fromkeys(names[1:], 0)
     # class -> (width, diameter, area) of each component
@@ -66,6 +67,7 @@ def fingerprint(source: DatasetSource, *, limit: int = 100) -> Fingerprint:
         shapes.append(image.shape[:2])
         channels.append(image.shape[2])
         bits.append(_bits(image))
+        light += float(np.median(image[roi])) > 0.5 if roi.any() else 0
         inside = image[roi].astype(np.float64)  # N x C
         moments[image.shape[2]] = moments.get(image.shape[2], 0) + np.stack(
             [inside.sum(0), (inside**2).sum(0), np.full(image.shape[2], len(inside))]
@@ -102,6 +104,7 @@ def fingerprint(source: DatasetSource, *, limit: int = 100) -> Fingerprint:
         diameter={name: _weighted_median(found, 1) for name, found in objects.items()},
         empty=empty,
         objects=source.objects,
+        light=light / len(chosen),
     )
 
 
@@ -122,6 +125,8 @@ def describe(f: Fingerprint) -> list[str]:
         f"(height x width), min {f.heights[1]}x{f.widths[1]}, max {f.heights[2]}x{f.widths[2]}",
         f"channels: {f.channels}, {f.bits}-bit; intensity mean {list(f.mean)}, std {list(f.std)}",
         f"empty targets: {f.empty}",
+        f"ground: {f.light:.0%} of the images light (median intensity above one half), "
+        f"{1 - f.light:.0%} dark",
         "objects: " + ("each labelled (a file or id per object)" if f.objects else "not labelled"),
     ]
     for name in f.foreground:

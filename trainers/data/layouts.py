@@ -87,7 +87,7 @@ class DatasetSource:
 
     def for_objects(self) -> DatasetSource:
         """This data set with the object target (`trainers.data.targets`): its classes
-        background, the thing and the thing's boundary, e.g. "nucleus boundary"."""
+        background, the thing, its boundary and its contacts, e.g. "nucleus boundary"."""
         if not self.objects:
             raise DataError(
                 f"{self.kind}:{self.root}: its masks do not label each object (a mask file per "

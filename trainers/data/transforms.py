@@ -21,7 +21,13 @@ from torchvision.transforms.v2 import functional as F
 
 from zoo import normalize
 
-__all__ = ["RandomAffineCrop", "SegmentationTransform", "eval_transform", "train_transform"]
+__all__ = [
+    "RandomAffineCrop",
+    "RandomGreyInvert",
+    "SegmentationTransform",
+    "eval_transform",
+    "train_transform",
+]
 
 
 class SegmentationTransform:
@@ -121,6 +127,32 @@ class RandomAffineCrop(v2.Transform):
         return F.center_crop(turned, [self.size, self.size])
 
 
+class RandomGreyInvert(v2.Transform):
+    """With probability ``p``, the image turned grey (each channel the mean of its channels) and
+    inverted, so that light objects on a dark ground become dark on a light one and the other
+    way round; masks and roi are untouched."""
+
+    _transformed_types = (tv_tensors.Image,)
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        self.p = float(p)
+
+    def make_params(self, flat_inputs: list) -> dict:
+        return {"apply": bool(torch.rand(()) < self.p)}
+
+    def transform(self, inpt: Tensor, params: dict) -> Tensor:
+        if not params["apply"]:
+            return inpt
+        top = 255 if inpt.dtype == torch.uint8 else 1
+        grey = inpt.float().mean(dim=-3, keepdim=True).expand_as(inpt)
+        return tv_tensors.wrap((top - grey).round_() if top == 255 else top - grey, like=inpt).to(
+            inpt.dtype
+        )
+
+
 def train_transform(
     size: int,
     *,
@@ -129,12 +161,13 @@ def train_transform(
     scale: tuple[float, float] = (0.75, 1.25),
     rotation: float = 15.0,
     jitter: float = 0.1,
+    invert: float = 0.0,
 ) -> SegmentationTransform:
     """A random ``size`` x ``size`` crop with random scale and rotation (`RandomAffineCrop`),
     then flips and colour jitter on the crop alone.
 
     Images smaller than ``size`` are padded (image 0, mask 0, roi False). ``jitter`` is the
-    brightness, contrast and saturation range.
+    brightness, contrast and saturation range; ``invert`` the probability of `RandomGreyInvert`.
     """
     steps = v2.Compose(
         [
@@ -142,6 +175,7 @@ def train_transform(
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
             v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
+            RandomGreyInvert(invert),
         ]
     )
     return SegmentationTransform(steps, mean=mean, std=std)
