@@ -23,6 +23,7 @@ __all__ = ["OBJECT_CLASSES", "object_classes"]
 
 BACKGROUND, INTERIOR, BOUNDARY, CONTACT = 0, 1, 2, 3
 OBJECT_CLASSES = ("background", "{thing}", "{thing} boundary", "{thing} contact")
+CONTACT_WIDTH = 1  # pixels: an object's pixels this near another object are its contact (2 tried)
 """The class names of the object target, `{thing}` the data set's (e.g. nucleus)."""
 
 
@@ -36,8 +37,9 @@ def object_classes(labels: np.ndarray) -> np.ndarray:
     classes = np.where(labels > 0, INTERIOR, BACKGROUND).astype(np.int64)
     classes[rim & (labels > 0)] = BOUNDARY
     others = np.where(labels > 0, labels, np.iinfo(labels.dtype).max)
-    touching = (ndimage.maximum_filter(labels, size=3) > labels) | (
-        ndimage.minimum_filter(others, size=3) < labels
+    near = 2 * CONTACT_WIDTH + 1
+    touching = (ndimage.maximum_filter(labels, size=near) > labels) | (
+        ndimage.minimum_filter(others, size=near) < labels
     )
     classes[touching & (labels > 0)] = CONTACT
     return classes
