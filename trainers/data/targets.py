@@ -23,8 +23,8 @@ __all__ = ["OBJECT_CLASSES", "object_classes"]
 
 BACKGROUND, INTERIOR, BOUNDARY, CONTACT = 0, 1, 2, 3
 OBJECT_CLASSES = ("background", "{thing}", "{thing} boundary", "{thing} contact")
-CONTACT_WIDTH = 1  # pixels: an object's pixels this near another object are its contact (2 tried)
 """The class names of the object target, `{thing}` the data set's (e.g. nucleus)."""
+CONTACT_WIDTH = 1  # pixels: an object's pixels this near another object are its contact (2 tried)
 
 
 def object_classes(labels: np.ndarray) -> np.ndarray:
@@ -36,7 +36,7 @@ def object_classes(labels: np.ndarray) -> np.ndarray:
     )
     classes = np.where(labels > 0, INTERIOR, BACKGROUND).astype(np.int64)
     classes[rim & (labels > 0)] = BOUNDARY
-    others = np.where(labels > 0, labels, np.iinfo(labels.dtype).max)
+    others = np.where(labels > 0, labels, labels.max() + 1)  # background above every id
     near = 2 * CONTACT_WIDTH + 1
     touching = (ndimage.maximum_filter(labels, size=near) > labels) | (
         ndimage.minimum_filter(others, size=near) < labels

@@ -146,11 +146,9 @@ class RandomGreyInvert(v2.Transform):
     def transform(self, inpt: Tensor, params: dict) -> Tensor:
         if not params["apply"]:
             return inpt
-        top = 255 if inpt.dtype == torch.uint8 else 1
         grey = inpt.float().mean(dim=-3, keepdim=True).expand_as(inpt)
-        return tv_tensors.wrap((top - grey).round_() if top == 255 else top - grey, like=inpt).to(
-            inpt.dtype
-        )
+        inverted = (255 - grey).round() if inpt.dtype == torch.uint8 else 1 - grey
+        return tv_tensors.wrap(inverted.to(inpt.dtype), like=inpt)
 
 
 def train_transform(
