@@ -10,9 +10,9 @@ set's val split, or the same seeded 20% held out, is left unused). Needs
 `pip install -r benchmarks/requirements.txt`; bioseg itself does not depend on smp.
 
 With `--objects` (issue 24's plain alternative to Cellpose) it learns bioseg's object target
-(background, interior, boundary: `trainers.data.targets`) with soft Dice + cross-entropy over
-the three classes, its objects split by the same watershed (`trainers.objects.split_objects`),
-and is scored by the object metrics:
+(background, interior, boundary, contact: `trainers.data.targets`) with soft Dice +
+cross-entropy over the target's classes, its objects split by the same watershed
+(`trainers.objects.split_objects`), and is scored by the object metrics:
 
     python benchmarks/peer_smp.py --data dsb2018:../shared/data/DSB2018-nuclei --objects
 """
@@ -93,7 +93,7 @@ def dice_ce(logits: Tensor, target: Tensor) -> Tensor:
 @torch.no_grad()
 def predict(model: torch.nn.Module, image: Tensor) -> np.ndarray:
     """Probabilities K x H x W for a whole image, padded to a multiple of 32 and cropped back:
-    sigmoid for one class, softmax for the object target's three."""
+    sigmoid for one class, softmax for the object target's classes."""
     height, width = image.shape[1:]
     padded = F.pad(image[None], (0, -width % 32, 0, -height % 32), mode="reflect")
     logits = model(padded)[0, :, :height, :width]

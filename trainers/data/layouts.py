@@ -75,7 +75,7 @@ class DatasetSource:
     find: Callable[[Path], Splits] = field(repr=False, compare=False)
     palette: Palette | None = None  # RGB colour -> class, for colour-coded masks
     objects: bool = False  # the masks label each object (a file per object, or label images)
-    object_target: bool = False  # trained on the object target (background, interior, boundary)
+    object_target: bool = False  # trained on the object target (background, interior, rim, contact)
 
     @property
     def mask_mode(self) -> MaskMode:

@@ -28,7 +28,7 @@ CONTACT_WIDTH = 1  # pixels: an object's pixels this near another object are its
 
 
 def object_classes(labels: np.ndarray) -> np.ndarray:
-    """The three-class target (int64 H x W: background, interior, boundary) of a label image
+    """The object target (int64 H x W: background, interior, boundary, contact) of a label image
     (H x W integers, 0 background, one id per object)."""
     labels = np.asarray(labels)
     rim = (ndimage.maximum_filter(labels, size=3) != labels) | (
