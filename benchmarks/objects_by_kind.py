@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo
 from benchmarks.pick_examples import KINDS, kind_of
+from trainers.cli import exit_on_user_error
+from trainers.config import TrainConfig
 from trainers.data.layouts import parse_spec, train_val_split
 from trainers.data.readers import read_image, read_objects
 from trainers.objects import MIN_AREA, object_scores, split_objects
@@ -32,7 +34,9 @@ from trainers.scoring import predict_probabilities
 def samples_of(data: Path, split: str) -> list:
     """The test split, or the validation images a training run holds out of the training split."""
     splits = parse_spec(f"dsb2018:{data}").splits()
-    return splits["test"] if split == "test" else train_val_split(splits["train"], 0.2, seed=0)[1]
+    if split == "test":
+        return splits["test"]
+    return train_val_split(splits["train"], TrainConfig.val_fraction, seed=TrainConfig.seed)[1]
 
 
 def main() -> None:
@@ -63,4 +67,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with exit_on_user_error():
+        main()

@@ -67,8 +67,8 @@ def fingerprint(source: DatasetSource, *, limit: int = 100) -> Fingerprint:
         shapes.append(image.shape[:2])
         channels.append(image.shape[2])
         bits.append(_bits(image))
-        light += float(np.median(image[roi])) > 0.5 if roi.any() else 0
         inside = image[roi].astype(np.float64)  # N x C
+        light += bool(len(inside)) and float(np.median(inside)) > 0.5
         moments[image.shape[2]] = moments.get(image.shape[2], 0) + np.stack(
             [inside.sum(0), (inside**2).sum(0), np.full(image.shape[2], len(inside))]
         )

@@ -167,16 +167,15 @@ def train_transform(
     Images smaller than ``size`` are padded (image 0, mask 0, roi False). ``jitter`` is the
     brightness, contrast and saturation range; ``invert`` the probability of `RandomGreyInvert`.
     """
-    steps = v2.Compose(
-        [
-            RandomAffineCrop(size, rotation=rotation, scale=scale),
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-            v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
-            RandomGreyInvert(invert),
-        ]
-    )
-    return SegmentationTransform(steps, mean=mean, std=std)
+    steps = [
+        RandomAffineCrop(size, rotation=rotation, scale=scale),
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
+    ]
+    if invert:  # else no draw: the crops of a seed stay those it gave before --invert existed
+        steps.append(RandomGreyInvert(invert))
+    return SegmentationTransform(v2.Compose(steps), mean=mean, std=std)
 
 
 def eval_transform(
