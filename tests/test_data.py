@@ -440,6 +440,29 @@ def test_dataset_patches_are_fresh_random_crops() -> None:
     assert batch["mask"].shape == (2, 96, 96) and batch["id"] == ["21", "21"]
 
 
+def test_balance_grounds_repeats_the_rarer_grounds_images(tmp_path: Path) -> None:
+    samples = []
+    for index, level in enumerate((20, 30, 40, 50, 60, 70, 230)):  # six dark grounds, one light
+        image = np.full((8, 8), level, np.uint8)
+        mask = np.zeros((8, 8), np.uint8)
+        mask[2:4, 2:4] = 255
+        samples.append(
+            Sample(
+                f"s{index}",
+                save(tmp_path / f"s{index}.png", image),
+                (save(tmp_path / f"s{index}_mask.png", mask),),
+            )
+        )
+    dataset = SegmentationDataset(samples, eval_transform(), patches_per_image=2)
+    dataset.keep_all()
+    assert dataset.balance_grounds() == (1, 6)
+    ids = [dataset[i]["id"] for i in range(len(dataset))]
+    assert len(ids) == (6 + 6) * 2  # the light image six times, each with its two crops
+    assert ids.count("s6") == 12 and ids.count("s0") == 2
+    one_ground = SegmentationDataset(samples[:6], eval_transform(), patches_per_image=2)
+    assert one_ground.balance_grounds() == (0, 6) and len(one_ground) == 12  # read, unchanged
+
+
 def test_dataset_reads_lazily_and_checks_arguments(tmp_path: Path) -> None:
     ghost = Sample("ghost", tmp_path / "ghost.png", (tmp_path / "ghost_mask.png",))
     dataset = SegmentationDataset([ghost], eval_transform(mean=MEAN, std=STD))

@@ -20,7 +20,7 @@ from trainers.budget import Budget, cosine, parse_duration
 from trainers.config import FIELDS, TrainConfig
 from trainers.data import parse_spec, train_transform
 from trainers.data.dataset import SegmentationDataset
-from trainers.data.fingerprint import Fingerprint, fingerprint
+from trainers.data.fingerprint import Fingerprint, fingerprint, light_ground
 from trainers.plan import Candidate, Hardware, make_plan
 from trainers.planning import check_budget
 from trainers.train import main
@@ -523,6 +523,25 @@ def test_the_plan_inverts_crops_where_the_images_have_both_grounds() -> None:
         )
     kept, _ = make_plan(mixed, Hardware(threads=2), fixed={"invert": 0.0})
     assert "invert" not in kept  # --invert 0 wins
+
+
+def test_a_light_ground_is_a_median_above_one_half_of_the_pixels_scale() -> None:
+    assert light_ground(np.array([0, 200, 128], np.uint8))  # median 128 of 255
+    assert not light_ground(np.array([0, 200, 127], np.uint8))
+    assert light_ground(np.array([0.6, 0.9, 0.1], np.float32))
+    assert not light_ground(np.array([0.4, 0.9, 0.1], np.float32))
+    assert not light_ground(np.zeros(0, np.float32))  # no pixels inside the roi
+
+
+def test_the_plan_balances_the_grounds_where_the_images_have_both() -> None:
+    mixed = dataclasses.replace(fingerprint_with(30.0), light=0.2)
+    settings, reasons = make_plan(mixed, Hardware(threads=2))
+    assert settings["balance_grounds"] is True
+    assert any(line.startswith("grounds balanced: 20% of the images") for line in reasons)
+    single = dataclasses.replace(mixed, light=0.0)
+    assert "balance_grounds" not in make_plan(single, Hardware(threads=2))[0]
+    kept, _ = make_plan(mixed, Hardware(threads=2), fixed={"balance_grounds": False})
+    assert "balance_grounds" not in kept and kept["invert"] == 0.3  # the flag wins alone
 
 
 def test_an_invert_probability_outside_zero_to_one_is_refused() -> None:

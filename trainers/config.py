@@ -99,6 +99,11 @@ class TrainConfig:
         "probability that a training crop is turned grey and inverted (dark objects on a light "
         "ground become light on dark); the plan sets it where the images have both grounds",
     )
+    balance_grounds: bool = setting(
+        False,
+        "repeat the images of the rarer ground (light or dark) so that each ground gives about "
+        "as many training crops; the plan turns it on where the images have both grounds",
+    )
     dice_weight: float = setting(0.5, "loss = dice_weight * Dice loss + iou_weight * IoU loss")
     iou_weight: float = setting(0.5, "the IoU loss's weight (see --dice-weight)")
     val_fraction: float = setting(0.2, "fraction held out for validation without a val split")

@@ -162,7 +162,7 @@ def make_plan(
         "mean": list(f.mean),
         "std": [max(s, 1e-3) for s in f.std],
     }
-    return settings | _objects(f, fixed, reasons) | _invert(f, fixed, reasons), reasons
+    return settings | _objects(f, fixed, reasons) | _grounds(f, fixed, reasons), reasons
 
 
 def _objects(f: Fingerprint, fixed: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
@@ -177,17 +177,27 @@ def _objects(f: Fingerprint, fixed: dict[str, Any], reasons: list[str]) -> dict[
     return {"objects": True}
 
 
-def _invert(f: Fingerprint, fixed: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
-    """Grey inverted crops where the images have both a light and a dark ground (objects dark on
-    light in some, light on dark in others), unless a flag says otherwise."""
-    if "invert" in fixed or not MIXED_GROUNDS <= f.light <= 1 - MIXED_GROUNDS:
+def _grounds(f: Fingerprint, fixed: dict[str, Any], reasons: list[str]) -> dict[str, Any]:
+    """Where the images have both a light and a dark ground (objects dark on light in some,
+    light on dark in others): grey inverted crops, and the rarer ground's images repeated so
+    that each ground gives as many crops, unless flags say otherwise."""
+    if not MIXED_GROUNDS <= f.light <= 1 - MIXED_GROUNDS:
         return {}
-    reasons.append(
-        f"invert {INVERT:g}: {f.light:.0%} of the images have a light ground and "
-        f"{1 - f.light:.0%} a dark one, so that share of crops is turned grey and inverted "
-        "and each kind also learns from the other (--invert 0: never)"
-    )
-    return {"invert": INVERT}
+    mixed = f"{f.light:.0%} of the images have a light ground and {1 - f.light:.0%} a dark one"
+    chosen: dict[str, Any] = {}
+    if "invert" not in fixed:
+        reasons.append(
+            f"invert {INVERT:g}: {mixed}, so that share of crops is turned grey and inverted "
+            "and each kind also learns from the other (--invert 0: never)"
+        )
+        chosen["invert"] = INVERT
+    if "balance_grounds" not in fixed:
+        reasons.append(
+            f"grounds balanced: {mixed}, so the rarer ground's images are repeated until each "
+            "ground gives about as many crops a pass (--no-balance-grounds: as they come)"
+        )
+        chosen["balance_grounds"] = True
+    return chosen
 
 
 def _patches(f: Fingerprint, crop: int, scale: float, reasons: list[str]) -> int:

@@ -28,6 +28,7 @@ KEPT = (
     "precision",
     "objects",
     "invert",
+    "balance_grounds",
 )
 MIN_IMAGES = 2  # one to train on and one to validate
 

@@ -154,6 +154,10 @@ def make_datasets(config: TrainConfig, spec: zoo.ModelSpec, rank: int):
         kept = dataset.keep_all()  # before the workers start: they inherit the decoded set
         if not kept and rank == 0:
             print(f"the {name} images are too large to keep decoded: read again for each crop")
+    if config.balance_grounds:
+        light, dark = train_set.balance_grounds()
+        if rank == 0:
+            print(f"grounds: {light} training images light, {dark} dark; the rarer repeated")
     binary = len(source.class_names) == 2  # one output channel, sigmoid
     return train_set, val_set, (1 if binary else len(source.class_names)), source
 

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from zoo import match_channels
 from zoo._spec import check_scale, rescale
 
+from .fingerprint import light_ground
 from .layouts import Sample
 from .readers import MaskMode, Palette, read_sample
 
@@ -33,8 +34,9 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
     The mask holds 0/1 (binary) or class ids (labels); the roi is all True where a sample has none
     (the transform pads it with False). Images are converted to ``in_channels`` (grey repeated to
     RGB, RGB averaged to grey). With ``patches_per_image`` > 1 every sample appears that many
-    times, each index a fresh random crop. Files are read on first use; the last ``cache_size``
-    decoded samples are kept, and `keep_all` keeps every sample decoded for the whole run. With
+    times, each index a fresh random crop (`balance_grounds` repeats the rarer ground's). Files
+    are read on first use; the last ``cache_size`` decoded samples are kept, and `keep_all` keeps
+    every sample decoded for the whole run. With
     ``scale`` below 1 each sample is resized by it as it is read (the image antialiased, mask
     and roi by nearest neighbour), for models trained at a reduced resolution.
     """
@@ -72,14 +74,15 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
         self.scale = check_scale(scale)
         self._cache: OrderedDict[int, Arrays] = OrderedDict()
         self._kept: dict[int, Arrays] = {}
+        self._positions = np.repeat(np.arange(len(self.samples)), patches_per_image)
 
     def __len__(self) -> int:
-        return len(self.samples) * self.patches_per_image
+        return len(self._positions)
 
     def __getitem__(self, index: int) -> dict[str, Tensor | str]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} items")
-        position = (index % len(self)) // self.patches_per_image
+        position = int(self._positions[index])
         image, mask, roi = self.transform(*self._arrays(position))
         return {"image": image, "mask": mask, "roi": roi, "id": self.samples[position].id}
 
@@ -101,6 +104,25 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
         self._kept = kept
         self._cache.clear()
         return True
+
+    def balance_grounds(self) -> tuple[int, int]:
+        """Repeat each image of the rarer ground (light or dark, as `light_ground` tells) so that
+        the two grounds give about as many crops a pass; the (light, dark) image counts. With a
+        single ground nothing changes."""
+        light = np.array(
+            [
+                light_ground(image[roi])
+                for image, _, roi in map(self._arrays, range(len(self.samples)))
+            ]
+        )
+        counts = int(light.sum()), int((~light).sum())
+        if min(counts):
+            rarer = light if counts[0] < counts[1] else ~light
+            repeats = np.where(rarer, round(max(counts) / min(counts)), 1)
+            self._positions = np.repeat(
+                np.arange(len(self.samples)), repeats * self.patches_per_image
+            )
+        return counts
 
     def _arrays(self, position: int) -> Arrays:
         if position in self._kept:

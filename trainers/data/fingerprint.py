@@ -68,7 +68,7 @@ def fingerprint(source: DatasetSource, *, limit: int = 100) -> Fingerprint:
         channels.append(image.shape[2])
         bits.append(_bits(image))
         inside = image[roi].astype(np.float64)  # N x C
-        light += bool(len(inside)) and float(np.median(inside)) > 0.5
+        light += light_ground(inside)
         moments[image.shape[2]] = moments.get(image.shape[2], 0) + np.stack(
             [inside.sum(0), (inside**2).sum(0), np.full(image.shape[2], len(inside))]
         )
@@ -106,6 +106,13 @@ def fingerprint(source: DatasetSource, *, limit: int = 100) -> Fingerprint:
         objects=source.objects,
         light=light / len(chosen),
     )
+
+
+def light_ground(pixels: np.ndarray) -> bool:
+    """Whether an image's pixels (inside its roi, any shape) lie on a light ground: their median
+    intensity above one half (0..1 scale, or 0..255 for uint8)."""
+    top = 255 if pixels.dtype == np.uint8 else 1
+    return bool(pixels.size) and float(np.median(pixels)) > top / 2
 
 
 def _weighted_median(objects: list[np.ndarray], row: int) -> float:
