@@ -157,7 +157,8 @@ def make_datasets(config: TrainConfig, spec: zoo.ModelSpec, rank: int):
     if config.balance_grounds:
         light, dark = train_set.balance_grounds()
         if rank == 0:
-            print(f"grounds: {light} training images light, {dark} dark; the rarer repeated")
+            done = "the rarer repeated" if light and dark else "one ground: nothing repeated"
+            print(f"grounds: {light} training images light, {dark} dark; {done}")
     binary = len(source.class_names) == 2  # one output channel, sigmoid
     return train_set, val_set, (1 if binary else len(source.class_names)), source
 
