@@ -45,14 +45,20 @@ from demo.views import (
     class_names,
     labels_of,
     metric_rows,
-    output_dir,
     read_target,
     render,
+    sessions_dir,
     target_objects,
     write_png,
 )
 from trainers.data.medical import Decoded
-from trainers.data.readers import DataError, check_pixel_count, decoding, read_decoded
+from trainers.data.readers import (
+    DataError,
+    check_pixel_count,
+    decoding,
+    read_decoded,
+    set_pixel_limit,
+)
 from zoo._hub import check_repo_id, download_file
 
 LOG = logging.getLogger("bioseg.app")
@@ -60,6 +66,7 @@ ROOT = Path(__file__).resolve().parent
 BUNDLED = ROOT / "weights"
 RUNS = Path(os.environ.get("BIOSEG_RUNS", ROOT / "runs"))  # local training runs, listed too
 MAX_PIXELS = int(os.environ.get("BIOSEG_APP_MAX_PIXELS", 8192 * 8192))  # refused before decoding
+set_pixel_limit(MAX_PIXELS)  # every reader's, and Pillow's, for the whole server; never lifted
 # A model id typed by a visitor may describe any model: refused above this, before download.
 MAX_PARAMETERS = int(os.environ.get("BIOSEG_APP_MAX_PARAMETERS", 400_000_000))
 # A real fundus photograph that scikit-image ships, for the DRIVE model (it has no target).
@@ -105,10 +112,11 @@ def test_summary(folder: Path) -> dict | None:
 MAX_SUMMARY_BYTES = 1_000_000  # a Hub repo's summary.json is read only below this size
 
 
-def hub_test_summary(repo_id: str) -> dict | None:
-    """summary.json of a Hub repo (trainers.push uploads it); None when absent or too large."""
+def hub_test_summary(repo_id: str, token: bool | None) -> dict | None:
+    """summary.json of a Hub repo (trainers.push uploads it), fetched with `token` (None: the
+    host's, for listed repos; False: none, for typed ones); None when absent or too large."""
     try:
-        path = download_file(repo_id, None, "summary.json")
+        path = download_file(repo_id, None, "summary.json", token=token)
         if path.stat().st_size > MAX_SUMMARY_BYTES:
             return None
         return json.loads(path.read_text(encoding="utf-8"))
@@ -148,10 +156,11 @@ def listed_models(choices: dict[str, str]) -> list[Listed]:
     return sorted(found, key=lambda model: -model.test_dice)
 
 
-def load_model(location: str) -> Served:
-    """The model at `location`, loaded once and shared (see `demo.serving.ModelShelf`); a
-    visitor's fine-tuned model, from its session's folder (the last four kept loaded)."""
-    if location in {str(path) for path in finetune.REGISTRY.values()}:
+def load_model(location: str, session: finetune.Session | None = None) -> Served:
+    """The model at `location`, loaded once and shared (see `demo.serving.ModelShelf`); one of
+    the visitor's own fine-tuned models, from its session's folder (the last four kept
+    loaded), where `session` holds it."""
+    if session is not None and location in {str(p) for p in session.models.values()}:
         return _finetuned(location)
     return SHELF.get(location, listed=location in CHOICES.values())
 
@@ -161,15 +170,15 @@ def _finetuned(location: str) -> Served:
     return serve(location, ARGS.engine)
 
 
-def resolve_location(choice: str | None) -> str:
-    """A dropdown label, a visitor's fine-tuned model by its token, or a Hub id typed into the
-    box (never a path on this server)."""
+def resolve_location(choice: str | None, session: finetune.Session | None = None) -> str:
+    """A dropdown label, one of this visitor's fine-tuned models by its token (found in their
+    own session only), or a Hub id typed into the box (never a path on this server)."""
     if not choice:
         raise gr.Error("Pick a model first (no weights are bundled or listed).")
     if choice in CHOICES:
         return CHOICES[choice]
-    if choice in finetune.REGISTRY:
-        return str(finetune.REGISTRY[choice])
+    if session is not None and choice in session.models:
+        return str(session.models[choice])
     try:
         return check_repo_id(choice.strip())
     except ValueError as error:
@@ -181,21 +190,21 @@ def resolve_location(choice: str | None) -> str:
 LOAD_ERRORS = (gr.Error, OSError, ValueError, zoo.PretrainedWeightsError, zoo.ModelBuildError)
 
 
-def saved_threshold(choice: str | None) -> float:
+def saved_threshold(choice: str | None, session: finetune.Session | None = None) -> float:
     """The threshold saved with the model; 0.5 when it has none or cannot be loaded (the
     Segment button then says why)."""
     try:
-        model = load_model(resolve_location(choice)).model
+        model = load_model(resolve_location(choice, session), session).model
     except LOAD_ERRORS:
         return 0.5
     return float(model.pretrained_config.get("threshold", 0.5))
 
 
-def model_card(choice: str | None) -> str:
+def model_card(choice: str | None, session: finetune.Session | None = None) -> str:
     """What the chosen model is for, in a few lines: data set, input, test figures, size."""
     try:
-        location = resolve_location(choice)
-        model = load_model(location).model
+        location = resolve_location(choice, session)
+        model = load_model(location, session).model
     except LOAD_ERRORS as error:  # the Segment button says it in full
         return f"No card: the model could not be loaded ({error})."
     config = model.pretrained_config
@@ -213,7 +222,12 @@ def model_card(choice: str | None) -> str:
         f"{config.get('std', list(model.spec.std))}; {parameters:.1f}M parameters.",
     ]
     local = Path(location).is_absolute()
-    summary = test_summary(Path(location)) if local else hub_test_summary(location)
+    listed = location in CHOICES.values()
+    summary = (
+        test_summary(Path(location))
+        if local
+        else hub_test_summary(location, token=None if listed else False)
+    )
     try:
         lines.append(test_figures(summary or {}))
     except (KeyError, TypeError, ValueError, AttributeError):
@@ -242,13 +256,18 @@ def read_inputs(
 
 
 def run_model(
-    choice: str, decoded: Decoded, name: str, mask_file: str | None, progress=None
+    choice: str,
+    decoded: Decoded,
+    name: str,
+    mask_file: str | None,
+    progress=None,
+    session: finetune.Session | None = None,
 ) -> tuple[Prediction, str]:
     """The chosen model's prediction for the image, and a message if the target was not used."""
     image = decoded.pixels
-    location = resolve_location(choice)
+    location = resolve_location(choice, session)
     try:  # whatever went wrong, the visitor gets a message, the log the traceback
-        served = load_model(location)
+        served = load_model(location, session)
     except Exception as error:
         LOG.warning("could not load model %s", location, exc_info=True)
         raise gr.Error(f"Could not load model {choice!r}: {error}") from None
@@ -284,11 +303,12 @@ def segment(
     mask_file: str | None,
     threshold: float,
     frame: float | None = 0,
+    session: finetune.Session | None = None,
     progress=gr.Progress(),  # noqa: B008 (Gradio's way to report progress)
 ):
     """Run the model on the image; the views and metrics come from `render`."""
     decoded, name = read_inputs(image_path, image_file, frame)
-    prediction, message = run_model(choice, decoded, name, mask_file, progress)
+    prediction, message = run_model(choice, decoded, name, mask_file, progress, session)
     del decoded  # the float image is not needed for the views: freed before they are drawn
     return (*shown(render(prediction, threshold), message), prediction)
 
@@ -379,6 +399,7 @@ def drawing_to_mask(
     choice: str,
     image_path: str | None,
     image_file: str | None,
+    session: finetune.Session | None = None,
 ) -> tuple[str, str]:
     """The painted layers as a mask PNG at the image's full size (0/255 for one class, class
     ids otherwise): the target for Segment, and a file to download."""
@@ -392,7 +413,7 @@ def drawing_to_mask(
         )
     decoded, name = read_inputs(image_path, image_file)
     image = decoded.pixels
-    model = load_model(resolve_location(choice)).model
+    model = load_model(resolve_location(choice, session), session).model
     colours = CLASS_COLOURS[: max(1, model.num_classes - 1)]
     layers = drawing.get("layers") or []
     merged = np.zeros((*np.asarray(drawing["background"]).shape[:2], 4), dtype=np.uint8)
@@ -409,13 +430,18 @@ def drawing_to_mask(
 
 
 def compare(
-    choice_a: str, choice_b: str, image_path: str | None, mask_file: str | None, threshold=0.5
+    choice_a: str,
+    choice_b: str,
+    image_path: str | None,
+    mask_file: str | None,
+    threshold=0.5,
+    session: finetune.Session | None = None,
 ):
     """Two models on the same image, side by side, with their metrics."""
     decoded, name = read_inputs(image_path, None)
     folder, outputs, rows = answer_folder(name), [], []
     for side, choice in zip("ab", (choice_a, choice_b), strict=True):
-        prediction, _ = run_model(choice, decoded, name, mask_file)
+        prediction, _ = run_model(choice, decoded, name, mask_file, session=session)
         labels = labels_of(prediction, threshold)
         view = overlay(prediction.rgb, labels)
         outputs.append(write_png(view, folder / f"prediction_{side}.png"))
@@ -587,9 +613,10 @@ def paint_panel() -> SimpleNamespace:
     return ui
 
 
-def segment_tab(demo: gr.Blocks) -> SimpleNamespace:
+def segment_tab(demo: gr.Blocks, session: gr.State) -> SimpleNamespace:
     """The Segment tab: its components, and the events that join them to the handlers; its
-    inputs (the model's dropdown, the image, the target), for the other tabs."""
+    inputs (the model's dropdown, the image, the target), for the other tabs. `session` is the
+    visitor's teaching session: their fine-tuned models are found there alone."""
     with gr.Row():
         with gr.Column(scale=1):
             ui = segment_inputs()
@@ -598,7 +625,8 @@ def segment_tab(demo: gr.Blocks) -> SimpleNamespace:
     with gr.Accordion("Paint the target, or correct the prediction", open=False):
         paint = paint_panel()
     state = gr.State(time_to_live=1800)  # a visitor's last prediction, for the threshold
-    inputs = [ui.model_choice, ui.image_in, ui.image_file, ui.mask_in, ui.threshold, ui.frame]
+    inputs = [ui.model_choice, ui.image_in, ui.image_file, ui.mask_in, ui.threshold, ui.frame,
+              session]  # fmt: skip
     private = {"api_visibility": "private"}
     ui.run.click(segment, inputs, [*views, state], api_name="segment")
     paint.load_image.click(
@@ -610,13 +638,15 @@ def segment_tab(demo: gr.Blocks) -> SimpleNamespace:
     )  # fmt: skip
     paint.use_drawing.click(
         drawing_to_mask,
-        [paint.editor, paint.editor_source, ui.model_choice, ui.image_in, ui.image_file],
+        [paint.editor, paint.editor_source, ui.model_choice, ui.image_in, ui.image_file,
+         session],
         [ui.mask_in, paint.drawn_mask], **private,
     ).success(segment, inputs, [*views, state], **private)  # fmt: skip
     # A new threshold redraws the views from the kept probabilities: no model run.
     ui.threshold.release(redraw, [state, ui.threshold], views, **private)
-    ui.model_choice.change(saved_threshold, ui.model_choice, ui.threshold, **private)
-    ui.model_choice.change(model_card, ui.model_choice, ui.card, **private)
+    chosen = [ui.model_choice, session]
+    ui.model_choice.change(saved_threshold, chosen, ui.threshold, **private)
+    ui.model_choice.change(model_card, chosen, ui.card, **private)
     demo.load(model_card, ui.model_choice, ui.card, **private)
     gr.Examples(
         EXAMPLES, inputs=[ui.image_in, ui.mask_in, ui.model_choice], outputs=[*views, state],
@@ -625,7 +655,7 @@ def segment_tab(demo: gr.Blocks) -> SimpleNamespace:
     return ui
 
 
-def compare_tab() -> tuple[gr.Dropdown, gr.Dropdown]:
+def compare_tab(session: gr.State) -> tuple[gr.Dropdown, gr.Dropdown]:
     """The Compare tab; it opens on the report's comparison: a report model against a U-Net of
     its data set."""
     ends = (next(iter(CHOICES), None), next(reversed(CHOICES), None))
@@ -645,7 +675,7 @@ def compare_tab() -> tuple[gr.Dropdown, gr.Dropdown]:
     compare_table = gr.Dataframe(headers=["model", "class", *METRIC_NAMES], label="Metrics")
     compare_inputs = [choice_a, choice_b, compare_image, compare_mask, compare_threshold]
     compare_outputs = [out_a, out_b, compare_table]
-    compare_run.click(compare, compare_inputs, compare_outputs, api_name="compare")
+    compare_run.click(compare, [*compare_inputs, session], compare_outputs, api_name="compare")
     if COMPARISONS:
         gr.Examples(
             COMPARISONS, inputs=compare_inputs[:4], outputs=compare_outputs, fn=compare,
@@ -657,7 +687,7 @@ def compare_tab() -> tuple[gr.Dropdown, gr.Dropdown]:
 
 def session_of(session: finetune.Session | None) -> finetune.Session:
     """The visitor's fine-tuning session, made on first use."""
-    return session or finetune.Session.new(output_dir())
+    return session or finetune.Session.new(sessions_dir())
 
 
 def kept_rows(session: finetune.Session) -> tuple:
@@ -711,14 +741,27 @@ def drop_pair(session, name: str | None):
     return session, *kept_rows(session)
 
 
-def run_finetune(session, choice: str, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+def run_finetune(
+    session,
+    choice: str,
+    request: gr.Request,
+    progress=gr.Progress(),  # noqa: B008 (Gradio's way to report progress)
+):
     """Fine-tune the chosen model on the kept pairs; it joins this visitor's dropdowns, and
-    the Compare tab opens on it against the model it started from."""
+    the Compare tab opens on it against the model it started from. The base is loaded through
+    the model shelf's guards (a typed id: from the Hub only, with no token, under the parameter
+    limit); the fine-tune runs in a child process (`demo.finetune`)."""
     session = session_of(session)
     try:
+        base = load_model(resolve_location(choice, session), session).model
+    except LOAD_ERRORS as error:
+        raise gr.Error(f"Could not load model {choice!r} to fine-tune: {error}") from None
+    client = request.client.host if request and request.client else ""
+    try:
         token, label = session.finetune(
-            resolve_location(choice), session.labels.get(choice, choice)
-        )
+            base.pretrained_folder, session.labels.get(choice, choice), client=client,
+            progress=lambda done: progress(done, desc="fine-tuning"),
+        )  # fmt: skip
     except DataError as error:
         raise gr.Error(str(error)) from None
     dice = session.validation_dice(token)
@@ -732,26 +775,34 @@ def run_finetune(session, choice: str, progress=gr.Progress(track_tqdm=True)):  
 
 def push_finetuned(session, choice: str, repo_id: str, token: str) -> str:
     """Push the chosen fine-tuned model to the Hub with the visitor's token, used for this
-    request only (never stored or logged)."""
+    request only (never stored or logged); without one, nothing is pushed (the server's own
+    token is never used for a visitor)."""
     from trainers.push import push_run
 
-    if session is None or choice not in session.labels:
+    if session is None or choice not in session.models:
         raise gr.Error("Pick one of your fine-tuned models in the Segment tab's menu first.")
+    if not (token or "").strip():
+        raise gr.Error("Paste your own Hub token (with write access): the push uses yours.")
     try:
-        url = push_run(finetune.REGISTRY[choice], check_repo_id(repo_id.strip()), token=token)
+        repo_id = check_repo_id((repo_id or "").strip())
+    except ValueError as error:
+        raise gr.Error(str(error)) from None
+    try:
+        url = push_run(session.models[choice], repo_id, token=token.strip())
     except Exception as error:  # the Hub's refusal, a bad token: said, the token never shown
         raise gr.Error(f"The push failed: {type(error).__name__}") from None
     return f"Published: {url}"
 
 
-def teach_tab(ui: SimpleNamespace, compared: tuple[gr.Dropdown, gr.Dropdown]) -> None:
+def teach_tab(
+    ui: SimpleNamespace, compared: tuple[gr.Dropdown, gr.Dropdown], session: gr.State
+) -> None:
     """Keep corrected images, fine-tune the chosen model on them, take it home."""
     gr.Markdown(
         f"Keep images with their targets (from the Segment tab, or uploaded here), then "
         f"fine-tune the model chosen there on them for {finetune.SECONDS:g} s. The result is "
         "yours alone: it joins your model menus, and is deleted with your session."
     )
-    session = gr.State(None, time_to_live=3600, delete_callback=lambda s: s and s.end())
     keep = gr.Button("Keep the Segment tab's image and target for fine-tuning")
     uploads = gr.File(label="Or upload pairs: NAME.png with NAME_mask.png, or a zip "
                       "(images/, masks/)", file_count="multiple", type="filepath",
@@ -777,24 +828,34 @@ def teach_tab(ui: SimpleNamespace, compared: tuple[gr.Dropdown, gr.Dropdown]) ->
     drop.click(drop_pair, [session, to_drop], listed, **private)
     tune.click(run_finetune, [session, ui.model_choice],
                [session, done, ui.model_choice, compared[0], compared[1], model_zip],
-               concurrency_limit=1, concurrency_id="finetune", **private)  # fmt: skip
+               concurrency_limit=finetune.QUEUE.waiting, concurrency_id="finetune",
+               **private)  # fmt: skip
     push.click(push_finetuned, [session, ui.model_choice, repo, hub_token], pushed, **private)
+
+
+def end_session(session: finetune.Session | None) -> None:
+    if session is not None:
+        session.end()
 
 
 def build_page() -> gr.Blocks:
     """The page: the Segment and Compare tabs, built once at import (a Space finds `demo`)."""
-    with gr.Blocks(title="bioseg: segmentation in the browser") as demo:
+    # Gradio's copies of uploads and answers: checked every 10 minutes, deleted after an hour.
+    with gr.Blocks(title="bioseg: segmentation in the browser", delete_cache=(600, 3600)) as demo:
         gr.Markdown(
             "# bioseg\nUpload a scan or micrograph, pick a model, and compare its prediction with "
             "the target. DICOM, TIFF stacks and 16-bit images: use *Image file*, which reads them "
             "on the server (pick the frame, page or plane below it)."
         )
+        # A visitor's teaching session: their pairs and models, deleted an hour after its last
+        # change or when they leave (the folder with it).
+        session = gr.State(None, time_to_live=3600, delete_callback=end_session)
         with gr.Tab("Segment"):
-            ui = segment_tab(demo)
+            ui = segment_tab(demo, session)
         with gr.Tab("Compare two models"):
-            compared = compare_tab()
+            compared = compare_tab(session)
         with gr.Tab("Teach it your images"):
-            teach_tab(ui, compared)
+            teach_tab(ui, compared, session)
     return demo
 
 

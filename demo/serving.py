@@ -74,9 +74,11 @@ class ModelShelf:
     """Models loaded (and exported to the engine) once, then shared by every request.
 
     Listed models stay loaded, each behind its own lock (a slow Hub download holds up no other
-    model). Other Hub ids, typed by visitors, share one lock and a cache of two, so they can
-    neither push the listed models out nor pile up in memory; they are fetched from the Hub
-    only (never read from local files) and refused above `max_parameters` before download.
+    model); a listed Hub id is fetched with the host's token, where it has one. Other Hub ids,
+    typed by visitors, share one lock and a cache of two, so they can neither push the listed
+    models out nor pile up in memory; they are fetched from the Hub only (never read from local
+    files), with no token at all (a visitor never reaches the host's private repos), and
+    refused above `max_parameters` before download.
     """
 
     def __init__(
@@ -104,8 +106,14 @@ class ModelShelf:
         return serve(location, self.engine, self.sample, hub_only=hub_only)
 
     def _load_typed(self, repo_id: str) -> Served:
-        return serve(repo_id, self.engine, self.sample, hub_only=True,
-                     max_parameters=self.max_parameters)  # fmt: skip
+        return serve(
+            repo_id,
+            self.engine,
+            self.sample,
+            hub_only=True,
+            max_parameters=self.max_parameters,
+            token=False,
+        )
 
 
 def model_input(image: np.ndarray, model: SegmentationModel) -> torch.Tensor:

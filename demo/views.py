@@ -59,6 +59,17 @@ def output_dir() -> Path:
         return Path(_output().name)
 
 
+def answers_dir() -> Path:
+    """Where the answers' folders are made (and swept an hour after they were made)."""
+    return output_dir() / "answers"
+
+
+def sessions_dir() -> Path:
+    """Where the visitors' sessions keep their pairs and models: never swept by the answers;
+    each session's folder is deleted when its session ends (`demo.finetune.Session.end`)."""
+    return output_dir() / "sessions"
+
+
 @dataclass
 class Prediction:
     """What the views are drawn from, kept for a visitor so that a new threshold needs no model
@@ -147,9 +158,10 @@ def legend(classes: list[str]) -> str:
 
 
 def answer_folder(name: str, parent: Path | None = None) -> Path:
-    """A new folder for the files of one answer, in `parent` (default: `output_dir()`); folders
-    there older than an hour are deleted, so the output folder does not grow without bound."""
-    parent = parent or output_dir()
+    """A new folder for the files of one answer, in `parent` (default: `answers_dir()`); folders
+    there older than an hour are deleted, so the answers do not grow without bound. Only
+    answers live there: the visitors' sessions (`sessions_dir()`) are never swept by it."""
+    parent = parent or answers_dir()
     parent.mkdir(parents=True, exist_ok=True)
     cutoff = time.time() - 3600
     for old in parent.iterdir():

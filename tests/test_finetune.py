@@ -100,9 +100,13 @@ def test_a_session_fine_tunes_exports_a_loadable_zip_and_ends_private(tmp_path: 
     for number in range(3):
         image, mask = pair(tmp_path / "in", f"p{number}")
         session.keep(str(image), str(mask), image.stem)
-    token, label = session.finetune(str(BASE), "dsb2018-unet", seconds=3)
+    token, label = session.finetune(BASE, "dsb2018-unet", seconds=3)
     assert label == "dsb2018-unet + 3 of your images" and token.startswith("yours-")
-    assert finetune.REGISTRY[token].is_dir() and session.validation_dice(token) is not None
+    assert session.validation_dice(token) is not None
+    run = session.models[token]  # the checkpoint (with Adam's state) is gone, the model stays
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        name for name in finetune.KEPT_FILES if name != "README.md"
+    )
     archive = session.export(token)
     with zipfile.ZipFile(archive) as opened:
         opened.extractall(tmp_path / "home")
@@ -111,7 +115,7 @@ def test_a_session_fine_tunes_exports_a_loadable_zip_and_ends_private(tmp_path: 
     card = (tmp_path / "home" / token / "README.md").read_text()
     assert "finetune" in card and "dsb2018-unet" in card
     session.end()
-    assert token not in finetune.REGISTRY and not session.folder.exists()
+    assert token not in session.models and not session.folder.exists()
 
 
 def test_a_painted_binary_mask_fine_tunes_an_object_model_by_its_components(
@@ -127,16 +131,23 @@ def test_a_painted_binary_mask_fine_tunes_an_object_model_by_its_components(
     stem = session.keep(str(image), str(mask), "painted")
     kept = np.asarray(Image.open(session.folder / "pairs" / "masks" / f"{stem}.png"))
     assert kept.dtype == np.uint16 and sorted(np.unique(kept)) == [0, 1, 2]
-    token, _ = session.finetune(str(REPO / "weights" / "dsb2018-objects"), "objects", seconds=2)
-    tuned = zoo.from_pretrained(finetune.REGISTRY[token])
+    token, _ = session.finetune(REPO / "weights" / "dsb2018-objects", "objects", seconds=2)
+    tuned = zoo.from_pretrained(session.models[token])
     assert tuned.num_classes == 4 and tuned.pretrained_config["objects"] is True
     session.end()
 
 
 def test_a_refused_fine_tune_is_a_data_error_naming_the_problem(tmp_path: Path) -> None:
+    """The child's one-line refusal reaches the page; nothing of the failed run is left."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes((BASE / "model.safetensors").read_bytes())
+    config = json.loads((BASE / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "model": "no_such_model"}))
     session = finetune.Session.new(tmp_path)
     image, mask = pair(tmp_path / "in", "p")
     session.keep(str(image), str(mask), "p")
-    with pytest.raises(DataError, match="nope"):
-        session.finetune(str(tmp_path / "nope"), "nope", seconds=2)
+    with pytest.raises(DataError, match="the fine-tune failed: .*no_such_model"):
+        session.finetune(broken, "broken", seconds=2)
+    assert list((session.folder / "models").iterdir()) == [] and session.models == {}
     session.end()

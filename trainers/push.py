@@ -83,7 +83,7 @@ def push_run(
     run_dir: str | Path,
     repo_id: str,
     *,
-    token: str | None = None,
+    token: str,
     private: bool = False,
     half: bool = False,
     space_id: str | None = None,
@@ -92,18 +92,17 @@ def push_run(
     """Create `repo_id` if needed and upload the run to it in one commit; returns the repo URL.
 
     The run is checked first: its weights must load into the model config.json describes. With
-    `space_id`, the card links to that Space (`push_space` creates it).
+    `space_id`, the card links to that Space (`push_space` creates it). `token` is used as given:
+    this function never looks for an ambient one (`hub_token` does, for the command lines), so
+    a web app that passes a visitor's token can never push with its host's.
     """
     run_dir = Path(run_dir)
     check_repo_id(repo_id)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     zoo.from_pretrained(run_dir)  # names a missing file, or weights that don't fit or hold NaN
-    token = token or get_token()
-    if not token:
-        raise ValueError(
-            "no Hugging Face token: pass --token, set HF_TOKEN, or run `hf auth login`"
-        )
+    if not token or not isinstance(token, str):
+        raise ValueError("no Hugging Face token was given: the push needs one")
     operations = _operations(run_dir, repo_id, half, space_id)
     api = HfApi(token=token)
     url = api.create_repo(repo_id, private=private, exist_ok=True)
@@ -111,8 +110,20 @@ def push_run(
     return str(url)
 
 
+def hub_token(given: str | None = None) -> str:
+    """The token a command line pushes with: `given` (--token), else the ambient one (HF_TOKEN,
+    the saved login). For command lines only: a server passes its visitor's token itself."""
+    token = given or get_token()
+    if not token:
+        raise ValueError(
+            "no Hugging Face token: pass --token, set HF_TOKEN, or run `hf auth login`"
+        )
+    return token
+
+
 ROOT = Path(__file__).resolve().parents[1]
-SPACE_CODE = ("app.py", "zoo/*.py", "trainers/*.py", "trainers/data/*.py")
+SPACE_CODE = ("app.py", "demo/*.py", "zoo/*.py", "trainers/*.py", "trainers/data/*.py")
+"""Every file the app imports, as a Space runs it from a plain checkout."""
 
 
 def space_readme(repo_id: str, space_id: str) -> str:
@@ -205,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.export:
             url = str(export_run(args.run_dir, args.repo_id, args.export, half=args.half))
         else:
-            token = args.token or get_token()
+            token = hub_token(args.token)
             url = push_run(args.run_dir, args.repo_id, token=token, private=args.private,
                            half=args.half, space_id=args.space)  # fmt: skip
             if args.space:

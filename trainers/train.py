@@ -556,11 +556,9 @@ def finish(config: TrainConfig, run_dir: Path, source: Any) -> None:
         )
         print(f"test: Dice {summary['metrics']['dice']['mean']:.4f} ({run_dir / 'eval'})")
     if config.push_to_hub:
-        from huggingface_hub import get_token
+        from trainers.push import hub_token, push_run, push_space
 
-        from trainers.push import push_run, push_space
-
-        token = get_token()
+        token = hub_token()
         url = push_run(run_dir, config.push_to_hub, token=token, space_id=config.space or None)
         print(f"published: {url}")
         if config.space:

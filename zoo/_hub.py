@@ -83,9 +83,18 @@ def save_pretrained(model: SegmentationModel, folder: str | Path, **extra_config
     return folder
 
 
-def download_file(repo_id: str, revision: str | None, filename: str) -> Path:
-    """A file of a Hub repo, through the Hub cache (works offline once cached); any failure
-    is a `PretrainedWeightsError` naming the repo, the file and the likely cause."""
+Token = str | bool | None
+"""A Hub token: a string is used; None lets huggingface_hub find the ambient one (HF_TOKEN, the
+saved login); False sends none, for repo ids that a stranger typed (a web demo's visitors
+must never reach the host's private repos through its token)."""
+
+
+def download_file(
+    repo_id: str, revision: str | None, filename: str, *, token: Token = None
+) -> Path:
+    """A file of a Hub repo, through the Hub cache (works offline once cached), fetched with
+    `token`; any failure is a `PretrainedWeightsError` naming the repo, the file and the
+    likely cause."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -96,7 +105,7 @@ def download_file(repo_id: str, revision: str | None, filename: str) -> Path:
     )
 
     try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision))
+        return Path(hf_hub_download(repo_id, filename, revision=revision, token=token))
     # Anything that keeps the file from us (the HTTP client's own errors differ between
     # huggingface_hub versions) becomes one error naming the repo and the file.
     except Exception as error:
@@ -125,16 +134,18 @@ def download_file(repo_id: str, revision: str | None, filename: str) -> Path:
 Locate = Callable[[str], Path]  # a file name of the model -> its path on this machine
 
 
-def _hub(repo_id: str, revision: str | None) -> tuple[Locate, str]:
+def _hub(repo_id: str, revision: str | None, token: Token) -> tuple[Locate, str]:
     origin = f" (Hub repo {repo_id}, revision {revision or 'main'})"
-    return functools.partial(download_file, repo_id, revision), origin
+    return functools.partial(download_file, repo_id, revision, token=token), origin
 
 
-def _resolve(id_or_path: str | Path, revision: str | None, hub_only: bool) -> tuple[Locate, str]:
+def _resolve(
+    id_or_path: str | Path, revision: str | None, hub_only: bool, token: Token
+) -> tuple[Locate, str]:
     """Where the model's files are (a local folder, else a Hub repo, fetched one by one when
     asked for), and a note of where they came from for messages."""
     if hub_only:
-        return _hub(check_repo_id(str(id_or_path)), revision)
+        return _hub(check_repo_id(str(id_or_path)), revision, token)
     path = Path(id_or_path)
     if path.is_dir():
         missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if not (path / name).is_file()]
@@ -161,11 +172,12 @@ def _resolve(id_or_path: str | Path, revision: str | None, hub_only: bool) -> tu
             f"expected a folder holding {CONFIG_NAME} and {WEIGHTS_NAME}, or a repo id "
             "'owner/name'"
         )
-    return _hub(id_or_path, revision)
+    return _hub(id_or_path, revision, token)
 
 
-def _read_config(path: Path, origin: str) -> dict[str, object]:
-    """config.json as a dict, checked for the keys that rebuild the model."""
+def _read_config(path: Path, origin: str, untrusted: bool) -> dict[str, object]:
+    """config.json as a dict, checked for the keys that rebuild the model; an `untrusted` one
+    (a repo a stranger named) may not point the build at other files or repos."""
     where = f"{path}{origin}"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -182,7 +194,30 @@ def _read_config(path: Path, origin: str) -> dict[str, object]:
     for key, kind in REQUIRED_KEYS.items():
         if not isinstance(config[key], kind) or isinstance(config[key], bool):
             raise ValueError(f"{where}: '{key}' must be a {kind.__name__}, got {config[key]!r}")
+    if reserved := sorted(RESERVED_KWARGS & set(config["model_kwargs"])):
+        raise ValueError(
+            f"{where}: model_kwargs may not set {', '.join(reserved)}: the saved weights are "
+            "loaded over the model, and its classes and channels are top-level keys"
+        )
+    if untrusted and (
+        located := sorted(k for k, v in config["model_kwargs"].items() if _names_a_place(v))
+    ):
+        raise ValueError(
+            f"{where}: model_kwargs {', '.join(located)} name a path or another repo "
+            f"({', '.join(repr(config['model_kwargs'][k]) for k in located)}); refused for a "
+            "model named from outside this server"
+        )
     return config
+
+
+RESERVED_KWARGS = {"pretrained", "num_classes", "in_channels"}
+"""Keys that config.json's model_kwargs may not hold: `pretrained` would fetch ImageNet
+weights only to overwrite them with the saved ones (and before the size check)."""
+
+
+def _names_a_place(value: object) -> bool:
+    """Whether a model option names a file, folder or repo ('hf-hub:owner/x', '/srv', '~/w')."""
+    return isinstance(value, str) and any(mark in value for mark in ("/", "\\", ":", "~", ".."))
 
 
 def _check_weights(weights: dict[str, torch.Tensor], model: SegmentationModel, source: str) -> None:
@@ -222,6 +257,7 @@ def from_pretrained(
     map_location: str | torch.device = "cpu",
     hub_only: bool = False,
     max_parameters: int | None = None,
+    token: Token = None,
 ) -> SegmentationModel:
     """The model saved in a local folder or a Hub repo `owner/name`, in eval mode.
 
@@ -232,11 +268,14 @@ def from_pretrained(
     `scale` becomes `model.scale` (the resolution `predict` runs at).
     `hub_only=True` reads a Hub repo even where a local folder has that name, and
     `max_parameters` refuses a config describing a larger model before its weights are fetched
-    or any memory is taken (both for ids that strangers type into a web demo).
+    or any memory is taken (both for ids that strangers type into a web demo); with `hub_only`
+    its config.json may not name paths or other repos in `model_kwargs`. `token` is the Hub
+    token it is fetched with (None: the ambient one; False: none). `model.pretrained_folder`
+    is where its files lie on this machine (the Hub cache's snapshot for a repo).
     """
-    locate, origin = _resolve(id_or_path, revision, hub_only)
+    locate, origin = _resolve(id_or_path, revision, hub_only, token)
     config_path = locate(CONFIG_NAME)
-    config = _read_config(config_path, origin)
+    config = _read_config(config_path, origin, untrusted=hub_only)
     build = functools.partial(
         create_model,
         config["model"],
@@ -264,6 +303,7 @@ def from_pretrained(
     _check_weights(weights, model, f"{weights_path}{origin}")
     model.load_state_dict(weights, strict=True)
     model.pretrained_config = config
+    model.pretrained_folder = config_path.parent
     model.spec = _saved_normalization(model.spec, config, f"{config_path}{origin}")
     model.scale = check_scale(config.get("scale", 1.0), f"{config_path}{origin}")
     return model.to(map_location).eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -47,6 +48,7 @@ class SegmentationModel(nn.Module):
         self.in_channels = in_channels
         self.build_kwargs = build_kwargs
         self.pretrained_config: dict[str, object] = {}  # config.json, when loaded from one
+        self.pretrained_folder: Path | None = None  # where that config.json lies on this machine
         # Trained and run at this fraction of the images' resolution (objects too large for a
         # crop at full resolution); `predict` answers at the input's size all the same.
         self.scale = 1.0

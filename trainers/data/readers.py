@@ -8,7 +8,6 @@ any decoding, so a decompression bomb is refused without being decoded.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,6 +38,7 @@ __all__ = [
     "read_masks_union",
     "read_objects",
     "read_sample",
+    "set_pixel_limit",
 ]
 
 DEFAULT_MAX_PIXELS = 20_000 * 20_000
@@ -46,7 +46,7 @@ MaskMode = Literal["binary", "labels", "objects"]
 Palette = dict[tuple[int, int, int], int]
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": 32-bit, values 0..65535
-_PIL_LIMIT_LOCK = threading.Lock()
+_PROCESS_LIMIT: int | None = None  # set_pixel_limit's, where a server set one
 
 
 def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
@@ -235,9 +235,24 @@ def _sample_of_objects(sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return image, object_classes(labels), np.ones(labels.shape, bool)
 
 
+def set_pixel_limit(limit: int) -> None:
+    """The process's one pixel limit, set once at its start (a web server's): the default of
+    every reader, and Pillow's own decompression-bomb check, which is never lifted per call."""
+    global _PROCESS_LIMIT
+    _PROCESS_LIMIT = Image.MAX_IMAGE_PIXELS = _positive(limit)
+
+
+def _positive(limit: int) -> int:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ValueError(f"a pixel limit is a positive whole number of pixels, got {limit!r}")
+    return limit
+
+
 def _max_pixels(max_pixels: int | None) -> int:
     if max_pixels is not None:
         return max_pixels
+    if _PROCESS_LIMIT is not None:
+        return _PROCESS_LIMIT
     value = os.environ.get(MAX_PIXELS_ENV)
     if value is None:
         return DEFAULT_MAX_PIXELS
@@ -247,22 +262,13 @@ def _max_pixels(max_pixels: int | None) -> int:
         raise ValueError(f"{MAX_PIXELS_ENV}={value!r} must be an integer pixel count") from None
 
 
-@contextmanager
-def _pillow_limit_lifted(limit: int) -> Iterator[None]:
-    """Lift Pillow's own bomb check when ours (applied by ``_open``) is the larger one.
-
-    Pillow's limit is process-wide, so it is lifted under a lock and only when needed: with a
-    limit within Pillow's (as the web demo sets), nothing global changes.
-    """
-    if Image.MAX_IMAGE_PIXELS is None or limit <= Image.MAX_IMAGE_PIXELS:
-        yield
-        return
-    with _PIL_LIMIT_LOCK:
-        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-        try:
-            yield
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+def _startup_limit() -> int:
+    """Pillow's check at import: the limit the environment sets (Pillow's own 89M pixels is
+    below ours), so that no call has to lift it."""
+    try:
+        return max(_max_pixels(None), 1)
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
 
 
 def _checked_file(path: str | Path) -> Path:
@@ -300,7 +306,7 @@ def decoding(path: str | Path) -> Iterator[None]:
 def _open(path: Path, limit: int) -> Image.Image:
     """Open, check the pixel count from the header, decode (first frame), and turn it upright
     by its EXIF orientation, as image viewers and annotation tools show it."""
-    with _pillow_limit_lifted(limit), Image.open(path) as image:
+    with Image.open(path) as image:
         check_pixel_count(path, image.size, limit)
         image.load()
         ImageOps.exif_transpose(image, in_place=True)  # as viewers show it (camera JPEGs)
@@ -345,3 +351,6 @@ def _map_palette(path: Path, rgb: np.ndarray, palette: Palette) -> np.ndarray:
 
 def _size(array: np.ndarray) -> str:
     return f"{array.shape[1]} x {array.shape[0]}"
+
+
+Image.MAX_IMAGE_PIXELS = _startup_limit()
