@@ -31,7 +31,7 @@ from gradio.data_classes import FileData
 from PIL import Image
 
 import zoo
-from demo import finetune
+from demo import api, finetune
 from demo.annotation import PAINTED_ALPHA, labels_to_layer, layer_to_labels
 from demo.objects import HEADERS as OBJECT_HEADERS
 from demo.overlays import CLASS_COLOURS, display_rgb, overlay
@@ -255,6 +255,42 @@ def read_inputs(
     return decoded, re.sub(r"[^\w.-]", "_", Path(path).stem)[:40].lstrip(".") or "image"
 
 
+def served_model(choice: str | None, session: finetune.Session | None = None) -> Served:
+    """The chosen model, loaded; a message for the visitor (the traceback to the log) when it
+    cannot be."""
+    location = resolve_location(choice, session)
+    try:
+        return load_model(location, session)
+    except Exception as error:
+        LOG.warning("could not load model %s", location, exc_info=True)
+        raise gr.Error(f"Could not load model {choice!r}: {error}") from None
+
+
+def predicted(served: Served, image: np.ndarray, name: str, progress=None) -> np.ndarray:
+    """The served model's class probabilities for the image; a message naming the image when
+    the model cannot run on it."""
+    try:
+        return predict_image(served, image, tile_progress(progress))
+    except (ValueError, zoo.ModelBuildError) as error:  # a too small image, a broken plugin
+        raise gr.Error(f"{name}: {error}") from None
+    except Exception as error:  # out of memory, a fault in a plugin's forward
+        LOG.exception("model %s failed on %s", served.model.spec.name, name)
+        raise gr.Error(f"{name}: the model failed ({type(error).__name__}: {error})") from None
+
+
+def predict(
+    choice: str, image_file: str | None, threshold: float | None = None, frame: float | None = 0
+) -> tuple[str, dict]:
+    """For scripts (`/predict`): the mask file (an object model's: its label image) and what it
+    holds: the model's name, the threshold used (None: the model's saved one), the classes,
+    the image's size; for an object model its count and object table (`demo.api.answer`)."""
+    decoded, name = read_inputs(None, image_file, frame)
+    served = served_model(choice)
+    probabilities = predicted(served, decoded.pixels, name)
+    return api.answer(served.model, decoded.pixels, probabilities, name, threshold, choice,
+                      answer_folder(name))  # fmt: skip
+
+
 def run_model(
     choice: str,
     decoded: Decoded,
@@ -265,19 +301,8 @@ def run_model(
 ) -> tuple[Prediction, str]:
     """The chosen model's prediction for the image, and a message if the target was not used."""
     image = decoded.pixels
-    location = resolve_location(choice, session)
-    try:  # whatever went wrong, the visitor gets a message, the log the traceback
-        served = load_model(location, session)
-    except Exception as error:
-        LOG.warning("could not load model %s", location, exc_info=True)
-        raise gr.Error(f"Could not load model {choice!r}: {error}") from None
-    try:
-        probabilities = predict_image(served, image, tile_progress(progress))
-    except (ValueError, zoo.ModelBuildError) as error:  # a too small image, a broken plugin
-        raise gr.Error(f"{name}: {error}") from None
-    except Exception as error:  # out of memory, a fault in a plugin's forward
-        LOG.exception("model %s failed on %s", location, name)
-        raise gr.Error(f"{name}: the model failed ({type(error).__name__}: {error})") from None
+    served = served_model(choice, session)
+    probabilities = predicted(served, image, name, progress)
     model, target, message = served.model, None, ""
     if mask_file:
         try:
@@ -685,6 +710,19 @@ def compare_tab(session: gr.State) -> tuple[gr.Dropdown, gr.Dropdown]:
     return choice_a, choice_b
 
 
+def predict_endpoint() -> None:
+    """`/predict`, the scripts' endpoint: hidden components, no part of the page."""
+    with gr.Row(visible=False):
+        choice = gr.Textbox(label="model")
+        image = gr.File(label="image", type="filepath")
+        threshold = gr.Number(None, label="threshold")
+        frame = gr.Number(0, precision=0, label="frame")
+        mask = gr.File(label="mask")
+        record = gr.JSON(label="record")
+        run = gr.Button()
+    run.click(predict, [choice, image, threshold, frame], [mask, record], api_name="predict")
+
+
 def session_of(session: finetune.Session | None) -> finetune.Session:
     """The visitor's fine-tuning session, made on first use."""
     return session or finetune.Session.new(sessions_dir())
@@ -752,10 +790,7 @@ def run_finetune(
     the model shelf's guards (a typed id: from the Hub only, with no token, under the parameter
     limit); the fine-tune runs in a child process (`demo.finetune`)."""
     session = session_of(session)
-    try:
-        base = load_model(resolve_location(choice, session), session).model
-    except LOAD_ERRORS as error:
-        raise gr.Error(f"Could not load model {choice!r} to fine-tune: {error}") from None
+    base = served_model(choice, session).model
     client = request.client.host if request and request.client else ""
     try:
         token, label = session.finetune(
@@ -856,6 +891,7 @@ def build_page() -> gr.Blocks:
             compared = compare_tab(session)
         with gr.Tab("Teach it your images"):
             teach_tab(ui, compared, session)
+        predict_endpoint()
     return demo
 
 
