@@ -1,6 +1,7 @@
 """The web demo's speed on this CPU, in one run: engines, tile size, a request's parts, the app.
 
     python benchmarks/bench_app.py
+    python benchmarks/bench_app.py --predict   # only the scripts' endpoint against its bounds
 
 Prints, for the default model (the first listed, `drive-unet`):
 1. the engine table of `bench_engines.py` (eager, torch.compile, ONNX Runtime, OpenVINO);
@@ -20,7 +21,13 @@ Prints, for the default model (the first listed, `drive-unet`):
    same model in this process (median of 5 each, the five timed in turns); the retina
    (median of 5) and the 4096x4096 TIFF (median of 3) through gradio_client; the server's
    peak resident memory after them all;
-5. what one new httpx connection costs, with and without its CA bundle (median of 20).
+5. what one new httpx connection costs, with and without its CA bundle (median of 20);
+6. the scripts' endpoint `/predict` on a 512x512 noise image through gradio_client with its
+   defaults (and with `ssl_verify=False`), an eager float32 forward of the same model, and the
+   client's own floor: a no-op endpoint of the same shape (a file and three values in, the file
+   and a small dict out) served by a bare Gradio app beside it (median of 5 each, timed in turns
+   after a warm-up). Bounds: /predict at most 1.3x the forward, and its cost above the floor
+   at most 1.0x the forward.
 """
 
 from __future__ import annotations
@@ -162,24 +169,13 @@ def profile_rows(demo_app, label: str, images: dict[str, Path], client_seconds: 
 
 
 def start_app(port: int) -> tuple[subprocess.Popen, object, float]:
-    from gradio_client import Client
-
     started = time.perf_counter()
     server = subprocess.Popen(
         [sys.executable, "app.py", "--port", str(port)],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    while True:
-        try:
-            return (
-                server,
-                Client(f"http://127.0.0.1:{port}/", verbose=False),
-                time.perf_counter() - started,
-            )
-        except Exception:  # not up yet
-            if server.poll() is not None or time.perf_counter() - started > 300:
-                raise SystemExit("app.py did not start") from None
-            time.sleep(0.25)
+    client = _client(f"http://127.0.0.1:{port}/", server)
+    return server, client, time.perf_counter() - started
 
 
 def _files(value: object) -> list[str]:
@@ -303,8 +299,96 @@ def app_rows(found: dict) -> list[tuple[str, str, str]]:
     ]
 
 
+def floor_app(port: int) -> None:
+    """A bare Gradio app whose `/predict` takes the same inputs as the app's and answers the
+    uploaded file with a small dict, doing nothing: what any such call costs a client."""
+    import gradio as gr
+
+    def echo(model: str, image: str, threshold: float | None, frame: float) -> tuple[str, dict]:
+        return image, {"model": model}
+
+    with gr.Blocks() as floor:
+        model, image = gr.Textbox(), gr.File(type="filepath")
+        threshold, frame = gr.Number(None), gr.Number(0, precision=0)
+        mask, record, run = gr.File(), gr.JSON(), gr.Button()
+        run.click(echo, [model, image, threshold, frame], [mask, record], api_name="predict")
+    floor.queue(default_concurrency_limit=2).launch(server_port=port, quiet=True)
+
+
+def predict_rows(label: str, served, folder: Path) -> list[tuple[str, str, str]]:
+    """`/predict` against the eager forward and the client's floor, timed in turns."""
+    from gradio_client import Client, handle_file
+
+    noise = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    path = folder / "noise-512.png"
+    Image.fromarray(noise).save(path)
+    x = zoo.normalize(
+        serving.model_input(noise.astype(np.float32) / 255, served.model),
+        served.model.spec.mean,
+        served.model.spec.std,
+    )
+    port, floor_port = free_port(), free_port()
+    server, client, _ = start_app(port)
+    floor = subprocess.Popen(
+        [sys.executable, __file__, "--floor", str(floor_port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        floor_client = _client(f"http://127.0.0.1:{floor_port}/", floor)
+        plain = Client(f"http://127.0.0.1:{port}/", verbose=False, ssl_verify=False)
+
+        def call(through) -> object:
+            return through.predict(label, handle_file(str(path)), None, 0, api_name="/predict")
+
+        predict, bare, unverified, eager = paired_medians(
+            [lambda: call(client), lambda: call(floor_client), lambda: call(plain),
+             lambda: served.model.predict_normalized(x)], 5,
+        )  # fmt: skip
+    finally:
+        for process in (server, floor):
+            process.terminate()
+            process.wait(timeout=30)
+    return [
+        ("eager float32 forward, 512x512 noise (median of 5)", f"{eager * 1e3:.0f} ms", ""),
+        ("`/predict` through gradio_client, defaults", f"{predict * 1e3:.0f} ms", ""),
+        ("a no-op endpoint of the same shape, defaults", f"{bare * 1e3:.0f} ms", ""),
+        ("`/predict`, `ssl_verify=False`", f"{unverified * 1e3:.0f} ms", ""),
+        ("`/predict` / eager forward", f"{predict / eager:.2f}", "1.3"),
+        ("(`/predict` - no-op) / eager forward", f"{(predict - bare) / eager:.2f}", "1.0"),
+        ("no-op / eager forward: the client's floor", f"{bare / eager:.2f}", ""),
+        ("`/predict` with `ssl_verify=False` / eager forward", f"{unverified / eager:.2f}", ""),
+    ]
+
+
+def _client(url: str, process: subprocess.Popen):
+    """A gradio_client Client of the app at `url`, once it answers."""
+    from gradio_client import Client
+
+    started = time.perf_counter()
+    while True:
+        try:
+            return Client(url, verbose=False)
+        except Exception:  # not up yet
+            if process.poll() is not None or time.perf_counter() - started > 300:
+                raise SystemExit(f"{url} did not start") from None
+            time.sleep(0.25)
+
+
+def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
+    print(f"\n## {title}\n\n| measure | value | bound |\n| --- | ---: | ---: |")
+    print("\n".join(f"| {measure} | {value} | {bound} |" for measure, value, bound in rows))
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--floor"]:
+        return floor_app(int(sys.argv[2]))
     import app as demo_app
+
+    if sys.argv[1:2] == ["--predict"]:
+        label = next(iter(demo_app.CHOICES))
+        served = demo_app.load_model(demo_app.CHOICES[label])
+        rows = predict_rows(label, served, Path(tempfile.mkdtemp()))
+        return print_table(f"The scripts' endpoint (engine {served.engine}, {label})", rows)
 
     torch.set_num_threads(THREADS)
     print("## Engines\n\n" + "\n".join(engine_table()))
@@ -317,17 +401,15 @@ def main() -> None:
     client_seconds = {"512x512 PNG": found["via"][0], **found["large"]}
     print(f"\n## Where a request's time goes ({served.engine}, {label})\n")
     print("\n".join(profile_rows(demo_app, label, images, client_seconds)))
-    print(f"\n## The app (`python app.py`, engine {served.engine}, {label})\n")
-    print("| measure | value | bound |\n| --- | ---: | ---: |")
-    print(
-        "\n".join(f"| {measure} | {value} | {bound} |" for measure, value, bound in app_rows(found))
-    )
+    print_table(f"The app (`python app.py`, engine {served.engine}, {label})", app_rows(found))
     print("\n## One new httpx connection (`httpx.Client()` made and closed, median of 20), as")
     print("gradio_client opens for each upload, queue join, event stream and output file\n")
     print("| CA bundle loaded | ms |\n| --- | ---: |")
     for verify, name in ((True, "yes (the default)"), (False, "no (`verify=False`)")):
         seconds = statistics.median(connection_seconds(verify) for _ in range(20))
         print(f"| {name} | {seconds * 1e3:.1f} |")
+    rows = predict_rows(label, served, images["512x512 PNG"].parent)
+    print_table(f"The scripts' endpoint (engine {served.engine}, {label})", rows)
 
 
 if __name__ == "__main__":
