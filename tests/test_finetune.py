@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -147,7 +151,117 @@ def test_a_refused_fine_tune_is_a_data_error_naming_the_problem(tmp_path: Path) 
     session = finetune.Session.new(tmp_path)
     image, mask = pair(tmp_path / "in", "p")
     session.keep(str(image), str(mask), "p")
-    with pytest.raises(DataError, match="the fine-tune failed: .*no_such_model"):
+    with pytest.raises(DataError, match=r"the fine-tune failed: .*no_such_model"):
         session.finetune(broken, "broken", seconds=2)
     assert list((session.folder / "models").iterdir()) == [] and session.models == {}
     session.end()
+
+
+def global_state() -> dict[str, object]:
+    """What a training run in the server's process would change for every other request."""
+    return {
+        "torch_rng": torch.random.get_rng_state(),
+        "numpy_rng": np.random.get_state()[1].copy(),
+        "python_rng": random.getstate(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "cudnn": (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark),
+        "threads": torch.get_num_threads(),
+        "grad": torch.is_grad_enabled(),
+    }
+
+
+def test_a_fine_tune_leaves_the_server_s_state_alone_and_a_second_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    """It runs in a child process: the server's random generators and torch flags are as they
+    were; while it runs, the same session's second fine-tune is refused at once."""
+    session = finetune.Session.new(tmp_path)
+    image, mask = pair(tmp_path / "in", "p")
+    session.keep(str(image), str(mask), "p")
+    before = global_state()
+    first = threading.Thread(target=session.finetune, args=(BASE, "base"), kwargs={"seconds": 3})
+    first.start()
+    deadline = time.monotonic() + 30
+    while session.folder.name not in finetune.QUEUE._sessions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with pytest.raises(DataError, match="a fine-tune of yours is already running or waiting"):
+        session.finetune(BASE, "base", seconds=3)
+    first.join(timeout=300)
+    assert len(session.models) == 1
+    after = global_state()
+    assert torch.equal(before.pop("torch_rng"), after.pop("torch_rng"))
+    np.testing.assert_array_equal(before.pop("numpy_rng"), after.pop("numpy_rng"))
+    assert before == after
+    session.end()
+
+
+def test_the_queue_refuses_past_its_limits_per_session_address_and_server() -> None:
+    queue = finetune.FinetuneQueue(per_client=2, waiting=3)
+    with contextlib.ExitStack() as held:
+        held.enter_context(queue.turn("a", "10.0.0.1"))  # running
+        with pytest.raises(DataError, match="already running or waiting"):
+            held.enter_context(queue.turn("a", "10.0.0.1"))
+        # The one slot is taken: a second session waits for it, so try it in another thread.
+        waiting = threading.Thread(target=lambda: queue.turn("b", "10.0.0.1").__enter__())
+        waiting.daemon = True
+        waiting.start()
+        deadline = time.monotonic() + 5
+        while "b" not in queue._sessions and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(DataError, match="2 fine-tunes from your address"):
+            held.enter_context(queue.turn("c", "10.0.0.1"))
+        other = threading.Thread(target=lambda: queue.turn("d", "10.0.0.2").__enter__())
+        other.daemon = True
+        other.start()
+        while "d" not in queue._sessions and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(DataError, match="the server has 3 fine-tunes running or waiting"):
+            held.enter_context(queue.turn("e", "10.0.0.3"))
+
+
+def test_the_child_is_stopped_past_its_time_or_memory(tmp_path: Path, monkeypatch) -> None:
+    argv = ["--help"]  # any command: it is stopped before it is done
+    with pytest.raises(DataError, match=r"stopped: it ran past 0\.01 s"):
+        finetune.run_child(argv, tmp_path, limit_seconds=0.01)
+    monkeypatch.setattr(finetune, "MAX_MEMORY", 1)
+    with pytest.raises(DataError, match=r"stopped: it used .* MB of memory, over the limit"):
+        finetune.run_child(argv, tmp_path, limit_seconds=60)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # its home and log are gone
+
+
+def test_the_child_inherits_no_credentials(monkeypatch, tmp_path: Path) -> None:
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN"):
+        monkeypatch.setenv(name, "secret")
+    env = finetune.child_environment(tmp_path / "home")
+    assert "secret" not in env.values()
+    assert env["HOME"] == str(tmp_path / "home") and env["HF_HUB_OFFLINE"] == "1"
+    assert env["HF_HUB_DISABLE_IMPLICIT_TOKEN"] == "1"
+
+
+def test_a_zip_whose_unpacked_size_passes_the_budget_writes_nothing(tmp_path: Path) -> None:
+    """A zip bomb: 300 MB of zeros deflate to a few hundred kB; its directory says 300 MB."""
+    bomb = tmp_path / "bomb.zip"
+    with (
+        zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("images/a.png", "w", force_zip64=True) as member,
+    ):
+        for _ in range(300):
+            member.write(bytes(2**20))
+    session = finetune.Session.new(tmp_path / "sessions")
+    before = session.used_bytes()
+    with pytest.raises(DataError, match=r"bomb\.zip unpacked needs 300\.0 MB but this session"):
+        session.import_zip(str(bomb))
+    assert session.used_bytes() == before == 0
+    assert not (session.folder / "unpacked").exists()
+
+
+def test_a_base_too_large_for_the_session_s_disk_is_refused_before_training(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(finetune, "MAX_BYTES", 2**20)  # 1 MB: dsb2018-unet's weights are more
+    session = finetune.Session.new(tmp_path)
+    image, mask = pair(tmp_path / "in", "p")
+    session.keep(str(image), str(mask), "p")
+    with pytest.raises(DataError, match=r"a fine-tune of dsb2018-unet needs .* MB but this"):
+        session.finetune(BASE, "dsb2018-unet", seconds=2)
+    assert list((session.folder / "models").iterdir()) == []
