@@ -7,6 +7,7 @@ machine.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -481,6 +482,9 @@ def test_push_with_a_space_makes_a_space_that_starts_from_its_own_files(
     space = hub.repos[f"spaces/{space_id}"].files
     assert hub.variables[f"spaces/{space_id}"] == {"BIOSEG_WEIGHTS": REPO_ID}
     assert not any(name.endswith((".safetensors", ".onnx")) for name in space)  # no weights
+    # Every module of this checkout that app.py imports is in the Space (demo/ was not: the app
+    # found it here only through the editable install, and a real Space could not start).
+    assert set(local_modules(REPO / "app.py")) <= set(space)
     readme = space["README.md"].decode()
     assert front_matter(readme)["sdk"] == "gradio" and front_matter(readme)["models"] == [REPO_ID]
     assert f"(https://huggingface.co/{REPO_ID})" in readme  # the Space links to the model
@@ -516,6 +520,30 @@ def test_push_with_a_space_makes_a_space_that_starts_from_its_own_files(
     expected = model.predict(pixels.permute(2, 0, 1)[None])[0, 0].numpy() > 0.5
     predicted = np.asarray(Image.open(answer[5])) > 0
     assert (predicted != expected).sum() <= 5  # the Space's engine against eager PyTorch
+
+
+def local_modules(script: Path) -> list[str]:
+    """The files of this checkout that `script` imports, directly or through them (imports
+    inside functions counted), relative to the checkout: 'demo/views.py', 'zoo/__init__.py'."""
+    found, todo = set(), [script]
+    while todo:
+        tree = ast.parse(todo.pop().read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            for name in names:
+                parts = name.split(".")
+                for end in range(1, len(parts) + 1):
+                    base = REPO.joinpath(*parts[:end])
+                    for path in (base / "__init__.py", base.with_suffix(".py")):
+                        relative = path.relative_to(REPO).as_posix()
+                        if path.is_file() and relative not in found:
+                            found.add(relative)
+                            todo.append(path)
+    return sorted(found)
 
 
 def connect(url: str, server: subprocess.Popen, log: Path):

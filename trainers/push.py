@@ -83,7 +83,7 @@ def push_run(
     run_dir: str | Path,
     repo_id: str,
     *,
-    token: str,
+    token: str | None,
     private: bool = False,
     half: bool = False,
     space_id: str | None = None,
@@ -93,7 +93,7 @@ def push_run(
 
     The run is checked first: its weights must load into the model config.json describes. With
     `space_id`, the card links to that Space (`push_space` creates it). `token` is used as given:
-    this function never looks for an ambient one (`hub_token` does, for the command lines), so
+    this function never looks for an ambient one (the command lines do, before calling it), so
     a web app that passes a visitor's token can never push with its host's.
     """
     run_dir = Path(run_dir)
@@ -102,23 +102,14 @@ def push_run(
         raise FileNotFoundError(f"run folder {run_dir} does not exist")
     zoo.from_pretrained(run_dir)  # names a missing file, or weights that don't fit or hold NaN
     if not token or not isinstance(token, str):
-        raise ValueError("no Hugging Face token was given: the push needs one")
+        raise ValueError(
+            "no Hugging Face token: pass --token, set HF_TOKEN, or run `hf auth login`"
+        )
     operations = _operations(run_dir, repo_id, half, space_id)
     api = HfApi(token=token)
     url = api.create_repo(repo_id, private=private, exist_ok=True)
     api.create_commit(repo_id, operations, commit_message=commit_message)
     return str(url)
-
-
-def hub_token(given: str | None = None) -> str:
-    """The token a command line pushes with: `given` (--token), else the ambient one (HF_TOKEN,
-    the saved login). For command lines only: a server passes its visitor's token itself."""
-    token = given or get_token()
-    if not token:
-        raise ValueError(
-            "no Hugging Face token: pass --token, set HF_TOKEN, or run `hf auth login`"
-        )
-    return token
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.export:
             url = str(export_run(args.run_dir, args.repo_id, args.export, half=args.half))
         else:
-            token = hub_token(args.token)
+            token = args.token or get_token()  # a command line's own: never a server's
             url = push_run(args.run_dir, args.repo_id, token=token, private=args.private,
                            half=args.half, space_id=args.space)  # fmt: skip
             if args.space:

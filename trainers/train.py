@@ -556,9 +556,11 @@ def finish(config: TrainConfig, run_dir: Path, source: Any) -> None:
         )
         print(f"test: Dice {summary['metrics']['dice']['mean']:.4f} ({run_dir / 'eval'})")
     if config.push_to_hub:
-        from trainers.push import hub_token, push_run, push_space
+        from huggingface_hub import get_token
 
-        token = hub_token()
+        from trainers.push import push_run, push_space
+
+        token = get_token()  # the command line's own login: never a server's
         url = push_run(run_dir, config.push_to_hub, token=token, space_id=config.space or None)
         print(f"published: {url}")
         if config.space:
