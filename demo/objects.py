@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from trainers import objects
 from trainers.data.targets import BOUNDARY, object_classes
@@ -91,15 +90,9 @@ class Objects:
 
     def write(self, folder: Path, name: str) -> list[str]:
         """The label image (16-bit PNG; a 32-bit TIFF past 65,535 ids) and the table as CSV,
-        every object, with the physical area's unit in its column name."""
-        if self.labels.max(initial=0) <= np.iinfo(np.uint16).max:
-            label_file = folder / f"{name}_labels.png"
-            Image.fromarray(self.labels.astype(np.uint16)).save(label_file)
-        else:
-            import tifffile
-
-            label_file = folder / f"{name}_labels.tif"
-            tifffile.imwrite(label_file, self.labels.astype(np.uint32), compression="zlib")
+        every object, with the physical area's unit in its column name
+        (`trainers.objects.write_labels`, as `trainers.predict` writes them)."""
+        label_file = objects.write_labels(self.labels, folder / name)
         table_file = folder / f"{name}_objects.csv"
         columns = {k: v for k, v in self.table.items() if k != "area_physical"}
         if "area_physical" in self.table:

@@ -30,7 +30,7 @@ from demo.overlays import CLASS_COLOURS, overlay
 from trainers import metrics
 from trainers.data.medical import Decoded
 from trainers.data.readers import DataError, read_mask, read_objects
-from trainers.objects import components, objects_of
+from trainers.objects import components, foreground, objects_of
 from trainers.plots import FN, FP, TP, error_map
 from trainers.scoring import class_map
 from zoo import SegmentationModel
@@ -101,7 +101,11 @@ def class_names(model: SegmentationModel) -> list[str]:
 
 def labels_of(prediction: Prediction, threshold: float) -> np.ndarray:
     """An H x W uint8 label map by the project's one rule (`trainers.scoring`): probability
-    strictly above `threshold` for one class, else the most probable class."""
+    strictly above `threshold` for one class, else the most probable class; for a model of the
+    object target, its foreground as 1 (`trainers.objects.foreground`, as predict and
+    evaluation count it)."""
+    if prediction.object_target:
+        return foreground(prediction.probabilities).view(np.uint8)
     return class_map(prediction.probabilities, threshold).astype(np.uint8, copy=False)
 
 
@@ -126,7 +130,7 @@ def read_target(
     return target.astype(np.int64)
 
 
-def foreground(classes: list[str]) -> list[tuple[int, str]]:
+def foreground_classes(classes: list[str]) -> list[tuple[int, str]]:
     """Each foreground class id with its name ("class c" where `classes` has none)."""
     return [
         (c, classes[c] if c < len(classes) else f"class {c}")
@@ -137,7 +141,7 @@ def foreground(classes: list[str]) -> list[tuple[int, str]]:
 def metric_rows(labels: np.ndarray, target: np.ndarray, classes: list[str]) -> list[list]:
     """One row per foreground class: the class, then Dice, IoU, HD95, precision and recall."""
     rows = []
-    for c, name in foreground(classes):
+    for c, name in foreground_classes(classes):
         values = metrics.binary_metrics(labels == c, target == c)
         rows.append([name, *(round(float(values[m]), 4) for m in METRIC_NAMES)])
     return rows
@@ -197,9 +201,7 @@ def render(prediction: Prediction | None, threshold: float) -> dict[str, Any]:
     if prediction is None:  # nothing segmented yet, or kept longer than the state lives
         return empty | {"note": "Press **Segment** first, then move the threshold."}
     labels = labels_of(prediction, threshold)
-    classes = prediction.classes
-    if prediction.object_target:  # its pixels are its foreground: all but the background
-        labels, classes = (labels > 0).view(np.uint8), classes[:2]
+    classes = prediction.classes[:2] if prediction.object_target else prediction.classes
     binary = len(classes) == 2
     still, rgb = prediction.still, prediction.rgb
     views = {}
@@ -295,6 +297,6 @@ def physical_hd95(
         return ""
     values = [
         f"{name} {metrics.hd95(labels == c, target == c, spacing=source.spacing):.3g} {source.unit}"
-        for c, name in foreground(classes)
+        for c, name in foreground_classes(classes)
     ]
     return "<br>**HD95 in " + source.unit + ":** " + ", ".join(values)

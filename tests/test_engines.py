@@ -1,4 +1,5 @@
-"""Inference engines: the same masks as eager PyTorch, an export cache, and a fallback."""
+"""Inference engines: the same masks as eager PyTorch, an export cache, an engine named either
+running or raising, and the automatic choice's fallback."""
 
 from __future__ import annotations
 
@@ -95,15 +96,48 @@ class OddNet(nn.Module):
         return unexportable(self.conv(x))
 
 
-def test_a_model_the_engine_cannot_run_falls_back_to_eager_with_one_message(caplog) -> None:
+def odd_model() -> zoo.SegmentationModel:
     spec = dataclasses.replace(zoo.get_spec("unet"), name="odd_op", min_size=1)
-    model = zoo.SegmentationModel(OddNet(), spec, num_classes=1, in_channels=3, build_kwargs={})
+    return zoo.SegmentationModel(OddNet(), spec, num_classes=1, in_channels=3, build_kwargs={})
+
+
+def test_a_named_engine_that_cannot_run_the_model_raises_naming_the_engine_and_the_cause(
+    monkeypatch,
+) -> None:
+    model = odd_model()
+    with pytest.raises(ValueError, match=r"^odd_op: engine onnxruntime failed \("):
+        zoo.engine_predict(model, "onnxruntime")
+    monkeypatch.setenv(_engines.ENGINE_ENV, "onnxruntime")  # named in the environment: the same
+    with pytest.raises(ValueError, match=f"named by {_engines.ENGINE_ENV}"):
+        zoo.engine_predict(model)
+
+
+def test_the_automatic_choice_falls_back_to_eager_with_one_message_saying_why(
+    monkeypatch, caplog
+) -> None:
+    monkeypatch.delenv(_engines.ENGINE_ENV, raising=False)
+    model = odd_model()
     with caplog.at_level(logging.WARNING, logger="bioseg.engines"):
-        predict, used = zoo.engine_predict(model, "onnxruntime")
+        predict, used = zoo.engine_predict(model)
     assert used == "eager" and predict.predict == model.predict_normalized
     (record,) = [r for r in caplog.records if r.name == "bioseg.engines"]
     assert record.getMessage().startswith("odd_op: cannot run on onnxruntime (")
     assert "using eager PyTorch" in record.getMessage()
+
+
+def test_a_named_engine_s_wrong_output_shape_raises_instead_of_falling_back(monkeypatch) -> None:
+    """A runtime answering with the wrong shape (the check `check_output` makes): a bug that a
+    fallback to eager would hide."""
+    model = zoo.create_model("unet", base_channels=4).eval()
+    monkeypatch.setattr(_engines, "exported_onnx", lambda model: Path("unused.onnx"))
+
+    def wrong(path: Path, threads: int, smallest: tuple[int, ...]) -> _engines.Session:
+        return (lambda x: np.zeros((1, 2, 3, 3), np.float32)), (lambda: None)
+
+    monkeypatch.setitem(_engines._RUNTIMES, "onnxruntime", wrong)
+    monkeypatch.setenv(_engines.ENGINE_ENV, "onnxruntime")
+    with pytest.raises(ValueError, match=r"onnxruntime .*failed .*returned \(1, 2, 3, 3\)"):
+        zoo.engine_predict(model)
 
 
 def test_an_exported_model_is_reused_from_the_cache_and_new_weights_export_anew(
@@ -138,13 +172,18 @@ def test_engine_input_is_checked_as_eager_and_unknown_engines_are_named() -> Non
         zoo.engine_predict(model, "tensorrt")
 
 
-def test_a_missing_engine_package_falls_back_to_eager(monkeypatch, caplog) -> None:
+def test_a_missing_engine_package_raises_when_named_and_falls_back_when_chosen(
+    monkeypatch, caplog
+) -> None:
     model = zoo.create_model("unet", base_channels=4).eval()
     monkeypatch.setattr(_engines.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"openvino is not installed \(pip install openvino\)"):
+        zoo.engine_predict(model, "openvino")
+    monkeypatch.delenv(_engines.ENGINE_ENV, raising=False)
     with caplog.at_level(logging.WARNING, logger="bioseg.engines"):
-        predict, used = zoo.engine_predict(model, "openvino")
+        predict, used = zoo.engine_predict(model)
     assert used == "eager" and predict.predict == model.predict_normalized
-    assert "engine openvino is not installed (pip install openvino)" in caplog.text
+    assert "engine onnxruntime is not installed (pip install onnxruntime)" in caplog.text
 
 
 def test_a_served_model_runs_through_the_engine_asked_for() -> None:

@@ -62,6 +62,86 @@ def test_the_empty_cases() -> None:
     assert missed["dsb_score"] == 0 and missed["aji"] == 0 and missed["count_error"] == -2
 
 
+@pytest.mark.parametrize("side", ["prediction", "target"])
+def test_every_ratio_is_0_when_exactly_one_side_is_empty(side: str) -> None:
+    empty, two = np.zeros((5, 5), int), np.zeros((5, 5), int)
+    two[0, 0], two[4, 4] = 1, 2
+    pred, target = (empty, two) if side == "prediction" else (two, empty)
+    scores = objects.object_scores(pred, target)
+    ratios = ("dsb_score", "ap50", "f1_50", "precision50", "recall50", "pq", "sq", "rq", "aji")
+    assert {name: scores[name] for name in ratios} == dict.fromkeys(ratios, 0.0)
+
+
+def test_object_means_leave_out_images_with_no_object_on_either_side_and_count_them() -> None:
+    """Three images: the hand-computed case (precision 2/3, recall 2/3), one where nothing is
+    predicted (precision and recall 0) and one with no object on either side (undefined: left
+    out of the means and counted as excluded, as the pixel metrics count theirs)."""
+    from trainers.evaluate import summarize_objects
+
+    empty, two = np.zeros((5, 5), int), np.zeros((5, 5), int)
+    two[0, 0], two[4, 4] = 1, 2
+    rows = [
+        {"id": "hand", **objects.object_scores(*three_and_three())},
+        {"id": "missed", **objects.object_scores(empty, two)},
+        {"id": "nothing", **objects.object_scores(empty, empty)},
+    ]
+    summary = summarize_objects(rows)
+    assert summary["precision50"] == pytest.approx(
+        {"mean": 1 / 3, "std": 1 / 3, "n": 2, "excluded": 1}
+    )
+    assert summary["ap50"] == pytest.approx({"mean": 0.25, "std": 0.25, "n": 2, "excluded": 1})
+    assert summary["count_error"] == pytest.approx(
+        {"mean": -2 / 3, "std": math.sqrt(8 / 9), "n": 3, "excluded": 0}
+    )
+    assert summary["objects_total"] == 3 and summary["true_objects_total"] == 5
+    assert summary["median_relative_count_error"] == pytest.approx(0.5)  # of 0 and 1
+
+
+def test_one_foreground_for_object_models_background_below_one_half() -> None:
+    probabilities = np.array(
+        [[0.4, 0.5, 0.9, 0.2], [0.3, 0.25, 0.05, 0.1], [0.3, 0.25, 0.05, 0.7], [0, 0, 0, 0]],
+        np.float32,
+    ).reshape(4, 1, 4)
+    assert objects.foreground(probabilities).tolist() == [[True, False, False, True]]
+
+
+def test_the_demo_s_mask_of_an_object_model_is_that_foreground() -> None:
+    from demo.views import Prediction, render
+    from trainers.data.medical import Decoded
+
+    probabilities = np.zeros((4, 8, 8), np.float16)
+    probabilities[0] = 1
+    probabilities[:, 0, 0] = (0.4, 0.3, 0.3, 0.0)  # background the likeliest, yet below 1/2
+    probabilities[:, 4, 4] = (0.1, 0.9, 0.0, 0.0)
+    kept = Prediction(np.zeros((8, 8, 3), np.uint8), probabilities, None,
+                      ["background", "nucleus", "nucleus boundary", "nucleus contact"], "scan",
+                      Decoded(np.zeros((8, 8, 1), np.float32)), object_target=True)  # fmt: skip
+    mask = np.asarray(Image.open(render(kept, 0.5)["mask"]))
+    assert mask[0, 0] == 255 and mask[4, 4] == 255 and (mask > 0).sum() == 2
+
+
+def test_one_label_writer_16_bit_png_while_ids_fit_else_32_bit_tiff(tmp_path: Path) -> None:
+    import tifffile
+
+    from demo.objects import Objects
+
+    few = np.zeros((3, 4), np.int32)
+    few[0, 0], few[2, 3] = 65_535, 7
+    path = objects.write_labels(few, tmp_path / "few")
+    assert path == tmp_path / "few_labels.png"
+    saved = np.asarray(Image.open(path))
+    assert saved.dtype == np.uint16 and saved.tolist() == few.tolist()
+    many = few.copy()
+    many[1, 1] = 65_536
+    path = objects.write_labels(many, tmp_path / "many")
+    assert path == tmp_path / "many_labels.tif" and not (tmp_path / "many_labels.png").exists()
+    saved = tifffile.imread(path)
+    assert saved.dtype == np.uint32 and saved.tolist() == many.tolist()
+    files = Objects.of(many, np.zeros((3, 4))).write(tmp_path, "demo")  # the demo's, the same
+    assert files[0] == str(tmp_path / "demo_labels.tif")
+    assert tifffile.imread(files[0]).tolist() == many.tolist()
+
+
 def test_labels_that_are_not_integer_ids_are_refused() -> None:
     with pytest.raises(ValueError, match="prediction: label ids must be integers"):
         objects.object_scores(np.zeros((3, 3), np.float32), np.zeros((3, 3), int))

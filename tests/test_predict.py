@@ -21,10 +21,12 @@ from PIL import Image
 
 import zoo
 from tests.conftest import REPO, free_port
-from trainers.data.inputs import list_inputs
+from trainers import predict as predict_module
+from trainers.data.inputs import Input, list_inputs
+from trainers.data.medical import Decoded
 from trainers.data.readers import read_image
 from trainers.objects import components
-from trainers.predict import main
+from trainers.predict import Setup, main
 
 WEIGHTS = str(REPO / "weights" / "dsb2018-unet")
 
@@ -209,3 +211,138 @@ def test_two_processes_under_torchrun_give_one_process_s_outputs(tmp_path: Path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert outputs(tmp_path / "two") == outputs(tmp_path / "one")
     assert not list((tmp_path / "two").glob(".errors-*.csv"))  # merged by rank 0
+
+
+def test_a_relative_glob_is_taken_from_the_current_folder(tmp_path: Path, monkeypatch) -> None:
+    study(tmp_path / "study")
+    monkeypatch.chdir(tmp_path)
+    found = list_inputs("study/**/*.png")
+    assert [i.relative.as_posix() for i in found] == ["plate1/a.png", "plate2/broken.png"]
+    assert found[0].path == tmp_path / "study" / "plate1" / "a.png"
+
+
+def test_inputs_whose_outputs_would_share_a_name_are_refused_naming_both(
+    tmp_path: Path, capsys
+) -> None:
+    inputs = study(tmp_path / "study")
+    tifffile.imwrite(inputs / "plate1" / "a.tif", np.zeros((8, 8), np.uint16))
+    assert predict("--input", str(inputs), "--output", str(tmp_path / "out")) == 2
+    (message,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert message.startswith("error: ")
+    assert "plate1/a.png" in message and "plate1/a.tif" in message and "a_mask.png" in message
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+
+
+def test_the_collective_s_tensor_lives_on_the_group_s_device(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert predict_module.reduce_device("nccl") == torch.device("cuda", 1)
+    assert predict_module.reduce_device("gloo") == torch.device("cpu")
+
+
+def test_each_rank_takes_its_own_gpu_before_joining_an_nccl_group(monkeypatch) -> None:
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set", device)))
+    monkeypatch.setattr(predict_module.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(predict_module.dist, "init_process_group",
+                        lambda backend: calls.append(("init", backend)))  # fmt: skip
+    monkeypatch.setattr(predict_module.dist, "get_rank", lambda: 7)
+    assert predict_module.ranks() == (7, 4)
+    assert calls == [("set", 3), ("init", "nccl")]
+
+
+def plain_setup(objects: bool = False) -> Setup:
+    """A Setup of a binary model (or of the object target) without a model: for the writing
+    side, with predicting replaced."""
+    classes = ["background", "nucleus", "nucleus boundary", "nucleus contact"]
+    return Setup(None, None, "fp32", 0.5, objects, classes if objects else classes[:2], False)
+
+
+def written(found: Input, setup: Setup, probabilities: np.ndarray, out: Path) -> dict:
+    decoded = Decoded(np.zeros((*probabilities.shape[1:], 1), np.float32))
+    return predict_module.write_outputs(
+        setup, found, decoded, probabilities, predict_module.outputs_of(found, out), 0.0
+    )
+
+
+def test_label_images_past_65535_objects_are_written_as_32_bit_tiff(
+    tmp_path: Path, monkeypatch
+) -> None:
+    labels = np.arange(300 * 300, dtype=np.int32).reshape(300, 300)  # ids 0..89,999
+    monkeypatch.setattr(predict_module, "split_objects", lambda probabilities: labels)
+    probabilities = np.zeros((4, 300, 300), np.float32)
+    probabilities[1] = 1
+    row = written(Input(tmp_path / "a" / "b.png", Path("a/b.png")), plain_setup(True),
+                  probabilities, tmp_path / "out")  # fmt: skip
+    assert row["objects"] == 300 * 300 - 1
+    assert not (tmp_path / "out" / "a" / "b_labels.png").exists()
+    saved = tifffile.imread(tmp_path / "out" / "a" / "b_labels.tif")
+    assert saved.dtype == np.uint32 and saved.max() == 89_999
+    np.testing.assert_array_equal(saved, labels)
+
+
+def test_an_object_model_s_mask_is_its_foreground_small_pieces_included(tmp_path: Path) -> None:
+    """Background probability below one half is foreground: the 3 x 3 piece (too small to be
+    an object) and the pixel where the background is the likeliest class but below one half."""
+    probabilities = np.zeros((4, 20, 20), np.float32)
+    probabilities[0] = 1
+    probabilities[:, 2:12, 2:12] = np.array([0.0, 1.0, 0.0, 0.0])[:, None, None]  # 100 px
+    probabilities[:, 15:18, 15:18] = np.array([0.1, 0.9, 0.0, 0.0])[:, None, None]  # 9 px
+    probabilities[:, 0, 19] = (0.4, 0.3, 0.3, 0.0)  # argmax 0, yet foreground
+    found = Input(tmp_path / "a.png", Path("a.png"))
+    row = written(found, plain_setup(True), probabilities, tmp_path / "out")
+    mask = np.asarray(Image.open(tmp_path / "out" / "a_mask.png")) > 0
+    assert mask.sum() == 100 + 9 + 1 and mask[0, 19] and mask[16, 16]
+    labels = np.asarray(Image.open(tmp_path / "out" / "a_labels.png"))
+    assert labels.max() == 1 and (labels > 0).sum() == 100  # the objects: pieces over 40 px
+    assert row["objects"] == 1 and row["fraction_nucleus"] == pytest.approx(110 / 400)
+
+
+def test_writes_wait_in_a_bounded_queue(tmp_path: Path, monkeypatch) -> None:
+    """The writer is slow; predicting must not run more than WRITES_AHEAD images ahead of it
+    (each held image keeps its pixels and probabilities)."""
+    todo = list_inputs(many(tmp_path / "plate", 12))
+    done: list[str] = []
+    ahead: list[int] = []
+
+    def predict_one(setup: Setup, decoded: Decoded) -> np.ndarray:
+        ahead.append(len(ahead) - len(done))  # predicted before this one, not yet written
+        return np.zeros((1, 48, 48), np.float32)
+
+    def slow_write(*args) -> dict:
+        time.sleep(0.05)
+        done.append("x")
+        return {"path": "x"}
+
+    monkeypatch.setattr(predict_module, "predict_one", predict_one)
+    monkeypatch.setattr(predict_module, "write_outputs", slow_write)
+    assert predict_module.predict_all(plain_setup(), todo, tmp_path / "out", 0, 0) == 0
+    assert len(done) == 12 and max(ahead) <= predict_module.WRITES_AHEAD
+
+
+def test_a_failed_write_is_that_image_s_error_and_the_others_are_written(
+    tmp_path: Path, monkeypatch
+) -> None:
+    todo = list_inputs(study(tmp_path / "study"))
+    monkeypatch.setattr(predict_module, "predict_one",
+                        lambda setup, decoded: np.full((1, 64, 80), 0.9, np.float32))  # fmt: skip
+    real_save = predict_module._save_png
+
+    def full_disk(path: Path, pixels: np.ndarray) -> None:
+        if path.name == "c_mask.png":
+            raise OSError(28, "No space left on device")
+        real_save(path, pixels)
+
+    monkeypatch.setattr(predict_module, "_save_png", full_disk)
+    out = tmp_path / "out"
+    assert predict_module.predict_all(plain_setup(), todo, out, 0, 0) == 2  # broken.png, c.jpg
+    with (out / ".errors-0.csv").open(newline="") as handle:
+        errors = {row["path"]: row["reason"] for row in csv.DictReader(handle)}
+    assert sorted(errors) == ["plate2/broken.png", "plate2/c.jpg"]
+    assert "No space left on device" in errors["plate2/c.jpg"]
+    assert errors["plate2/c.jpg"].startswith("writing")
+    assert (out / "plate1" / "a_mask.png").is_file()
+    assert (out / "plate1" / "deep" / "b_mask.png").is_file()
+    assert not (out / ".rows" / "plate2" / "c.json").exists()  # not done: a resume redoes it

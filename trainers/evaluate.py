@@ -9,8 +9,10 @@ pr_curve.png (binary models: precision-recall curve with average precision and t
 threshold) and grid.png (image | target | prediction | error map). Where the data set labels
 each object (DSB 2018, folder label images), objects.csv holds the object scores of each image
 (`trainers.objects`: DSB score, AP50, F1, PQ, AJI, counts) and summary.json their means; where
-the foreground parts regions (ISBI 2012's membranes), regions.csv holds V_Rand and V_Info.
-A model of the object target is scored on pixels by its foreground (interior and boundary).
+the foreground parts regions (ISBI 2012's membranes), regions.csv holds V_Rand and V_Info. As
+for the pixel metrics, each of these means says how many images it used and how many it
+excluded (an image with no object on either side, where the ratios are undefined).
+A model of the object target is scored on pixels by its foreground (`trainers.objects.foreground`).
 """
 
 from __future__ import annotations
@@ -132,10 +134,12 @@ def score_split(
         found = object_rows(probabilities, threshold, item, sample, object_target, labelled)
         for name, row in found:
             extra.setdefault(name, []).append(row)
-        if object_target:  # scored on pixels by its foreground: interior and boundary
-            probabilities = 1 - probabilities[:1]
         target, roi = item["mask"].numpy(), item["roi"].numpy()
-        pred = class_map(probabilities, threshold if not object_target else 0.5)
+        if object_target:  # scored on pixels by its foreground, 1 - p_background its score
+            pred = objects.foreground(probabilities).view(np.uint8)
+            probabilities = 1 - probabilities[:1]
+        else:
+            pred = class_map(probabilities, threshold)
         if probabilities.shape[0] == 1:
             rows.append(
                 {"id": item["id"], **metrics.binary_metrics(pred == 1, target == 1, roi=roi)}
@@ -204,8 +208,9 @@ def pooled_figures(scores: np.ndarray, targets: np.ndarray, threshold: float) ->
 
 
 def summarize_objects(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The object scores' means over images (an image with no object in target or prediction
-    left out of each ratio's mean), the objects counted, and the median relative count error."""
+    """The object scores over images (`mean_scores`: an image with no object in target or
+    prediction left out of each ratio's mean and counted as excluded), the objects counted, and
+    the median relative count error."""
     true = np.array([row["true_objects"] for row in rows], float)
     found = np.array([row["objects"] for row in rows], float)
     relative = np.abs(found - true)[true > 0] / true[true > 0]
@@ -217,14 +222,10 @@ def summarize_objects(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def mean_scores(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Each score's mean over the rows, NaN (undefined) rows left out."""
-    names = [name for name in rows[0] if name != "id"]
-    columns = {name: np.array([row[name] for row in rows], float) for name in names}
-    return {
-        name: float(values[~np.isnan(values)].mean()) if (~np.isnan(values)).any() else math.nan
-        for name, values in columns.items()
-    }
+def mean_scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Each score's mean, std, n used and n excluded over the rows, as the pixel metrics are
+    summarized (`metrics.summarize`): an undefined (NaN) value is left out and counted."""
+    return metrics.summarize(rows_without_ids(rows))
 
 
 def rows_without_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -281,8 +282,15 @@ def main(argv: list[str] | None = None) -> None:
         )
     for kind in ("objects", "regions"):
         if kind in summary:
-            shown = ", ".join(f"{name} {value:.4f}" for name, value in summary[kind].items())
-            print(f"{kind}: {shown}")
+            print(f"{kind}: " + ", ".join(_shown(k, v) for k, v in summary[kind].items()))
+
+
+def _shown(name: str, value: Any) -> str:
+    """A summary's figure for the terminal: a mean with its exclusions, or a number."""
+    if isinstance(value, dict):
+        excluded = f" (excluded {value['excluded']})" if value["excluded"] else ""
+        return f"{name} {value['mean']:.4f}{excluded}"
+    return f"{name} {value:.4f}"
 
 
 if __name__ == "__main__":

@@ -106,6 +106,11 @@ def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
+def _mean(value: Any) -> str:
+    """A summary's mean (`metrics.summarize`'s record, or a plain number) as `_number` shows it."""
+    return _number(value.get("mean") if isinstance(value, dict) else value)
+
+
 def _finite(text: str | None) -> bool:
     try:
         return math.isfinite(float(text or "nan"))
@@ -237,7 +242,7 @@ def _evaluation_section(summary: dict[str, Any]) -> str:
         parts.append(_table(("over the whole split", "value"), scalars))
     for kind in ("objects", "regions"):  # trainers.objects: the field's object scores
         found = summary.get(kind, {})
-        rows = [(OBJECT_LABELS[k], _number(found[k])) for k in OBJECT_LABELS if k in found]
+        rows = [(OBJECT_LABELS[k], _mean(found[k])) for k in OBJECT_LABELS if k in found]
         if rows:
             parts.append(_table((f"{kind} (mean over images, a match: IoU > 0.5)", "value"), rows))
     return "\n\n".join(parts)

@@ -7,7 +7,10 @@ overlaps of a prediction's objects with a target's, and the scores built on them
 
 A model trained on the object target (`trainers.data.targets`: background, interior, boundary)
 has its objects split by a seeded watershed (`split_objects`); any other binary model's objects
-are its mask's connected components.
+are its mask's connected components. Such a model's pixels (its mask in the demo and from
+`trainers.predict`, what evaluation scores on pixels) are its `foreground`: background
+probability below one half, the region the watershed grows through. A label image is written
+by `write_labels` (16-bit PNG, or 32-bit TIFF past 65,535 objects).
 
 Definitions (the empty cases are in `object_scores`):
 - a predicted and a true object **match at IoU threshold t** when their IoU is strictly above t
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # the DSB score's 0.50..0.95
@@ -67,22 +71,31 @@ def components(mask: np.ndarray) -> np.ndarray:
 MIN_AREA = 40  # pixels: a smaller split-off piece is a fragment, not an object
 
 
+def foreground(probabilities: np.ndarray) -> np.ndarray:
+    """The H x W foreground of an object model's K x H x W probabilities: background probability
+    below one half (1 - p_background > 0.5, interior and rims together). The watershed of
+    `split_objects` grows through exactly these pixels, and evaluation scores them on pixels;
+    the most probable class would call a pixel of (0.4, 0.3, 0.3) background, though the model
+    gives it 0.6 to be part of an object."""
+    return probabilities[0] < 0.5
+
+
 def split_objects(probabilities: np.ndarray, min_area: int = MIN_AREA) -> np.ndarray:
     """The objects (int32 label image) of the object target's K x H x W probabilities
     (background, interior, boundary, contact; a model of the earlier target has no contact
     channel): each connected interior (interior the most probable class, opened by one pixel
     so that a thread does not join two) is a seed, grown by a watershed over the boundary and
-    contact probability through the foreground (background below one half);
+    contact probability through the `foreground` (background below one half);
     foreground that no seed reaches is an object of its own; objects under `min_area` pixels are
     dropped. The opening and `MIN_AREA` were chosen on DSB 2018's validation images
     (docs/objects.md)."""
     from skimage.segmentation import watershed
 
-    background, boundary = probabilities[0], probabilities[2:].sum(0)
+    boundary = probabilities[2:].sum(0)
     seeds = components(ndimage.binary_opening(probabilities.argmax(0) == 1))
-    foreground = background < 0.5
-    labels = watershed(boundary, markers=seeds, mask=foreground).astype(np.int32)
-    rest = components(foreground & (labels == 0))
+    inside = foreground(probabilities)
+    labels = watershed(boundary, markers=seeds, mask=inside).astype(np.int32)
+    rest = components(inside & (labels == 0))
     labels[rest > 0] = rest[rest > 0] + labels.max()
     areas = np.bincount(labels.ravel())
     small = areas < min_area
@@ -108,6 +121,26 @@ def sequential(labels: np.ndarray) -> tuple[np.ndarray, int]:
     if ids.size and ids[0] == 0:
         return inverse.reshape(labels.shape).astype(np.int32), ids.size - 1
     return (inverse + 1).reshape(labels.shape).astype(np.int32), ids.size
+
+
+def write_labels(labels: np.ndarray, stem: Path) -> Path:
+    """Write a label image as `STEM_labels.png` (16-bit) while its ids fit, else as
+    `STEM_labels.tif` (32-bit, zlib), whole or not at all; napari, Fiji and QuPath open both.
+    Returns the file written."""
+    from zoo._files import atomic_write  # zoo imports torch: only where a file is written
+
+    labels = check_labels(labels, stem)
+    if labels.max(initial=0) <= np.iinfo(np.uint16).max:
+        path = stem.with_name(f"{stem.name}_labels.png")
+        pixels = labels.astype(np.uint16)
+        atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
+        return path
+    import tifffile
+
+    path = stem.with_name(f"{stem.name}_labels.tif")
+    pixels = labels.astype(np.uint32)
+    atomic_write(path, lambda tmp: tifffile.imwrite(tmp, pixels, compression="zlib"))
+    return path
 
 
 @dataclass(frozen=True)
@@ -162,12 +195,19 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den else math.nan
 
 
+def _empty(other_side: int) -> float:
+    """A ratio whose own side is empty: 0 when the other side has objects, else undefined."""
+    return 0.0 if other_side else math.nan
+
+
 def object_scores(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """The object scores (`OBJECT_METRICS`) of a predicted label image against a true one.
 
-    Empty cases: with no object in either, the ratios are undefined (NaN, left out of the means
-    as the pixel Dice of such an image is) and the count error is 0; with objects in only one,
-    every ratio is 0."""
+    Empty cases: with objects in only one, every ratio is 0 (precision when nothing is
+    predicted, recall when nothing is there to find, included); with no object in either, the
+    ratios are undefined (NaN: evaluation leaves the image out of their means and counts it as
+    excluded, as it leaves out and counts the pixel Dice of an image empty on both sides) and
+    the count error is 0."""
     return scores_of(overlaps(pred, target))
 
 
@@ -187,8 +227,8 @@ def scores_of(found: Overlaps) -> dict[str, float]:
         "dsb_score": float(np.mean(per_threshold)),
         "ap50": per_threshold[0],
         "f1_50": _ratio(2 * tp, 2 * tp + fp + fn),
-        "precision50": _ratio(tp, n_pred) if n_true + n_pred else math.nan,
-        "recall50": _ratio(tp, n_true) if n_true + n_pred else math.nan,
+        "precision50": _ratio(tp, n_pred) if n_pred else _empty(n_true),
+        "recall50": _ratio(tp, n_true) if n_true else _empty(n_pred),
         "pq": sq * rq if tp else (math.nan if n_true + n_pred == 0 else 0.0),
         "sq": sq,
         "rq": rq,

@@ -9,18 +9,22 @@ objects), optionally its probabilities, a row of figures per image, resumable, s
 
 `--input` is a folder (searched at every depth), a glob pattern, or a text file listing paths;
 the images are read as the demo reads them (DICOM, TIFF and OME-TIFF, PNG, JPEG, 16-bit).
-Under `--output`, each image's outputs keep its path relative to the input folder:
-`a/b_mask.png` (0/255, or class ids), `a/b_labels.png` (16-bit, one id per object; a model of
-the object target), `a/b_probabilities.npy` (float16 K x H x W, `--save-probabilities`);
-`results.csv` (one row per image: size, foreground fraction per class, objects and their mean
-area in pixels and in the file's unit, seconds), `errors.csv` (the files that could not be
-read or predicted, with the reason) and `predict.json` (weights, threshold, versions, command).
+A relative glob is taken from the current folder. Under `--output`, each image's outputs keep
+its path relative to the input folder: `a/b_mask.png` (0/255, or class ids; a model of the object
+target's foreground, `trainers.objects.foreground`), `a/b_labels.png` (16-bit, one id per
+object; a 32-bit `a/b_labels.tif` past 65,535; a model of the object target),
+`a/b_probabilities.npy` (float16 K x H x W, `--save-probabilities`); `results.csv` (one row per
+image: size, foreground fraction per class, objects and their mean area in pixels and in the
+file's unit, seconds), `errors.csv` (the files that could not be read, predicted or written,
+with the reason) and `predict.json` (weights, threshold, versions, command). Two inputs whose
+outputs would share a name (`a/b.png` and `a/b.tif`) are refused before anything is done.
 
 Each output is written whole (a temporary file, then a rename) and an image's row last, so a
 second run skips the images whose outputs are complete: a killed job loses at most the images
 in flight; `--overwrite` redoes them. Nothing under the input folder is ever written. Files are
-decoded in worker processes, outputs written in a background thread. Under `torchrun` each rank
-takes every world-th image (PyTorch's launcher and rendezvous) and rank 0 merges the rows.
+decoded in worker processes, outputs written in a background thread at most `WRITES_AHEAD`
+images behind. Under `torchrun` each rank takes every world-th image on its own GPU (PyTorch's
+launcher and rendezvous) and rank 0 merges the rows.
 The exit status is the number of images that failed (at most 125), 0 when none did.
 """
 
@@ -32,8 +36,9 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,12 +54,14 @@ from trainers.cli import exit_on_user_error
 from trainers.data.inputs import Input, check_output_outside, list_inputs
 from trainers.data.medical import Decoded
 from trainers.data.readers import DataError, read_decoded
-from trainers.objects import components, split_objects
+from trainers.objects import components, foreground, split_objects, write_labels
 from trainers.scoring import class_map, predict_probabilities
 from zoo._files import atomic_write
 
 ROWS = ".rows"  # under --output: one JSON row per finished image, the mark that it is done
 MAX_STATUS = 125
+WRITES_AHEAD = 4  # images predicted but not yet written, at most: each holds its pixels and
+# probabilities (a 4096 x 4096 image of four classes, 320 MB), so the writer bounds memory
 
 
 @dataclass(frozen=True)
@@ -97,6 +104,20 @@ def row_file(found: Input, output: Path) -> Path:
     return output / ROWS / found.relative.with_suffix(".json")
 
 
+def check_distinct_outputs(inputs: list[Input]) -> None:
+    """A DataError naming both files when two inputs would write the same outputs and row
+    (`a/b.png` and `a/b.tif` both give `a/b_mask.png`): one would be lost, and a resume would
+    skip it."""
+    seen: dict[Path, Input] = {}
+    for found in inputs:
+        stem = found.relative.with_suffix("")
+        if (other := seen.setdefault(stem, found)) is not found:
+            raise DataError(
+                f"{other.path} and {found.path} would both be written as {stem}_mask.png (and "
+                "one row of results.csv) under --output: rename one, or predict them apart"
+            )
+
+
 def predict_one(setup: Setup, decoded: Decoded) -> np.ndarray:
     """Class probabilities K x H x W of one decoded image."""
     image = channels_first(decoded.pixels, setup.model)
@@ -119,14 +140,14 @@ def write_outputs(
     stem.parent.mkdir(parents=True, exist_ok=True)
     if setup.objects:
         labels = split_objects(probabilities)
-        classes = (labels > 0).astype(np.uint8)
+        classes = foreground(probabilities).view(np.uint8)
     else:
         classes = class_map(probabilities, setup.threshold).astype(np.uint8)
         labels = components(classes > 0) if probabilities.shape[0] == 1 else None
     binary = setup.objects or probabilities.shape[0] == 1
     _save_png(stem.with_name(stem.name + "_mask.png"), classes * 255 if binary else classes)
     if setup.objects:
-        _save_png(stem.with_name(stem.name + "_labels.png"), labels.astype(np.uint16))
+        write_labels(labels, stem)
     if setup.save_probabilities:
         path = stem.with_name(stem.name + "_probabilities.npy")
         atomic_write(path, lambda tmp: _save_npy(tmp, probabilities.astype(np.float16)))
@@ -205,11 +226,28 @@ def _normalizing(model: zoo.SegmentationModel, runner: Any) -> Any:
 
 
 def ranks() -> tuple[int, int]:
-    """This process's rank and the world size: from torchrun's environment, one when alone."""
+    """This process's rank and the world size: from torchrun's environment, one when alone.
+    With GPUs each rank takes its own (`LOCAL_RANK`) before joining the NCCL group."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def reduce_device(backend: str) -> torch.device:
+    """Where a collective's tensors must live: this rank's GPU for NCCL, the CPU for gloo."""
+    if backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def total_over_ranks(count: int) -> int:
+    """`count` summed over every rank of the process group."""
+    total = torch.tensor([count], device=reduce_device(dist.get_backend()))
+    dist.all_reduce(total)
+    return int(total.item())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -217,6 +255,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     inputs = list_inputs(args.input)
     check_output_outside(output, inputs)
+    check_distinct_outputs(inputs)
     rank, world = ranks()
     mine = inputs[rank::world]
     todo = [i for i in mine if args.overwrite or not row_file(i, output).is_file()]
@@ -227,9 +266,7 @@ def run(args: argparse.Namespace) -> int:
     setup = make_setup(args, todo)
     failed = predict_all(setup, todo, output, args.workers, rank)
     if world > 1:
-        count = torch.tensor([failed])
-        dist.all_reduce(count)
-        failed = int(count.item())
+        failed = total_over_ranks(failed)
         dist.barrier()
     if rank == 0:
         merge(output, inputs, args, setup)
@@ -240,15 +277,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def predict_all(setup: Setup, todo: list[Input], output: Path, workers: int, rank: int) -> int:
-    """Predict `todo`, reading ahead in `workers` processes and writing behind in a thread;
-    the failures go to this rank's errors file. Returns how many failed."""
+    """Predict `todo`, reading ahead in `workers` processes and writing behind in a thread, at
+    most `WRITES_AHEAD` images behind; the failures (read, predicted or written) go to this
+    rank's errors file. Returns how many failed."""
     from tqdm import tqdm
 
     loader = DataLoader(Reading(todo), batch_size=None, num_workers=workers,
                         collate_fn=lambda item: item)  # fmt: skip
     errors: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=1) as writer:
-        pending = []
+        pending: deque[Future[tuple[str, str] | None]] = deque()
         bar = tqdm(loader, total=len(todo), unit="img", disable=rank != 0 or not todo)
         for found, decoded in bar:
             if isinstance(decoded, str):
@@ -261,23 +299,36 @@ def predict_all(setup: Setup, todo: list[Input], output: Path, workers: int, ran
                 errors.append((found.relative.as_posix(), f"{type(error).__name__}: {error}"))
                 continue
             seconds = time.perf_counter() - start
+            if len(pending) == WRITES_AHEAD:  # wait for the oldest: memory stays bounded
+                errors += _failed(pending.popleft())
             pending.append(writer.submit(finish, setup, found, decoded, probabilities,
                                          output, seconds))  # fmt: skip
-        for job in pending:
-            job.result()
+        while pending:
+            errors += _failed(pending.popleft())
     write_errors(output / f".errors-{rank}.csv", errors)
     return len(errors)
+
+
+def _failed(job: Future[tuple[str, str] | None]) -> list[tuple[str, str]]:
+    error = job.result()
+    return [error] if error else []
 
 
 def finish(
     setup: Setup, found: Input, decoded: Decoded, probabilities: np.ndarray, output: Path,
     seconds: float,
-) -> None:  # fmt: skip
-    """Write one image's outputs, then its row: the row says the outputs are complete."""
-    row = write_outputs(setup, found, decoded, probabilities, outputs_of(found, output), seconds)
-    path = row_file(found, output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(row)))
+) -> tuple[str, str] | None:  # fmt: skip
+    """Write one image's outputs, then its row: the row says the outputs are complete. A
+    failure is that image's (path, reason), and the job goes on with the others."""
+    try:
+        row = write_outputs(setup, found, decoded, probabilities, outputs_of(found, output),
+                            seconds)  # fmt: skip
+        path = row_file(found, output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(row)))
+    except Exception as error:  # a full disk, a permission, a bug: this image's, recorded
+        return found.relative.as_posix(), f"writing its outputs: {type(error).__name__}: {error}"
+    return None
 
 
 def write_errors(path: Path, errors: list[tuple[str, str]]) -> None:

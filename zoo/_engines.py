@@ -13,9 +13,12 @@ agrees with float32's on at least `AGREEMENT` of the sample's pixels (the figure
 For the runtimes, the model's network is exported once to ONNX (torch's exporter, height and
 width left dynamic) and the file is cached under `$BIOSEG_CACHE` (default
 `~/.cache/bioseg/engines`), named by a hash of the model's config and weights, and of the
-versions of torch and the export; a later load finds it instead of exporting again. A model
-that cannot be exported or run there (a plugin with an operator the exporter does not know)
-falls back to eager PyTorch, with one warning naming why; `used` says which engine answers.
+versions of torch and the export; a later load finds it instead of exporting again.
+
+An engine the user named (`engine`, or `$BIOSEG_ENGINE`) runs or raises an `EngineError` naming
+it and the cause (its package missing, an operator the exporter does not know, an output of the
+wrong shape). Only the automatic choice falls back to eager PyTorch, with one warning saying
+why; `used` says which engine answers.
 """
 
 from __future__ import annotations
@@ -39,8 +42,8 @@ from torch import Tensor
 from ._model import SegmentationModel, to_probabilities
 
 __all__ = [
-    "CACHE_ENV", "ENGINES", "ENGINE_ENV", "Runner", "cpu_has_bf16", "engine_predict",
-    "exported_onnx",
+    "CACHE_ENV", "ENGINES", "ENGINE_ENV", "EngineError", "Runner", "cpu_has_bf16",
+    "engine_predict", "exported_onnx",
 ]  # fmt: skip
 
 LOG = logging.getLogger("bioseg.engines")
@@ -53,6 +56,10 @@ _EXPORT_FORMAT = 1  # bump when the export itself changes, so older cached files
 _EXPORT_SIZE = 128  # the example input's side; height and width stay dynamic
 
 Predict = Callable[[Tensor], Tensor]
+
+
+class EngineError(ValueError):
+    """An engine the user named cannot run the model: the message names both and the cause."""
 
 
 @dataclass(frozen=True)
@@ -201,7 +208,7 @@ def _seconds(runner: Runner, x: Tensor, repeats: int = 3) -> float:
 
 def _measured(model: SegmentationModel, sample: Tensor, threads: int | None) -> tuple[Runner, str]:
     """The default engine, or bf16 where it agrees with float32 on `sample` and is faster."""
-    default, used = engine_predict(model, DEFAULT_ENGINE, threads=threads)
+    default, used = _automatic(model, threads)
     bf16 = _bf16_runner(model)
     agreement = float(
         (_mask(model.predict_normalized(sample)) == _mask(bf16(sample))).float().mean()
@@ -226,26 +233,54 @@ def engine_predict(
 ) -> tuple[Runner, str]:
     """`model.predict_normalized` through `engine` (default `$BIOSEG_ENGINE`, else the measured
     fastest: with a normalized `sample` image on a CPU with bf16 units, bf16 autocast where it
-    is faster and agrees), and the name of the engine that answers: "eager" when the model cannot
-    be exported or run by the engine, or its package is not installed (logged, with the reason)."""
-    engine = engine or os.environ.get(ENGINE_ENV)
-    if engine is None and sample is not None and cpu_has_bf16():
+    is faster and agrees), and the name of the engine that answers. A named engine that cannot
+    run the model raises an `EngineError`; the automatic choice falls back to "eager" (logged,
+    with the reason)."""
+    if engine:
+        return _named(model, engine, threads, "")
+    if named := os.environ.get(ENGINE_ENV):
+        return _named(model, named, threads, f" (named by {ENGINE_ENV})")
+    if sample is not None and cpu_has_bf16():
         return _measured(model, sample, threads)
-    engine = engine or DEFAULT_ENGINE
+    return _automatic(model, threads)
+
+
+def _named(
+    model: SegmentationModel, engine: str, threads: int | None, source: str
+) -> tuple[Runner, str]:
+    """`engine` as the user named it (`source` says where): it runs, or an EngineError."""
     if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if engine == "eager":
-        return Runner(model.predict_normalized), engine
-    if engine == "bf16":
-        return _bf16_runner(model), engine
-    if importlib.util.find_spec(engine) is None:
-        LOG.warning("%s: engine %s is not installed (pip install %s); using eager PyTorch",
-                    model.spec.name, engine, engine)  # fmt: skip
-        return Runner(model.predict_normalized), "eager"
+        raise ValueError(f"unknown engine {engine!r}{source}; choose one of {', '.join(ENGINES)}")
     try:
-        return _runtime_predict(model, engine, threads or torch.get_num_threads()), engine
+        return _runner(model, engine, threads), engine
     except Exception as error:  # an operator the exporter or the runtime cannot handle, ...
-        first_line = (str(error).strip().splitlines() or [""])[0][:300]
-        LOG.warning("%s: cannot run on %s (%s: %s); using eager PyTorch",
-                    model.spec.name, engine, type(error).__name__, first_line)  # fmt: skip
+        raise EngineError(
+            f"{model.spec.name}: engine {engine}{source} failed ({_cause(error)}); name another "
+            f"engine, or none to let bioseg choose"
+        ) from error
+
+
+def _automatic(model: SegmentationModel, threads: int | None) -> tuple[Runner, str]:
+    """The default engine, or eager PyTorch where it cannot run the model (logged, with why)."""
+    try:
+        return _runner(model, DEFAULT_ENGINE, threads), DEFAULT_ENGINE
+    except Exception as error:  # nobody asked for this engine: eager answers instead
+        LOG.warning("%s: cannot run on %s (%s); using eager PyTorch", model.spec.name,
+                    DEFAULT_ENGINE, _cause(error))  # fmt: skip
         return Runner(model.predict_normalized), "eager"
+
+
+def _runner(model: SegmentationModel, engine: str, threads: int | None) -> Runner:
+    if engine == "eager":
+        return Runner(model.predict_normalized)
+    if engine == "bf16":
+        return _bf16_runner(model)
+    if importlib.util.find_spec(engine) is None:
+        raise ModuleNotFoundError(f"engine {engine} is not installed (pip install {engine})")
+    return _runtime_predict(model, engine, threads or torch.get_num_threads())
+
+
+def _cause(error: Exception) -> str:
+    """An exception's type and the first line of its message."""
+    first_line = (str(error).strip().splitlines() or [""])[0][:300]
+    return f"{type(error).__name__}: {first_line}"

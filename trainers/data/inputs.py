@@ -32,8 +32,9 @@ class Input:
 def list_inputs(source: str | Path) -> list[Input]:
     """The images of `source`, sorted: a folder's image files at any depth (by suffix,
     `INPUT_SUFFIXES`), the files a glob pattern matches, or the paths a text file lists (one a
-    line, relative to the file; blank lines and # comments skipped). Relative paths are taken
-    from the folder, or from the files' common parent."""
+    line, relative to the file; blank lines and # comments skipped). A relative glob is taken
+    from the current folder. Relative paths are taken from the folder, or from the files'
+    common parent."""
     text = str(source)
     path = Path(text).expanduser()
     if path.is_dir():
@@ -43,7 +44,8 @@ def list_inputs(source: str | Path) -> list[Input]:
         files = _listed(path)
         root = _common_parent(files)
     elif glob.has_magic(text):
-        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        matches = glob.glob(text, recursive=True)
+        files = sorted(Path(os.path.abspath(p)) for p in matches if Path(p).is_file())
         root = _common_parent(files)
     elif path.is_file():
         files, root = [path], path.parent
@@ -66,8 +68,8 @@ def _listed(listing: Path) -> list[Path]:
 def _common_parent(files: list[Path]) -> Path:
     if not files:
         return Path(".")
-    resolved = [str(p.resolve().parent) for p in files]
-    return Path(os.path.commonpath(resolved))
+    parents = [os.path.abspath(p.parent) for p in files]  # as the files are named, links kept
+    return Path(os.path.commonpath(parents))
 
 
 def check_output_outside(output: Path, inputs: list[Input]) -> None:
