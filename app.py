@@ -167,7 +167,9 @@ def load_model(location: str, session: finetune.Session | None = None) -> Served
 
 @functools.lru_cache(maxsize=4)
 def _finetuned(location: str) -> Served:
-    return serve(location, ARGS.engine)
+    """A visitor's model, its exported graph in its own folder (counted in their disk budget,
+    deleted with their session)."""
+    return serve(location, ARGS.engine, cache=Path(location) / "engine")
 
 
 def resolve_location(choice: str | None, session: finetune.Session | None = None) -> str:
@@ -468,12 +470,12 @@ def compare(
     for side, choice in zip("ab", (choice_a, choice_b), strict=True):
         prediction, _ = run_model(choice, decoded, name, mask_file, session=session)
         labels = labels_of(prediction, threshold)
+        # An object model's labels are its foreground: scored as one class, as render does.
+        classes = prediction.classes[:2] if prediction.object_target else prediction.classes
         view = overlay(prediction.rgb, labels)
         outputs.append(write_png(view, folder / f"prediction_{side}.png"))
         if prediction.target is not None:
-            rows += [
-                [choice, *row] for row in metric_rows(labels, prediction.target, prediction.classes)
-            ]
+            rows += [[choice, *row] for row in metric_rows(labels, prediction.target, classes)]
     return outputs[0], outputs[1], rows
 
 

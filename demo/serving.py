@@ -49,17 +49,22 @@ choice by measurement (bf16 is taken only where its mask agrees with float32's o
 
 
 def serve(
-    location: str, engine: str | None = None, sample: Sample | None = None, **load_options: object
+    location: str,
+    engine: str | None = None,
+    sample: Sample | None = None,
+    cache: Path | None = None,
+    **load_options: object,
 ) -> Served:
     """The weights at `location` (a folder or Hub id, `from_pretrained`'s `load_options`), run
     by `engine` (default: `$BIOSEG_ENGINE`, else the fastest measured, on `sample`'s image of
-    the model when it gives one). Forward passes of every served model run one at a time."""
+    the model when it gives one), its exported graph kept in `cache` (default: the engines'
+    cache). Forward passes of every served model run one at a time."""
     model = from_pretrained(location, **load_options)
     image = sample(model) if sample else None
     x = None
     if image is not None:
         x = normalize(model_input(image, model).float(), model.spec.mean, model.spec.std)
-    runner, used = engine_predict(model, engine, sample=x)
+    runner, used = engine_predict(model, engine, sample=x, cache=cache)
     LOG.info("%s: served by %s", location, used)
 
     def predict(batch: torch.Tensor) -> torch.Tensor:

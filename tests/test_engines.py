@@ -129,7 +129,7 @@ def test_a_named_engine_s_wrong_output_shape_raises_instead_of_falling_back(monk
     """A runtime answering with the wrong shape (the check `check_output` makes): a bug that a
     fallback to eager would hide."""
     model = zoo.create_model("unet", base_channels=4).eval()
-    monkeypatch.setattr(_engines, "exported_onnx", lambda model: Path("unused.onnx"))
+    monkeypatch.setattr(_engines, "exported_onnx", lambda model, cache: Path("unused.onnx"))
 
     def wrong(path: Path, threads: int, smallest: tuple[int, ...]) -> _engines.Session:
         return (lambda x: np.zeros((1, 2, 3, 3), np.float32)), (lambda: None)
@@ -218,7 +218,7 @@ def test_served_models_run_one_forward_pass_at_a_time(monkeypatch) -> None:
     monkeypatch.setattr(
         serving,
         "engine_predict",
-        lambda model, engine, sample: (_engines.Runner(slow_forward), "slow"),
+        lambda model, engine, sample, cache: (_engines.Runner(slow_forward), "slow"),
     )
     names = ("dsb2018-unet", "drive-unet")  # two models: one forward at a time across models too
     served = [serving.serve(str(REPO / "weights" / name)) for name in names]

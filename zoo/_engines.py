@@ -96,10 +96,11 @@ def _fingerprint(model: SegmentationModel) -> str:
     return digest.hexdigest()[:32]
 
 
-def exported_onnx(model: SegmentationModel) -> Path:
+def exported_onnx(model: SegmentationModel, cache: Path | None = None) -> Path:
     """The model's network as an ONNX file (logits, dynamic height and width), exported on
-    the first call and found in the cache afterwards."""
-    path = cache_dir() / f"{model.spec.name.replace('/', '-')}-{_fingerprint(model)}.onnx"
+    the first call and found in `cache` (default: `cache_dir()`) afterwards."""
+    name = f"{model.spec.name.replace('/', '-')}-{_fingerprint(model)}.onnx"
+    path = (cache or cache_dir()) / name
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -160,9 +161,11 @@ def _openvino(path: Path, threads: int, smallest: tuple[int, ...]) -> Session:
 _RUNTIMES = {"onnxruntime": _onnxruntime, "openvino": _openvino}
 
 
-def _runtime_predict(model: SegmentationModel, engine: str, threads: int) -> Runner:
+def _runtime_predict(
+    model: SegmentationModel, engine: str, threads: int, cache: Path | None
+) -> Runner:
     smallest = (1, model.in_channels, model.spec.min_size, model.spec.min_size)
-    run, release = _RUNTIMES[engine](exported_onnx(model), threads, smallest)
+    run, release = _RUNTIMES[engine](exported_onnx(model, cache), threads, smallest)
 
     def predict(x: Tensor) -> Tensor:
         model.check_input(x)
@@ -206,9 +209,11 @@ def _seconds(runner: Runner, x: Tensor, repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _measured(model: SegmentationModel, sample: Tensor, threads: int | None) -> tuple[Runner, str]:
+def _measured(
+    model: SegmentationModel, sample: Tensor, threads: int | None, cache: Path | None
+) -> tuple[Runner, str]:
     """The default engine, or bf16 where it agrees with float32 on `sample` and is faster."""
-    default, used = _automatic(model, threads)
+    default, used = _automatic(model, threads, cache)
     bf16 = _bf16_runner(model)
     agreement = float(
         (_mask(model.predict_normalized(sample)) == _mask(bf16(sample))).float().mean()
@@ -230,29 +235,31 @@ def engine_predict(
     *,
     threads: int | None = None,
     sample: Tensor | None = None,
+    cache: Path | None = None,
 ) -> tuple[Runner, str]:
     """`model.predict_normalized` through `engine` (default `$BIOSEG_ENGINE`, else the measured
     fastest: with a normalized `sample` image on a CPU with bf16 units, bf16 autocast where it
     is faster and agrees), and the name of the engine that answers. A named engine that cannot
     run the model raises an `EngineError`; the automatic choice falls back to "eager" (logged,
-    with the reason)."""
+    with the reason). An exported graph is kept in `cache` (default: `cache_dir()`): a web
+    app gives a visitor's model its session's folder."""
     if engine:
-        return _named(model, engine, threads, "")
+        return _named(model, engine, threads, "", cache)
     if named := os.environ.get(ENGINE_ENV):
-        return _named(model, named, threads, f" (named by {ENGINE_ENV})")
+        return _named(model, named, threads, f" (named by {ENGINE_ENV})", cache)
     if sample is not None and cpu_has_bf16():
-        return _measured(model, sample, threads)
-    return _automatic(model, threads)
+        return _measured(model, sample, threads, cache)
+    return _automatic(model, threads, cache)
 
 
 def _named(
-    model: SegmentationModel, engine: str, threads: int | None, source: str
+    model: SegmentationModel, engine: str, threads: int | None, source: str, cache: Path | None
 ) -> tuple[Runner, str]:
     """`engine` as the user named it (`source` says where): it runs, or an EngineError."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}{source}; choose one of {', '.join(ENGINES)}")
     try:
-        return _runner(model, engine, threads), engine
+        return _runner(model, engine, threads, cache), engine
     except Exception as error:  # an operator the exporter or the runtime cannot handle, ...
         raise EngineError(
             f"{model.spec.name}: engine {engine}{source} failed ({_cause(error)}); name another "
@@ -260,24 +267,28 @@ def _named(
         ) from error
 
 
-def _automatic(model: SegmentationModel, threads: int | None) -> tuple[Runner, str]:
+def _automatic(
+    model: SegmentationModel, threads: int | None, cache: Path | None
+) -> tuple[Runner, str]:
     """The default engine, or eager PyTorch where it cannot run the model (logged, with why)."""
     try:
-        return _runner(model, DEFAULT_ENGINE, threads), DEFAULT_ENGINE
+        return _runner(model, DEFAULT_ENGINE, threads, cache), DEFAULT_ENGINE
     except Exception as error:  # nobody asked for this engine: eager answers instead
         LOG.warning("%s: cannot run on %s (%s); using eager PyTorch", model.spec.name,
                     DEFAULT_ENGINE, _cause(error))  # fmt: skip
         return Runner(model.predict_normalized), "eager"
 
 
-def _runner(model: SegmentationModel, engine: str, threads: int | None) -> Runner:
+def _runner(
+    model: SegmentationModel, engine: str, threads: int | None, cache: Path | None
+) -> Runner:
     if engine == "eager":
         return Runner(model.predict_normalized)
     if engine == "bf16":
         return _bf16_runner(model)
     if importlib.util.find_spec(engine) is None:
         raise ModuleNotFoundError(f"engine {engine} is not installed (pip install {engine})")
-    return _runtime_predict(model, engine, threads or torch.get_num_threads())
+    return _runtime_predict(model, engine, threads or torch.get_num_threads(), cache)
 
 
 def _cause(error: Exception) -> str:
