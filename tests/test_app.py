@@ -81,7 +81,9 @@ def app_url(examples: Path) -> Iterator[str]:
         "HF_HUB_OFFLINE": "1",  # tests never contact the real Hub
         "HF_HOME": str(examples.parent / "hf"),
         "BIOSEG_FINETUNE_SECONDS": "4",  # the fine-tune's time box, short for the tests
+        "TMPDIR": str(examples.parent / "tmp"),  # the app's output folder, for the tests to see
     }
+    (examples.parent / "tmp").mkdir(exist_ok=True)
     log = examples.parent / "app.log"  # a file, not a pipe: an unread pipe would fill and block
     process = subprocess.Popen(
         [sys.executable, "app.py", "--port", str(port)],
@@ -731,7 +733,16 @@ def test_browser_counts_a_dsb_example_and_its_label_image_holds_that_many_ids(
 
 
 @browser_test
-def test_browser_fine_tunes_on_a_kept_pair_and_only_its_visitor_sees_the_model(app_url) -> None:
+def test_browser_a_visitor_s_work_outlives_others_sweeps_and_stays_theirs(
+    app_url, examples: Path
+) -> None:
+    """Visitor A keeps two pairs and fine-tunes; every folder and file under the app's output
+    folder is set two hours back; visitor B, in another browser context, runs Segment (whose
+    sweep of old answers deleted A's session before: its folder lay among the answers); A's
+    pairs and model are still there, A still segments with the model, and B can neither see
+    it in the menu nor reach it by its token."""
+    from gradio_client import Client, handle_file
+
     with app_page(app_url) as page:
         page.get_by_text("histology-a08166d9_mask.png").first.click(timeout=60_000)
         page.locator("#count").get_by_text("target: 22").wait_for(timeout=180_000)
@@ -739,15 +750,36 @@ def test_browser_fine_tunes_on_a_kept_pair_and_only_its_visitor_sees_the_model(a
         drawn = page.locator("[aria-label='histology-a08166d9_drawn_mask.png']")
         drawn.last.wait_for(timeout=60_000)  # the painted target is the Segment tab's mask
         page.get_by_role("tab", name="Teach it your images").click()
-        page.get_by_role("button", name="Keep the Segment tab's image and target").click()
-        page.locator("#kept-note").get_by_text("1 pair kept.").wait_for(timeout=60_000)
+        keep = page.get_by_role("button", name="Keep the Segment tab's image and target")
+        for count in ("1 pair kept.", "2 pairs kept."):
+            keep.click()
+            page.locator("#kept-note").get_by_text(count).wait_for(timeout=60_000)
         page.get_by_role("button", name="Fine-tune the chosen model on the kept pairs").click()
         done = page.locator("#finetuned")
         done.get_by_text("is ready in the model menus").wait_for(timeout=240_000)
-        assert "+ 1 of your image" in done.inner_text()
+        assert "+ 2 of your images" in done.inner_text()
+        href = page.locator("a[href*='yours-']").first.get_attribute("href", timeout=30_000)
+        token = re.search(r"(yours-[0-9a-f]+)\.zip", href).group(1)
+        [session] = (examples.parent / "tmp").glob("bioseg-app-*/sessions/session-*")
+        two_hours_ago = time.time() - 7200
+        for path in (examples.parent / "tmp").glob("bioseg-app-*/**/*"):
+            os.utime(path, (two_hours_ago, two_hours_ago))
+
+        other = page.context.browser.new_context().new_page()  # visitor B
+        other.goto(app_url, wait_until="load", timeout=120_000)
+        other.get_by_text("fluorescence-98a46348_mask.png").first.click(timeout=60_000)
+        other.get_by_text("true positive").wait_for(timeout=180_000)  # B's Segment answered
+        assert len(list((session / "pairs" / "masks").glob("*.png"))) == 2
+        assert (session / "models" / token / "model.safetensors").is_file()
+        menu = other.get_by_label("Model (or type a Hub id OWNER/NAME)").first
+        menu.click()
+        other.get_by_role("option").first.wait_for(timeout=30_000)
+        options = other.get_by_role("option").all_inner_texts()
+        assert options and not any("of your image" in text for text in options)
+
         page.get_by_role("tab", name="Segment").click()
         chosen = page.get_by_label("Model (or type a Hub id OWNER/NAME)").first
-        assert "+ 1 of your image" in chosen.input_value()
+        assert "+ 2 of your images" in chosen.input_value()
         view = page.locator("img[src$='/prediction.png']").first
         before = view.get_attribute("src", timeout=30_000)
         page.get_by_role("button", name="Segment", exact=True).click()  # the fine-tuned model
@@ -756,10 +788,8 @@ def test_browser_fine_tunes_on_a_kept_pair_and_only_its_visitor_sees_the_model(a
             time.sleep(0.5)
         assert view.get_attribute("src") != before  # a new prediction was drawn
         assert page.get_by_text("Could not load model").count() == 0
-        other = page.context.browser.new_context().new_page()  # another visitor
-        other.goto(app_url, wait_until="load", timeout=120_000)
-        menu = other.get_by_label("Model (or type a Hub id OWNER/NAME)").first
-        menu.click()
-        other.get_by_role("option").first.wait_for(timeout=30_000)
-        options = other.get_by_role("option").all_inner_texts()
-        assert options and not any("of your image" in text for text in options)
+    image = examples / "dsb2018" / "histology-a08166d9.png"
+    with pytest.raises(Exception, match="invalid Hub repo id 'yours-"):  # B by the token
+        Client(app_url, verbose=False).predict(
+            token, None, handle_file(str(image)), None, 0.5, api_name="/segment"
+        )
