@@ -134,6 +134,11 @@ def test_unreadable_files_raise_data_error_naming_them(tmp_path: Path) -> None:
 def test_pixel_limit_is_checked_from_the_header(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from trainers.data import readers
+
+    # The defaults a library user gets, whatever a server (app.py, imported by other tests) set.
+    monkeypatch.setattr(readers, "_PROCESS_LIMIT", None)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", readers.DEFAULT_MAX_PIXELS)
     bomb = png_header(tmp_path / "bomb.png", 100_000, 100_000)  # no pixel data to decode
     with pytest.raises(DataError, match="exceeds the limit of 400,000,000") as caught:
         read_image(bomb)
