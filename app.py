@@ -17,6 +17,7 @@ import functools
 import io
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Callable
@@ -59,6 +60,7 @@ from trainers.data.readers import (
     read_decoded,
     set_pixel_limit,
 )
+from trainers.scoring import checked_threshold
 from zoo._hub import check_repo_id, download_file
 
 LOG = logging.getLogger("bioseg.app")
@@ -250,11 +252,29 @@ def read_inputs(
     if not path:
         raise gr.Error("Upload an image (or pick an example) first.")
     try:
-        decoded = read_decoded(path, index=int(frame or 0), max_pixels=MAX_PIXELS)
+        decoded = read_decoded(path, index=frame_index(frame), max_pixels=MAX_PIXELS)
     except DataError as error:
         raise gr.Error(str(error)) from None
     # The name labels the output files; it never chooses a folder.
     return decoded, re.sub(r"[^\w.-]", "_", Path(path).stem)[:40].lstrip(".") or "image"
+
+
+def frame_index(frame: object) -> int:
+    """The frame field as an index; a message when it is not a whole number. (The field does
+    not round: Gradio's rounding fails on NaN and infinity with a traceback.)"""
+    if frame is None:
+        return 0
+    if not isinstance(frame, int | float) or not math.isfinite(frame) or frame != int(frame):
+        raise gr.Error(f"The frame must be a whole number, got {frame!r}.")
+    return int(frame)
+
+
+def visitor_threshold(threshold: object) -> float:
+    """A threshold a visitor sent, checked (a NaN passes the slider's bounds); a message if not."""
+    try:
+        return checked_threshold(threshold)
+    except ValueError as error:
+        raise gr.Error(f"{str(error)[0].upper()}{str(error)[1:]}.") from None
 
 
 def served_model(choice: str | None, session: finetune.Session | None = None) -> Served:
@@ -286,6 +306,7 @@ def predict(
     """For scripts (`/predict`): the mask file (an object model's: its label image) and what it
     holds: the model's name, the threshold used (None: the model's saved one), the classes,
     the image's size; for an object model its count and object table (`demo.api.answer`)."""
+    threshold = None if threshold is None else visitor_threshold(threshold)
     decoded, name = read_inputs(None, image_file, frame)
     served = served_model(choice)
     probabilities = predicted(served, decoded.pixels, name)
@@ -334,6 +355,7 @@ def segment(
     progress=gr.Progress(),  # noqa: B008 (Gradio's way to report progress)
 ):
     """Run the model on the image; the views and metrics come from `render`."""
+    threshold = visitor_threshold(threshold)
     decoded, name = read_inputs(image_path, image_file, frame)
     prediction, message = run_model(choice, decoded, name, mask_file, progress, session)
     del decoded  # the float image is not needed for the views: freed before they are drawn
@@ -342,7 +364,7 @@ def segment(
 
 def redraw(prediction: Prediction | None, threshold: float) -> tuple:
     """The views at a new threshold, from the kept prediction: no model run."""
-    return shown(render(prediction, threshold))
+    return shown(render(prediction, visitor_threshold(threshold)))
 
 
 def shown(views: dict[str, Any], message: str = "") -> tuple:
@@ -577,7 +599,7 @@ def segment_inputs() -> SimpleNamespace:
         elem_id="image-file",
     )
     ui.frame = gr.Number(
-        0, precision=0, minimum=0, label="Frame, page or plane (DICOM, TIFF stacks)",
+        0, minimum=0, step=1, label="Frame, page or plane (DICOM, TIFF stacks)",
         elem_id="frame",
     )  # fmt: skip
     ui.mask_in = gr.File(label="Target mask (optional)", type="filepath", elem_id="mask-file")
@@ -718,7 +740,7 @@ def predict_endpoint() -> None:
         choice = gr.Textbox(label="model")
         image = gr.File(label="image", type="filepath")
         threshold = gr.Number(None, label="threshold")
-        frame = gr.Number(0, precision=0, label="frame")
+        frame = gr.Number(0, label="frame")
         mask = gr.File(label="mask")
         record = gr.JSON(label="record")
         run = gr.Button()

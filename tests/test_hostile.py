@@ -5,8 +5,7 @@ The app runs once for the module (`python app.py`, as tests/test_app.py starts i
 token in its environment and a fake Hub (tests/hub_server.py) as its HF_ENDPOINT, which records
 every request and its Authorization header. Public endpoints are driven by gradio_client; the
 Teach tab's private events as the page makes them (tests/hostile_inputs.py). One fine-tune runs
-in the whole file, for the tests that need a visitor's model. Product holes found here are kept
-as strict xfails naming the cause.
+in the whole file, for the tests that need a visitor's model.
 """
 
 from __future__ import annotations
@@ -229,8 +228,6 @@ def test_a_threshold_outside_the_slider_is_refused(client, cells, threshold, mes
     refused(segment, client, MODEL, cells[0], threshold=threshold, match=message)
 
 
-@pytest.mark.xfail(strict=True, reason="NaN passes gr.Slider's bounds check (every comparison "
-                   "with NaN is False) and /segment answers with an empty mask")  # fmt: skip
 def test_a_nan_threshold_on_segment_is_refused(page, cells) -> None:
     """Sends /segment threshold NaN as raw JSON; expects a refusal naming the threshold."""
     answer = page.call("segment", [MODEL, None, page.upload(cells[0])[0], None, NAN, 0])
@@ -255,11 +252,6 @@ def test_a_frame_index_out_of_range_is_refused(client, cells, endpoint, frame, m
                 api_name="/predict", match=message)  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gr.Number(precision=0) rounds the frame in Gradio's "
-    "preprocess: int(nan) / int(inf) raise there, a traceback and no message",
-)
 @pytest.mark.parametrize("endpoint", ["segment", "predict"])
 @pytest.mark.parametrize("frame", [NAN, INF], ids=["nan", "inf"])
 def test_a_non_finite_frame_is_refused_with_a_message(page, cells, endpoint, frame) -> None:
@@ -271,12 +263,6 @@ def test_a_non_finite_frame_is_refused_with_a_message(page, cells, endpoint, fra
     assert not answer.ok and answer.error and "frame" in answer.error
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="/predict's threshold (gr.Number, no bounds) reaches "
-    "demo.api.answer unchecked: -3, 1e300, NaN give a mask, 'abc' a numpy "
-    "traceback (UFuncNoLoopError in trainers.scoring.binarize)",
-)
 @pytest.mark.parametrize("threshold", [-3.0, 1e300, NAN, "abc"],
                          ids=["negative", "huge", "nan", "text"])  # fmt: skip
 def test_a_threshold_outside_0_1_on_predict_is_refused(page, cells, threshold) -> None:
@@ -602,11 +588,6 @@ def test_predict_cli_records_a_png_bomb_as_failed_without_decoding_it(tmp_path) 
     assert not list((tmp_path / "out").glob("*.png"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trainers.predict takes --threshold nan (and -1) and "
-    "writes empty (full) masks: the threshold is not checked to lie in (0, 1)",
-)
 def test_predict_cli_refuses_a_nan_threshold(tmp_path) -> None:
     """Runs trainers.predict --threshold nan; expects one 'error:' line and exit 2."""
     image = pair(tmp_path / "in", "cells")[0]

@@ -23,7 +23,7 @@ from trainers.metrics import (
     specificity,
     summarize,
 )
-from trainers.scoring import binarize, confusions, mean_overlap
+from trainers.scoring import binarize, checked_threshold, confusions, mean_overlap
 
 # pred  1 1 1    target 1 0 0    tp: (0,0), (1,1)   fp: (0,1), (0,2)
 #       0 1 0           1 1 0    fn: (1,0)          tn: (1,2)
@@ -373,3 +373,16 @@ def test_curves_reject_undefined_and_mismatched_inputs() -> None:
         roc_auc(scores, np.ones(3, bool))
     with pytest.raises(ValueError, match="finite"):
         roc_auc(np.array([0.2, math.nan]), np.array([1, 0], bool))
+
+
+@pytest.mark.parametrize(
+    "value", [0, 1, 0.0, 1.0, -0.1, 1.5, math.nan, math.inf, True, "0.5", None]
+)
+def test_a_threshold_outside_the_open_unit_interval_is_refused(value) -> None:
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        checked_threshold(value)
+
+
+def test_a_threshold_inside_the_open_unit_interval_is_a_float() -> None:
+    assert checked_threshold(0.25) == 0.25 and type(checked_threshold(0.25)) is float
+    assert checked_threshold(1e-9) == 1e-9

@@ -29,7 +29,7 @@ import torch
 import zoo
 from trainers import metrics, objects
 from trainers.checkpoint import write_json
-from trainers.cli import exit_on_user_error
+from trainers.cli import exit_on_user_error, threshold_argument
 from trainers.data import SegmentationDataset, eval_transform, parse_spec, read_image
 from trainers.data.readers import read_objects
 from trainers.plots import error_grid, pr_curve_plot
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="KIND:PATH, e.g. drive:../shared/data/DRIVE")
     parser.add_argument("--split", default="test")
     parser.add_argument("--output", type=Path)
-    parser.add_argument("--threshold", type=float, help="default: the one saved with the weights")
+    parser.add_argument("--threshold", type=threshold_argument, help="default: the saved one")
     parser.add_argument("--grid", type=int, default=4, help="images shown in grid.png")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation")
     args = parser.parse_args(argv)

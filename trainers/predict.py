@@ -50,7 +50,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import zoo
-from trainers.cli import exit_on_user_error
+from trainers.cli import exit_on_user_error, threshold_argument
 from trainers.data.inputs import Input, check_output_outside, list_inputs
 from trainers.data.medical import Decoded
 from trainers.data.readers import DataError, read_decoded
@@ -378,7 +378,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", required=True, help="a run folder, bundled folder or Hub id")
     parser.add_argument("--input", required=True, help="a folder, a glob pattern, or a .txt list")
     parser.add_argument("--output", required=True, type=Path, help="a folder outside the input")
-    parser.add_argument("--threshold", type=float, help="default: the one saved with the weights")
+    parser.add_argument("--threshold", type=threshold_argument, help="default: the saved one")
     parser.add_argument("--save-probabilities", action="store_true", help="float16 .npy files")
     parser.add_argument("--overwrite", action="store_true", help="redo images already done")
     parser.add_argument("--workers", type=int, default=2, help="processes decoding the files")

@@ -72,6 +72,15 @@ def _normalized(model: zoo.SegmentationModel, batch: Tensor) -> Tensor:
     return model.predict_normalized(zoo.normalize(batch, model.spec.mean, model.spec.std))
 
 
+def checked_threshold(value: object) -> float:
+    """`value` as a threshold: a finite number strictly between 0 and 1 (at 0 or 1, `binarize`
+    makes every pixel, or none, foreground); a ValueError naming it otherwise."""
+    number = value if isinstance(value, float | int) and not isinstance(value, bool) else None
+    if number is None or not 0 < number < 1:  # NaN fails the comparison too
+        raise ValueError(f"the threshold must be a number between 0 and 1, got {value!r}")
+    return float(number)
+
+
 def binarize(probabilities: np.ndarray, threshold: float) -> np.ndarray:
     """Foreground where the probability is strictly above `threshold`: the project's one rule
     (the PR curve's thresholds follow it)."""
