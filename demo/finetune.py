@@ -48,7 +48,7 @@ import numpy as np
 from PIL import Image
 
 from trainers.data.readers import DataError, read_decoded, read_objects
-from trainers.objects import components
+from trainers.scores.objects import components
 
 SECONDS = float(os.environ.get("BIOSEG_FINETUNE_SECONDS", 90))
 MAX_PAIRS = int(os.environ.get("BIOSEG_FINETUNE_PAIRS", 32))
@@ -216,12 +216,12 @@ class Session:
     def export(self, token: str) -> Path:
         """The fine-tuned run folder as a zip (weights, config, settings, metrics, model card)
         that `zoo.from_pretrained` loads once unpacked; made once."""
-        from trainers.model_card import model_card
+        from trainers.hub.model_card import run_card
 
         run, archive = self.models[token], self.folder / f"{token}.zip"
         if archive.is_file():
             return archive
-        (run / "README.md").write_text(model_card(run, self.labels[token]), encoding="utf-8")
+        (run / "README.md").write_text(run_card(run, self.labels[token]), encoding="utf-8")
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
             for name in KEPT_FILES:
                 if (run / name).is_file():

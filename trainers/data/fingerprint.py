@@ -1,5 +1,5 @@
 """A data set's fingerprint: what its images and masks are like, measured once, from which a
-training plan is derived (`trainers.plan`).
+training plan is derived (`trainers.fit.plan_rules`).
 
     print("\n".join(describe(fingerprint(parse_spec("drive:../shared/data/DRIVE")))))
 """
