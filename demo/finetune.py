@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from trainers.data.download import members_outside
 from trainers.data.readers import DataError, read_decoded, read_objects
 from trainers.scores.objects import components
 
@@ -145,10 +146,8 @@ class Session:
             if len(members) > 2 * MAX_PAIRS:
                 raise DataError(f"{name}: {len(members)} files, more than the "
                                 f"{2 * MAX_PAIRS} of {MAX_PAIRS} pairs")  # fmt: skip
-            for member in members:
-                parts = Path(member.filename).parts
-                if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
-                    raise DataError(f"{name}: {member.filename} lies outside the zip")
+            if outside := members_outside([m.filename for m in members]):
+                raise DataError(f"{name}: {outside[0]} lies outside the zip")
             self.check_room(sum(m.file_size for m in members), f"{name} unpacked")
             unpacked = self.folder / "unpacked"
             shutil.rmtree(unpacked, ignore_errors=True)

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .layouts import DatasetSource
-from .readers import read_sample
+from .layouts import DatasetSource, read_sample
 
 __all__ = ["Fingerprint", "describe", "fingerprint"]
 
