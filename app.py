@@ -60,7 +60,7 @@ from trainers.data.readers import (
     read_decoded,
     set_pixel_limit,
 )
-from trainers.scoring import checked_threshold
+from trainers.scores.scoring import checked_threshold
 from zoo._hub import check_repo_id, download_file
 
 LOG = logging.getLogger("bioseg.app")
@@ -836,7 +836,7 @@ def push_finetuned(session, choice: str, repo_id: str, token: str) -> str:
     """Push the chosen fine-tuned model to the Hub with the visitor's token, used for this
     request only (never stored or logged); without one, nothing is pushed (the server's own
     token is never used for a visitor)."""
-    from trainers.push import push_run
+    from trainers.hub.push import push_run
 
     if session is None or choice not in session.models:
         raise gr.Error("Pick one of your fine-tuned models in the Segment tab's menu first.")

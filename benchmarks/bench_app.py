@@ -58,13 +58,13 @@ from bench_zoo import paired_medians  # noqa: E402
 
 import zoo  # noqa: E402
 from demo import serving  # noqa: E402
-from trainers import scoring  # noqa: E402
+from trainers.scores import scoring  # noqa: E402
 
 TILES = (256, 384, 512, 768, 1024)
 # Stages of a request: the functions whose cumulative time makes each (file, function name).
 STAGES = {
     "read the file": [("readers.py", "read_decoded")],
-    "normalise": [("serving.py", "model_input"), ("_spec.py", "normalize")],
+    "normalise": [("_spec.py", "match_channels"), ("_spec.py", "normalize")],
     "forward (engine)": [("_engines.py", "predict"), ("_model.py", "predict")],
     "contrast-stretched RGB for display": [("overlays.py", "display_rgb")],
     "overlays": [("overlays.py", "overlay")],
@@ -105,7 +105,7 @@ def test_images(folder: Path) -> dict[str, Path]:
 def tile_rows(served: serving.Served) -> list[str]:
     """Seconds for a 2048x2048 image per tile size, through the app's engine."""
     image = np.random.default_rng(1).random((2048, 2048, 3), dtype=np.float32)
-    x = serving.model_input(image, served.model)
+    x = serving.channels_first(image)[None]
     rows = [
         "| tile | tiles | s for 2048x2048 | us per image pixel |",
         "| ---: | ---: | ---: | ---: |",
@@ -254,7 +254,7 @@ def measure_requests(demo_app, label: str, served, images: dict[str, Path]) -> d
         small = images["512x512 PNG"]
         image = np.asarray(Image.open(small).convert("RGB"), dtype=np.float32) / 255
         spec = served.model.spec
-        x = zoo.normalize(serving.model_input(image, served.model), spec.mean, spec.std)
+        x = zoo.normalize(serving.channels_first(image)[None], spec.mean, spec.std)
         page = Page(root)
         via = paired_medians(
             [lambda: request(small), lambda: request(small, no_ca_bundle),
@@ -323,7 +323,7 @@ def predict_rows(label: str, served, folder: Path) -> list[tuple[str, str, str]]
     path = folder / "noise-512.png"
     Image.fromarray(noise).save(path)
     x = zoo.normalize(
-        serving.model_input(noise.astype(np.float32) / 255, served.model),
+        serving.channels_first(noise.astype(np.float32) / 255)[None],
         served.model.spec.mean,
         served.model.spec.std,
     )

@@ -26,8 +26,8 @@ from demo.objects import Objects, matched_outlines
 from demo.overlays import overlay
 from demo.views import write_png
 from trainers.data.targets import object_classes
-from trainers.objects import objects_of
-from trainers.plots import error_map
+from trainers.scores.objects import objects_of
+from trainers.scores.plots import error_map
 
 SIDE, GRID = 2048, 100  # 100 x 100 discs, 20 px apart, radius 10: neighbours touch
 

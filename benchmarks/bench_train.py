@@ -120,7 +120,7 @@ def plain_loop(model_name: str, size: int, count: int, batch: int) -> dict[str, 
     import torch
 
     import zoo
-    from trainers.losses import DiceIoULoss
+    from trainers.fit.losses import DiceIoULoss
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = zoo.create_model(model_name, **MODEL_KWARGS.get(model_name, {})).to(device)

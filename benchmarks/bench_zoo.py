@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import zoo
-from trainers import metrics
+from trainers.scores import metrics
 
 
 def paired_medians(runs: list[Callable[[], object]], repeats: int, warmup: int = 1) -> list[float]:
@@ -129,7 +129,7 @@ def bench_hd95(size: int, repeats: int) -> None:
     print("| implementation | HD95 (px) | ms | bioseg / MONAI |")
     print("| --- | ---: | ---: | ---: |")
     print(
-        f"| bioseg `trainers.metrics.hd95` | {ours:.3f} | {ours_s * 1e3:.1f} | "
+        f"| bioseg `trainers.scores.metrics.hd95` | {ours:.3f} | {ours_s * 1e3:.1f} | "
         f"{ours_s / theirs_s:.2f} |"
     )
     print(

@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import zoo  # noqa: E402
-from trainers.losses import DiceIoULoss  # noqa: E402
-from trainers.steps import synchronize, time_step  # noqa: E402
+from trainers.fit.losses import DiceIoULoss  # noqa: E402
+from trainers.fit.steps import synchronize, time_step  # noqa: E402
 
 
 def run(command: list[str], env: dict[str, str] | None = None) -> None:

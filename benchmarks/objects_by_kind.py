@@ -6,7 +6,7 @@ validation, never on test:
     python benchmarks/objects_by_kind.py --weights weights/dsb2018-objects \\
         --data ../shared/data/DSB2018-nuclei --split val --min-area 20 40
 
-Each `--min-area` is the size under which `trainers.objects.split_objects` drops a piece; the
+Each `--min-area` is the size under which `trainers.scores.objects.split_objects` drops a piece; the
 probabilities are computed once and scored for each.
 """
 
@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import zoo
 from benchmarks.pick_examples import KINDS, kind_of
 from trainers.cli import exit_on_user_error
-from trainers.config import TrainConfig
 from trainers.data.layouts import parse_spec, train_val_split
 from trainers.data.readers import read_image, read_objects
-from trainers.objects import MIN_AREA, object_scores, split_objects
-from trainers.scoring import predict_probabilities
+from trainers.fit.settings import TrainConfig
+from trainers.scores.objects import MIN_AREA, object_scores, split_objects
+from trainers.scores.scoring import predict_probabilities
 
 
 def samples_of(data: Path, split: str) -> list:

@@ -33,7 +33,7 @@ from cellpose import dynamics, models, train, version
 from trainers.data import parse_spec
 from trainers.data.readers import read_image, read_objects
 from trainers.evaluate import summarize_objects, write_rows
-from trainers.objects import object_scores
+from trainers.scores.objects import object_scores
 
 DIAMETER = 17.0  # Cellpose's nuclei models' mean diameter
 

@@ -12,7 +12,7 @@ set's val split, or the same seeded 20% held out, is left unused). Needs
 With `--objects` (issue 24's plain alternative to Cellpose) it learns bioseg's object target
 (background, interior, boundary, contact: `trainers.data.targets`) with soft Dice +
 cross-entropy over the target's classes, its objects split by the same watershed
-(`trainers.objects.split_objects`), and is scored by the object metrics:
+(`trainers.scores.objects.split_objects`), and is scored by the object metrics:
 
     python benchmarks/peer_smp.py --data dsb2018:../shared/data/DSB2018-nuclei --objects
 """
@@ -31,12 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from trainers import metrics
-from trainers.config import TrainConfig
 from trainers.data import SegmentationDataset, eval_transform, parse_spec, train_val_split
 from trainers.data.readers import read_objects
 from trainers.evaluate import summarize_objects
-from trainers.objects import object_scores, split_objects
+from trainers.fit.settings import TrainConfig
+from trainers.scores import metrics
+from trainers.scores.objects import object_scores, split_objects
 
 IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 CROP, BATCH = 256, 8

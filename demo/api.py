@@ -15,8 +15,8 @@ import numpy as np
 
 from demo.objects import Objects
 from demo.views import class_names, write_png
-from trainers.objects import objects_of
-from trainers.scoring import class_map
+from trainers.scores.objects import objects_of
+from trainers.scores.scoring import class_map
 from zoo import SegmentationModel
 
 

@@ -47,8 +47,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from trainers.data.download import members_outside
 from trainers.data.readers import DataError, read_decoded, read_objects
-from trainers.objects import components
+from trainers.scores.objects import components
 
 SECONDS = float(os.environ.get("BIOSEG_FINETUNE_SECONDS", 90))
 MAX_PAIRS = int(os.environ.get("BIOSEG_FINETUNE_PAIRS", 32))
@@ -145,10 +146,8 @@ class Session:
             if len(members) > 2 * MAX_PAIRS:
                 raise DataError(f"{name}: {len(members)} files, more than the "
                                 f"{2 * MAX_PAIRS} of {MAX_PAIRS} pairs")  # fmt: skip
-            for member in members:
-                parts = Path(member.filename).parts
-                if member.filename.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
-                    raise DataError(f"{name}: {member.filename} lies outside the zip")
+            if outside := members_outside([m.filename for m in members]):
+                raise DataError(f"{name}: {outside[0]} lies outside the zip")
             self.check_room(sum(m.file_size for m in members), f"{name} unpacked")
             unpacked = self.folder / "unpacked"
             shutil.rmtree(unpacked, ignore_errors=True)
@@ -216,12 +215,12 @@ class Session:
     def export(self, token: str) -> Path:
         """The fine-tuned run folder as a zip (weights, config, settings, metrics, model card)
         that `zoo.from_pretrained` loads once unpacked; made once."""
-        from trainers.model_card import model_card
+        from trainers.hub.model_card import run_card
 
         run, archive = self.models[token], self.folder / f"{token}.zip"
         if archive.is_file():
             return archive
-        (run / "README.md").write_text(model_card(run, self.labels[token]), encoding="utf-8")
+        (run / "README.md").write_text(run_card(run, self.labels[token]), encoding="utf-8")
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
             for name in KEPT_FILES:
                 if (run / name).is_file():

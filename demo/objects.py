@@ -2,7 +2,7 @@
 table, matched against the target's, and written as files that napari, Fiji and QuPath open
 (a 16-bit label image, or a 32-bit TIFF past 65,535 objects, and the table as CSV).
 
-    found = Objects.of(labels, intensity, pixel_area, unit)   # labels from trainers.objects
+    found = Objects.of(labels, intensity, pixel_area, unit)   # labels from trainers.scores.objects
     found.outlined(rgb), found.rows(), found.write(folder, "cells")
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers import objects
 from trainers.data.targets import BOUNDARY, object_classes
-from trainers.plots import FN, FP, TP
+from trainers.scores import objects
+from trainers.scores.plots import FN, FP, TP
 
 TABLE_ROWS = 1000  # objects listed on the page (largest first); the CSV holds every one
 HEADERS = ("id", "area (px)", "area", "diameter (px)", "mean intensity", "row", "column")
@@ -41,7 +41,7 @@ def outlines(labels: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Objects:
-    """The objects of one label image, measured (`trainers.objects.object_table`)."""
+    """The objects of one label image, measured (`trainers.scores.objects.object_table`)."""
 
     labels: np.ndarray
     table: dict[str, np.ndarray]
@@ -91,7 +91,7 @@ class Objects:
     def write(self, folder: Path, name: str) -> list[str]:
         """The label image (16-bit PNG; a 32-bit TIFF past 65,535 ids) and the table as CSV,
         every object, with the physical area's unit in its column name
-        (`trainers.objects.write_labels`, as `trainers.predict` writes them)."""
+        (`trainers.scores.objects.write_labels`, as `trainers.predict` writes them)."""
         label_file = objects.write_labels(self.labels, folder / name)
         table_file = folder / f"{name}_objects.csv"
         columns = {k: v for k, v in self.table.items() if k != "area_physical"}
@@ -110,7 +110,7 @@ def matched_outlines(
     """The error map with objects outlined by their match at IoU > 0.5: predicted objects that
     match a target object in the true-positive colour, the other predicted ones in the
     false-positive colour, target objects no prediction matches in the false-negative colour;
-    and the object scores (`trainers.objects.object_scores`)."""
+    and the object scores (`trainers.scores.objects.object_scores`)."""
     found = objects.overlaps(predicted, target)
     hits = found.hits(0.5)
     pred_ids, _ = objects.sequential(predicted)

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainers.scoring import TILES, predict_probabilities, tile_for
-from zoo import SegmentationModel, engine_predict, from_pretrained, match_channels, normalize
+from trainers.scores.scoring import TILES, predict_probabilities, tile_for
+from zoo import SegmentationModel, engine_predict, forward_input, from_pretrained
 
 LOG = logging.getLogger("bioseg.serving")
 # After forward passes larger than this, the engine gives back the memory grown for them.
@@ -32,15 +32,20 @@ _FORWARD = threading.Lock()
 
 @dataclass(frozen=True)
 class Served:
-    """A loaded model and its prediction through the inference engine that runs it:
-    `predict` takes a batch in [0, 1] and normalizes it as the weights expect (evaluation's
-    normalization, the saved mean and std); `release` gives back the engine's working memory
-    grown for an input larger than the usual."""
+    """A loaded model and the inference engine that runs it: `forward` takes a normalized batch
+    (as `model.predict_normalized` does), one forward pass in the process at a time; `predict`
+    takes a batch in [0, 1] and makes it the model's input (`zoo.forward_input`: its channels,
+    its saved mean and std); `release` gives back the engine's working memory grown for an
+    input larger than the usual."""
 
     model: SegmentationModel
-    predict: Callable[[torch.Tensor], torch.Tensor]
+    forward: Callable[[torch.Tensor], torch.Tensor]
     release: Callable[[], None]
     engine: str
+
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """Class probabilities of a batch N x C x *spatial in [0, 1], through the engine."""
+        return forward_input(self.model, batch, self.forward)
 
 
 Sample = Callable[[SegmentationModel], "np.ndarray | None"]
@@ -61,18 +66,15 @@ def serve(
     cache). Forward passes of every served model run one at a time."""
     model = from_pretrained(location, **load_options)
     image = sample(model) if sample else None
-    x = None
-    if image is not None:
-        x = normalize(model_input(image, model).float(), model.spec.mean, model.spec.std)
+    x = None if image is None else channels_first(image)[None]
     runner, used = engine_predict(model, engine, sample=x, cache=cache)
     LOG.info("%s: served by %s", location, used)
 
-    def predict(batch: torch.Tensor) -> torch.Tensor:
-        normalized = normalize(batch, model.spec.mean, model.spec.std)
+    def forward(normalized: torch.Tensor) -> torch.Tensor:
         with _FORWARD:
             return runner(normalized)
 
-    return Served(model, predict, runner.release, used)
+    return Served(model, forward, runner.release, used)
 
 
 class ModelShelf:
@@ -121,16 +123,10 @@ class ModelShelf:
         )
 
 
-def model_input(image: np.ndarray, model: SegmentationModel) -> torch.Tensor:
-    """An H x W x C image in [0, 1] as the 1 x C x H x W tensor of the model's channels, not yet
-    normalized: a view of the image (grey repeated without a copy, as match_channels does),
-    so that tiles are normalized one at a time and no full-size normalized copy is held."""
-    channels_first = torch.from_numpy(image).permute(2, 0, 1)
-    if channels_first.shape[0] == 1 < model.in_channels:
-        channels_first = channels_first.expand(model.in_channels, -1, -1)
-    else:
-        channels_first = torch.from_numpy(match_channels(image, model.in_channels)).permute(2, 0, 1)
-    return channels_first[None]
+def channels_first(image: np.ndarray) -> torch.Tensor:
+    """An H x W x C image as a C x H x W tensor: a view, no copy (its channels are matched to
+    the model's, and it is normalized, a tile at a time by `zoo.forward_input`)."""
+    return torch.from_numpy(image).permute(2, 0, 1)
 
 
 def predict_image(
@@ -140,14 +136,14 @@ def predict_image(
     tiles: tuple[int, ...] = TILES,
 ) -> np.ndarray:
     """Class probabilities K x H x W as float16 for an H x W x C image in [0, 1], at the
-    image's size, by the project's one predict path (`trainers.scoring.predict_probabilities`)
-    through the served engine: tiles normalized one at a time as they are cut, `progress(done,
+    image's size, by the project's one predict path
+    (`trainers.scores.scoring.predict_probabilities`) through the served engine: tiles made
+    the model's input (`zoo.forward_input`) one at a time as they are cut, `progress(done,
     total)` told after each. After forward passes larger than 512x512 the engine's memory grown
     for them is given back, so that a server's resident memory stays that of the usual request
     between larger ones."""
-    x = model_input(image, served.model)[0]
     probabilities = predict_probabilities(
-        served.model, x, forward=served.predict, tiles=tiles, progress=progress
+        served.model, channels_first(image), forward=served.forward, tiles=tiles, progress=progress
     )
     height, width = (max(1, round(side * served.model.scale)) for side in image.shape[:2])
     tile = tile_for(height, width, tiles)

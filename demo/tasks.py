@@ -3,7 +3,7 @@ segments, in what kind of image, and the data set's full name."""
 
 from __future__ import annotations
 
-from trainers.model_card import DATASETS
+from trainers.hub.model_card import DATASETS
 
 TASKS = {
     "drive": "retinal vessels, colour fundus",

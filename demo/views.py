@@ -4,8 +4,8 @@ error map, the legend, the metrics rows and the notes, written as PNG files for 
 A `Prediction` keeps what the views are drawn from; `render(prediction, threshold)` returns the
 views by name (`VIEWS`), so that a new threshold redraws them without running the model again.
 The objects (`demo.objects`) are counted, outlined, measured and matched against the target's:
-a model of the object target splits touching ones (`trainers.objects.split_objects`), any other
-gives its mask's connected components.
+a model of the object target splits touching ones (`trainers.scores.objects.split_objects`), any
+other gives its mask's connected components.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from PIL import Image
 
 from demo.objects import Objects, matched_outlines
 from demo.overlays import CLASS_COLOURS, overlay
-from trainers import metrics
 from trainers.data.medical import Decoded
 from trainers.data.readers import DataError, read_mask, read_objects
-from trainers.objects import components, foreground, objects_of
-from trainers.plots import FN, FP, TP, error_map
-from trainers.scoring import class_map
+from trainers.scores import metrics
+from trainers.scores.objects import components, foreground, objects_of
+from trainers.scores.plots import FN, FP, TP, error_map
+from trainers.scores.scoring import class_map
 from zoo import SegmentationModel
 
 METRIC_NAMES = ("dice", "iou", "hd95", "precision", "recall")
@@ -100,9 +100,9 @@ def class_names(model: SegmentationModel) -> list[str]:
 
 
 def labels_of(prediction: Prediction, threshold: float) -> np.ndarray:
-    """An H x W uint8 label map by the project's one rule (`trainers.scoring`): probability
+    """An H x W uint8 label map by the project's one rule (`trainers.scores.scoring`): probability
     strictly above `threshold` for one class, else the most probable class; for a model of the
-    object target, its foreground as 1 (`trainers.objects.foreground`, as predict and
+    object target, its foreground as 1 (`trainers.scores.objects.foreground`, as predict and
     evaluation count it)."""
     if prediction.object_target:
         return foreground(prediction.probabilities).view(np.uint8)

@@ -20,9 +20,9 @@ from torch import nn
 
 import zoo
 from tests.conftest import REPO, SHARED_DATA
-from trainers import scoring
 from trainers.data import eval_transform
 from trainers.data.readers import read_image
+from trainers.scores import scoring
 from zoo import _engines
 
 BUNDLED = sorted(p.parent for p in (REPO / "weights").glob("*/model.safetensors"))
@@ -192,7 +192,7 @@ def test_a_served_model_runs_through_the_engine_asked_for() -> None:
     served = serving.serve(str(REPO / "weights" / "dsb2018-unet"), "eager")
     assert served.engine == "eager"
     image = np.asarray(Image.new("RGB", (70, 50), "white"), dtype=np.float32) / 255
-    x = serving.model_input(image, served.model)
+    x = serving.channels_first(image)[None]
     mean, std = (
         torch.tensor(v)[:, None, None] for v in (served.model.spec.mean, served.model.spec.std)
     )
@@ -302,7 +302,8 @@ def test_bf16_agrees_with_float32_on_the_bundled_nuclei_example() -> None:
 @pytest.mark.skipif(not zoo.cpu_has_bf16(), reason="this CPU has no bf16 matrix units")
 def test_the_measured_choice_refuses_bf16_where_its_mask_disagrees(monkeypatch, caplog) -> None:
     model = zoo.from_pretrained(REPO / "weights" / "dsb2018-unet")
-    x = model_input(model, example_image(REPO / "weights" / "dsb2018-unet"))
+    image = example_image(REPO / "weights" / "dsb2018-unet")
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]  # in [0, 1]: the engine normalizes it
     monkeypatch.delenv(_engines.ENGINE_ENV, raising=False)
     with caplog.at_level(logging.INFO, logger="bioseg.engines"):
         _, used = zoo.engine_predict(model, sample=x)

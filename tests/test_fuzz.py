@@ -21,8 +21,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from trainers.config import FIELDS, TrainConfig, from_dict
 from trainers.data.readers import DataError, read_image, read_mask
+from trainers.fit.settings import FIELDS, TrainConfig, from_dict
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"
 
@@ -57,7 +57,7 @@ COUNTS = ("steps", "epochs", "val_every")
 
 
 def broken_rules(values: dict) -> list[str]:
-    """The documented rules of the settings (`trainers/config.py`, the README) that `values`
+    """The documented rules of the settings (`trainers/fit/settings.py`, the README) that `values`
     break, written out again here as the oracle: unknown keys; a value of another type than its
     default's (an int for a float is fine, a bool for a number is not); positive counts; a run
     length (steps, epochs or a time budget); rates, weights, fractions and names in range."""

@@ -17,9 +17,9 @@ import torch
 import zoo
 from tests.conftest import REPO
 from tests.test_train import disc_dataset, run_args
-from trainers.losses import DiceIoULoss
-from trainers.scoring import class_map, predict_probabilities
-from trainers.steps import grad_scaler, train_step
+from trainers.fit.losses import DiceIoULoss
+from trainers.fit.steps import grad_scaler, train_step
+from trainers.scores.scoring import class_map, predict_probabilities
 
 DEVICE = torch.device(os.environ.get("BIOSEG_GPU_TEST_DEVICE", "cuda"))
 CUDA = DEVICE.type == "cuda"

@@ -27,8 +27,8 @@ from torch import nn
 
 import zoo
 from tests.conftest import REPO, free_port
-from trainers import push
-from trainers.model_card import model_card
+from trainers.hub import push
+from trainers.hub.model_card import run_card
 
 TINY = "timm/mobilenetv3_large_100"
 TINY_KWARGS = {"decoder_channels": (16, 16, 16, 16, 16)}
@@ -51,7 +51,7 @@ SUMMARY = {
 ROUND_TRIP = """
 import torch, zoo
 from safetensors.torch import load_file
-from trainers.push import main
+from trainers.hub.push import main
 
 reference = load_file({reference!r})
 for repo_id in {push_to!r}:
@@ -161,7 +161,7 @@ def test_push_then_load_from_hub_and_offline_cache(run_dir, tmp_path, run_python
     assert set(repo.files) == expected and not repo.private
     assert repo.files["model.safetensors"] == (run_dir / "model.safetensors").read_bytes()
     card = repo.files["README.md"].decode()
-    assert card == model_card(run_dir, REPO_ID)
+    assert card == run_card(run_dir, REPO_ID)
     metadata = front_matter(card)
     assert metadata["library_name"] == "bioseg" and metadata["pipeline_tag"] == "image-segmentation"
     assert metadata["tags"] == ["image-segmentation", "medical-imaging", "bioseg", "timm"]
@@ -278,7 +278,7 @@ def test_invalid_repo_ids(bad):
 
 def test_model_card_leaves_out_absent_sections(tmp_path):
     zoo.save_pretrained(tiny_model(), tmp_path)
-    card = model_card(tmp_path, "owner/bare")
+    card = run_card(tmp_path, "owner/bare")
     assert set(front_matter(card)) == {"library_name", "tags", "pipeline_tag"}
     assert 'zoo.from_pretrained("owner/bare")' in card
     assert "mask = probabilities[:, 0] > 0.5" in card
@@ -288,7 +288,7 @@ def test_model_card_leaves_out_absent_sections(tmp_path):
 
 def test_model_card_of_a_full_run(run_dir):
     (run_dir / "eval" / "grid.png").write_bytes((run_dir / "eval" / "pr_curve.png").read_bytes())
-    card = model_card(run_dir, REPO_ID)
+    card = run_card(run_dir, REPO_ID)
     assert "| `lr` | 0.001 |" in card and "| `model_kwargs` | {" in card
     assert "Best validation Dice at epoch 2 of 2: val_dice 0.6, val_iou 0.45." in card
     assert "| classes | background, vessel |" in card
@@ -300,10 +300,10 @@ def test_model_card_of_a_full_run(run_dir):
 
 
 def test_the_card_states_the_licence_the_run_was_trained_with(run_dir):
-    assert "license:" not in model_card(run_dir, REPO_ID)  # none given: none claimed
+    assert "license:" not in run_card(run_dir, REPO_ID)  # none given: none claimed
     settings = json.loads((run_dir / "train_config.json").read_text())
     (run_dir / "train_config.json").write_text(json.dumps({**settings, "license": "cc-by-4.0"}))
-    front_matter = model_card(run_dir, REPO_ID).split("---")[1]
+    front_matter = run_card(run_dir, REPO_ID).split("---")[1]
     assert "license: cc-by-4.0" in front_matter
 
 
@@ -318,7 +318,7 @@ def set_dataset(run_dir: Path, dataset: str) -> None:
 def test_the_grid_of_test_images_is_published_only_where_the_terms_allow(
     run_dir, tmp_path, dataset, grid
 ):
-    from trainers.push import export_run
+    from trainers.hub.push import export_run
 
     (run_dir / "eval" / "grid.png").write_bytes((run_dir / "eval" / "pr_curve.png").read_bytes())
     set_dataset(run_dir, dataset)
@@ -330,7 +330,7 @@ def test_the_grid_of_test_images_is_published_only_where_the_terms_allow(
 def test_half_precision_export_halves_the_file_and_loads_as_float32(run_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from trainers.push import export_run
+    from trainers.hub.push import export_run
 
     monkeypatch.setattr(push, "HALF_MIN_ELEMENTS", 2000)  # the tiny model's large tensors
     folder = export_run(run_dir, "my-lab/drive-unet", tmp_path / "half", half=True)
@@ -347,7 +347,7 @@ def test_half_precision_export_halves_the_file_and_loads_as_float32(run_dir, tmp
 
 
 def test_half_precision_refuses_weights_beyond_the_float16_range(tmp_path):
-    from trainers.push import half_precision
+    from trainers.hub.push import half_precision
 
     save_file({"big": torch.tensor([1e6]), "ok": torch.ones(2)}, tmp_path / "w.safetensors")
     with pytest.raises(ValueError, match="big exceed the float16 range"):
@@ -369,7 +369,7 @@ def test_cli_reports_bad_input_in_one_line(run_dir, tmp_path, capsys, monkeypatc
 
 
 def test_export_writes_the_upload_into_a_new_folder(run_dir, tmp_path):
-    from trainers.push import export_run
+    from trainers.hub.push import export_run
 
     folder = export_run(run_dir, "my-lab/drive-unet", tmp_path / "bundle")
     names = sorted(p.name for p in folder.iterdir())
@@ -395,8 +395,8 @@ def test_model_card_says_how_a_grey_model_normalizes(tmp_path):
     zoo.save_pretrained(grey, tmp_path / "grey")
     zoo.save_pretrained(tiny_model(), tmp_path / "rgb")
     note = "with the averages of these values (one grey channel)"
-    assert note in model_card(tmp_path / "grey", "owner/grey")
-    assert note not in model_card(tmp_path / "rgb", "owner/rgb")
+    assert note in run_card(tmp_path / "grey", "owner/grey")
+    assert note not in run_card(tmp_path / "rgb", "owner/rgb")
 
 
 def test_a_config_of_a_huge_model_is_refused_before_its_weights(tmp_path):
@@ -423,7 +423,7 @@ def test_bundled_weights_fit_a_space_and_load_as_float32(folder: Path) -> None:
 
 APP_CARD = """
 import app
-from trainers.push import main
+from trainers.hub.push import main
 
 assert main([{run!r}, "owner/with-summary"]) == 0
 print("WITH:", app.model_card("owner/with-summary"))
@@ -563,6 +563,6 @@ def connect(url: str, server: subprocess.Popen, log: Path):
 
 def test_the_card_says_at_what_resolution_a_scaled_model_runs(run_dir):
     config = json.loads((run_dir / "config.json").read_text())
-    assert "| resolution |" not in model_card(run_dir, REPO_ID)
+    assert "| resolution |" not in run_card(run_dir, REPO_ID)
     (run_dir / "config.json").write_text(json.dumps({**config, "scale": 0.5}))
-    assert "| resolution | run at 0.5 of the image's size" in model_card(run_dir, REPO_ID)
+    assert "| resolution | run at 0.5 of the image's size" in run_card(run_dir, REPO_ID)

@@ -71,7 +71,7 @@ def test_the_readme_predict_example_scores_as_the_demo(monkeypatch) -> None:
     (images as read, [0, 1]: `predict` applies the saved normalization itself)."""
     from demo import serving
     from trainers.data import read_image, read_mask
-    from trainers.metrics import confusion, dice
+    from trainers.scores.metrics import confusion, dice
 
     monkeypatch.chdir(REPO)
     namespace: dict = {}

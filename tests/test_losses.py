@@ -1,4 +1,4 @@
-"""Tests for trainers.losses against hand-computed overlap terms."""
+"""Tests for trainers.fit.losses against hand-computed overlap terms."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from trainers.losses import DiceIoULoss, overlap_terms
+from trainers.fit.losses import DiceIoULoss, overlap_terms
 
 BIG = 100.0  # sigmoid(100) == 1 and sigmoid(-100) ~ 4e-44 in float64
 

@@ -1,4 +1,4 @@
-"""Tests for trainers.metrics against hand-computed cases."""
+"""Tests for trainers.scores.metrics against hand-computed cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from trainers.metrics import (
+from trainers.scores.metrics import (
     Confusion,
     binary_metrics,
     confusion,
@@ -23,7 +23,7 @@ from trainers.metrics import (
     specificity,
     summarize,
 )
-from trainers.scoring import binarize, checked_threshold, confusions, mean_overlap
+from trainers.scores.scoring import binarize, checked_threshold, confusions, mean_overlap
 
 # pred  1 1 1    target 1 0 0    tp: (0,0), (1,1)   fp: (0,1), (0,2)
 #       0 1 0           1 1 0    fn: (1,0)          tn: (1,2)

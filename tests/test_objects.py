@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainers import objects
 from trainers.data import parse_spec
 from trainers.data.readers import DataError, read_mask, read_objects
 from trainers.data.targets import object_classes
+from trainers.scores import objects
 
 
 def three_and_three() -> tuple[np.ndarray, np.ndarray]:

@@ -16,13 +16,13 @@ from PIL import Image
 
 from tests.conftest import REPO
 from tests.test_train import disc_dataset
-from trainers.budget import Budget, cosine, parse_duration
-from trainers.config import FIELDS, TrainConfig
 from trainers.data import parse_spec, train_transform
 from trainers.data.dataset import SegmentationDataset
 from trainers.data.fingerprint import Fingerprint, fingerprint, light_ground
-from trainers.plan import Candidate, Hardware, make_plan
-from trainers.planning import check_budget
+from trainers.fit.budget import Budget, cosine, parse_duration
+from trainers.fit.plan_rules import Candidate, Hardware, make_plan
+from trainers.fit.plan_timing import check_budget
+from trainers.fit.settings import FIELDS, TrainConfig
 from trainers.train import main
 
 

@@ -22,11 +22,12 @@ from PIL import Image
 import zoo
 from tests.conftest import REPO, free_port
 from trainers import predict as predict_module
+from trainers import ranks
 from trainers.data.inputs import Input, list_inputs
 from trainers.data.medical import Decoded
 from trainers.data.readers import read_image
-from trainers.objects import components
 from trainers.predict import Setup, main
+from trainers.scores.objects import components
 
 WEIGHTS = str(REPO / "weights" / "dsb2018-unet")
 
@@ -245,11 +246,11 @@ def test_each_rank_takes_its_own_gpu_before_joining_an_nccl_group(monkeypatch) -
     monkeypatch.setenv("LOCAL_RANK", "3")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set", device)))
-    monkeypatch.setattr(predict_module.dist, "is_initialized", lambda: False)
-    monkeypatch.setattr(predict_module.dist, "init_process_group",
+    monkeypatch.setattr(ranks.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(ranks.dist, "init_process_group",
                         lambda backend: calls.append(("init", backend)))  # fmt: skip
-    monkeypatch.setattr(predict_module.dist, "get_rank", lambda: 7)
-    assert predict_module.ranks() == (7, 4)
+    monkeypatch.setattr(ranks.dist, "get_rank", lambda: 7)
+    assert ranks.setup() == (7, 4, torch.device("cuda", 3))
     assert calls == [("set", 3), ("init", "nccl")]
 
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from tests.conftest import REPO
 from tests.test_train import disc_dataset, run_args
-from trainers import checkpoint
+from trainers.fit import checkpoint
 from trainers.train import main
 
 

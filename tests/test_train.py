@@ -18,9 +18,9 @@ from safetensors.torch import load_file, save_file
 
 import zoo
 from tests.conftest import REPO
-from trainers import checkpoint
-from trainers.config import PRESETS, TrainConfig, build_parser, load_config_file, resolve
-from trainers.model_card import model_card
+from trainers.fit import checkpoint
+from trainers.fit.settings import PRESETS, TrainConfig, build_parser, load_config_file, resolve
+from trainers.hub.model_card import run_card
 from trainers.train import main
 from zoo._files import atomic_write
 
@@ -165,7 +165,7 @@ def test_the_config_file_sits_between_the_preset_and_the_flags(tmp_path: Path) -
 
 def test_the_best_step_is_kept_not_the_last(tmp_path: Path, monkeypatch) -> None:
     """Validation Dice 0.5, 0.7, 0.6 (scripted): model.safetensors holds step 2's weights."""
-    import trainers.train as train_module
+    import trainers.fit.loop as train_module
 
     scores = iter([(0.5, 0.4), (0.7, 0.6), (0.6, 0.5)])
     monkeypatch.setattr(train_module, "validate", lambda *args: next(scores))
@@ -189,6 +189,7 @@ def test_the_best_step_is_kept_not_the_last(tmp_path: Path, monkeypatch) -> None
 DDP_SPY = """
 import json, os, sys
 from safetensors.torch import save_file
+import trainers.fit.loop as loop
 import trainers.train as train
 
 rank, out, models, seen = os.environ["RANK"], sys.argv[1], [], []
@@ -213,8 +214,8 @@ def recorded(*args):
     return Recorded(make_loader(*args))
 
 
-build, train.build_model = train.build_model, kept
-make_loader, train.make_loader = train.make_loader, recorded
+build, loop.build_model = loop.build_model, kept
+make_loader, loop.make_loader = loop.make_loader, recorded
 train.main(sys.argv[2:])
 parameters = {name: p.detach().contiguous() for name, p in models[0].named_parameters()}
 save_file(parameters, f"{out}/weights-{rank}.safetensors")
@@ -279,7 +280,7 @@ def test_multiclass_run_from_class_maps_or_a_palette(tmp_path: Path, palette: bo
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert summary["metrics"]["dice"]["n"] == 2 * 2  # two test images, two foreground classes
     assert set(summary["per_class"]) == {"ring", "core"}
-    card = model_card(run, "owner/rings")
+    card = run_card(run, "owner/rings")
     assert "Per class (mean over images):" in card and "| ring |" in card and "| core |" in card
     with (run / "eval" / "per_image.csv").open() as handle:
         rows = list(csv.DictReader(handle))

@@ -8,7 +8,7 @@ import contextlib
 import sys
 from collections.abc import Iterator
 
-from trainers.scoring import checked_threshold
+from trainers.scores.scoring import checked_threshold
 
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
 

@@ -8,11 +8,12 @@ per_image.csv, summary.json (mean and std of each metric, with the number of exc
 pr_curve.png (binary models: precision-recall curve with average precision and the best-F1
 threshold) and grid.png (image | target | prediction | error map). Where the data set labels
 each object (DSB 2018, folder label images), objects.csv holds the object scores of each image
-(`trainers.objects`: DSB score, AP50, F1, PQ, AJI, counts) and summary.json their means; where
-the foreground parts regions (ISBI 2012's membranes), regions.csv holds V_Rand and V_Info. As
+(`trainers.scores.objects`: DSB score, AP50, F1, PQ, AJI, counts) and summary.json their means;
+where the foreground parts regions (ISBI 2012's membranes), regions.csv holds V_Rand and V_Info. As
 for the pixel metrics, each of these means says how many images it used and how many it
 excluded (an image with no object on either side, where the ratios are undefined).
-A model of the object target is scored on pixels by its foreground (`trainers.objects.foreground`).
+A model of the object target is scored on pixels by its foreground
+(`trainers.scores.objects.foreground`).
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import numpy as np
 import torch
 
 import zoo
-from trainers import metrics, objects
-from trainers.checkpoint import write_json
 from trainers.cli import exit_on_user_error, threshold_argument
 from trainers.data import SegmentationDataset, eval_transform, parse_spec, read_image
 from trainers.data.readers import read_objects
-from trainers.plots import error_grid, pr_curve_plot
-from trainers.scoring import binarize, class_map, predict_probabilities
+from trainers.fit.checkpoint import write_json
+from trainers.scores import metrics, objects
+from trainers.scores.plots import error_grid, pr_curve_plot
+from trainers.scores.scoring import binarize, class_map, predict_probabilities
 
 METRICS = ("dice", "iou", "precision", "recall", "specificity", "hd", "hd95")
 

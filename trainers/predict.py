@@ -11,7 +11,7 @@ objects), optionally its probabilities, a row of figures per image, resumable, s
 the images are read as the demo reads them (DICOM, TIFF and OME-TIFF, PNG, JPEG, 16-bit).
 A relative glob is taken from the current folder. Under `--output`, each image's outputs keep
 its path relative to the input folder: `a/b_mask.png` (0/255, or class ids; a model of the object
-target's foreground, `trainers.objects.foreground`), `a/b_labels.png` (16-bit, one id per
+target's foreground, `trainers.scores.objects.foreground`), `a/b_labels.png` (16-bit, one id per
 object; a 32-bit `a/b_labels.tif` past 65,535; a model of the object target),
 `a/b_probabilities.npy` (float16 K x H x W, `--save-probabilities`); `results.csv` (one row per
 image: size, foreground fraction per class, objects and their mean area in pixels and in the
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from collections import deque
@@ -50,12 +49,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 import zoo
+from trainers import ranks
 from trainers.cli import exit_on_user_error, threshold_argument
 from trainers.data.inputs import Input, check_output_outside, list_inputs
 from trainers.data.medical import Decoded
 from trainers.data.readers import DataError, read_decoded
-from trainers.objects import components, foreground, split_objects, write_labels
-from trainers.scoring import class_map, predict_probabilities
+from trainers.scores.objects import components, foreground, split_objects, write_labels
+from trainers.scores.scoring import class_map, predict_probabilities
 from zoo._files import atomic_write
 
 ROWS = ".rows"  # under --output: one JSON row per finished image, the mark that it is done
@@ -69,7 +69,7 @@ class Setup:
     """What every image's prediction needs: the model, its engine, threshold and classes."""
 
     model: zoo.SegmentationModel
-    forward: Any  # the engine's forward, or None: the model on its device under autocast
+    forward: Any  # the engine's forward (`zoo.forward_input`'s), or None: the model on its device
     precision: str
     threshold: float
     objects: bool
@@ -120,16 +120,10 @@ def check_distinct_outputs(inputs: list[Input]) -> None:
 
 def predict_one(setup: Setup, decoded: Decoded) -> np.ndarray:
     """Class probabilities K x H x W of one decoded image."""
-    image = channels_first(decoded.pixels, setup.model)
+    image = torch.from_numpy(np.ascontiguousarray(decoded.pixels)).permute(2, 0, 1)
     return predict_probabilities(
         setup.model, image, forward=setup.forward, precision=setup.precision
     )
-
-
-def channels_first(pixels: np.ndarray, model: zoo.SegmentationModel) -> torch.Tensor:
-    """An H x W x C image as the C x H x W tensor of the model's channels."""
-    image = np.ascontiguousarray(zoo.match_channels(pixels, model.in_channels))
-    return torch.from_numpy(image).permute(2, 0, 1)
 
 
 def write_outputs(
@@ -185,55 +179,36 @@ def figures(
     return row
 
 
-def make_setup(args: argparse.Namespace, todo: list[Input]) -> Setup:
-    """The model at `--weights`, on the GPU of this rank when there is one (autocast bf16, or
-    fp16 where the GPU has no bf16), else on the CPU through `--engine`, or the engine measured
-    fastest on the first image to predict (bf16 only where its mask agrees with float32's)."""
+def make_setup(args: argparse.Namespace, todo: list[Input], device: torch.device) -> Setup:
+    """The model at `--weights`, on `device`: the GPU of this rank when there is one (autocast
+    bf16, or fp16 where the GPU has no bf16), else on the CPU through `--engine`, or the engine
+    measured fastest on the first image to predict (bf16 only where its mask agrees with
+    float32's)."""
     model = zoo.from_pretrained(args.weights)
     config = model.pretrained_config
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if device.type == "cuda":
         model.to(device).to(memory_format=torch.channels_last)
         forward, precision = None, "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     else:
-        runner, used = zoo.engine_predict(model, args.engine, sample=sample(model, todo))
+        runner, used = zoo.engine_predict(model, args.engine, sample=sample(todo))
         print(f"engine: {used}")
-        forward, precision = _normalizing(model, runner), "fp32"
+        forward, precision = runner, "fp32"
     classes = list(config.get("classes") or ["background", "foreground"])
     threshold = args.threshold if args.threshold is not None else config.get("threshold", 0.5)
     return Setup(model, forward, precision, float(threshold), bool(config.get("objects")),
                  classes, args.save_probabilities)  # fmt: skip
 
 
-def sample(model: zoo.SegmentationModel, todo: list[Input]) -> torch.Tensor | None:
-    """The first readable image to predict (at most 512 x 512 of it), normalized: what the
-    engine's choice is measured on."""
+def sample(todo: list[Input]) -> torch.Tensor | None:
+    """The first readable image to predict (at most 512 x 512 of it), 1 x C x H x W in [0, 1]:
+    what the engine's choice is measured on."""
     for found in todo[:3]:
         try:
             pixels = read_decoded(found.path).pixels[:512, :512]
         except (DataError, OSError):
             continue
-        x = channels_first(pixels, model)[None]
-        return zoo.normalize(x, model.spec.mean, model.spec.std)
+        return torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None]
     return None
-
-
-def _normalizing(model: zoo.SegmentationModel, runner: Any) -> Any:
-    def forward(batch: torch.Tensor) -> torch.Tensor:
-        return runner(zoo.normalize(batch, model.spec.mean, model.spec.std))
-
-    return forward
-
-
-def ranks() -> tuple[int, int]:
-    """This process's rank and the world size: from torchrun's environment, one when alone.
-    With GPUs each rank takes its own (`LOCAL_RANK`) before joining the NCCL group."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
 def reduce_device(backend: str) -> torch.device:
@@ -256,14 +231,14 @@ def run(args: argparse.Namespace) -> int:
     inputs = list_inputs(args.input)
     check_output_outside(output, inputs)
     check_distinct_outputs(inputs)
-    rank, world = ranks()
+    rank, world, device = ranks.setup()
     mine = inputs[rank::world]
     todo = [i for i in mine if args.overwrite or not row_file(i, output).is_file()]
     if rank == 0:
         done = len(mine) - len(todo)
         print(f"{len(inputs)} images under {args.input}; {len(todo)} to predict here"
               + (f", {done} already done (--overwrite redoes them)" if done else ""))  # fmt: skip
-    setup = make_setup(args, todo)
+    setup = make_setup(args, todo, device)
     failed = predict_all(setup, todo, output, args.workers, rank)
     if world > 1:
         failed = total_over_ranks(failed)

@@ -12,7 +12,7 @@ Importing `zoo` imports neither timm nor gradio; plugins load on the first looku
 from ._engines import ENGINE_ENV, ENGINES, Runner, cpu_has_bf16, engine_predict
 from ._hub import from_pretrained, save_pretrained
 from ._inference import fewest_pixels_tile, sliding_window_predict
-from ._model import ModelBuildError, SegmentationModel, create_model
+from ._model import ModelBuildError, SegmentationModel, create_model, forward_input
 from ._pretrained import PretrainedWeightsError, adapt_input_conv
 from ._registry import (
     PluginWarning,
@@ -41,6 +41,7 @@ __all__ = [
     "create_model",
     "engine_predict",
     "fewest_pixels_tile",
+    "forward_input",
     "from_pretrained",
     "get_spec",
     "list_models",

@@ -3,12 +3,13 @@ PyTorch under bf16 autocast on a CPU's bf16 matrix units (AVX-512 BF16, AMX).
 
     predict, used = zoo.engine_predict(model, "onnxruntime")
     probabilities = predict(x)  # as model.predict_normalized(x)
-    predict, used = zoo.engine_predict(model, sample=x)  # the default, chosen by measurement
+    predict, used = zoo.engine_predict(model, sample=image)  # the default, chosen by measurement
 
 The default (no engine named, `$BIOSEG_ENGINE` unset) is ONNX Runtime, the fastest exact engine
-measured here; given a `sample` (a normalized image of the kind the model will see) on a CPU
-with bf16 units, bf16 autocast is timed against it and taken where it is faster and its mask
-agrees with float32's on at least `AGREEMENT` of the sample's pixels (the figures logged).
+measured here; given a `sample` (an image of the kind the model will see, 1 x C x H x W in
+[0, 1] as read: `forward_input` prepares it) on a CPU with bf16 units, bf16 autocast is timed
+against it and taken where it is faster and its mask agrees with float32's on at least
+`AGREEMENT` of the sample's pixels (the figures logged).
 
 For the runtimes, the model's network is exported once to ONNX (torch's exporter, height and
 width left dynamic) and the file is cached under `$BIOSEG_CACHE` (default
@@ -23,6 +24,7 @@ why; `used` says which engine answers.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -39,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._model import SegmentationModel, to_probabilities
+from ._model import SegmentationModel, forward_input, to_probabilities
 
 __all__ = [
     "CACHE_ENV", "ENGINES", "ENGINE_ENV", "EngineError", "Runner", "cpu_has_bf16",
@@ -199,7 +201,7 @@ def _mask(probabilities: Tensor) -> Tensor:
     return probabilities > 0.5 if probabilities.shape[1] == 1 else probabilities.argmax(1)
 
 
-def _seconds(runner: Runner, x: Tensor, repeats: int = 3) -> float:
+def _seconds(runner: Predict, x: Tensor, repeats: int = 3) -> float:
     runner(x)  # warm-up
     times = []
     for _ in range(repeats):
@@ -216,13 +218,18 @@ def _measured(
     default, used = _automatic(model, threads, cache)
     bf16 = _bf16_runner(model)
     agreement = float(
-        (_mask(model.predict_normalized(sample)) == _mask(bf16(sample))).float().mean()
+        (_mask(forward_input(model, sample)) == _mask(forward_input(model, sample, bf16)))
+        .float()
+        .mean()
     )
     if agreement < AGREEMENT:
         LOG.info("%s: bf16's mask agrees with float32's on %.4f%% of the sample's pixels, below "
                  "%.1f%%: %s", model.spec.name, 100 * agreement, 100 * AGREEMENT, used)  # fmt: skip
         return default, used
-    fast, slow = _seconds(bf16, sample), _seconds(default, sample)
+    fast, slow = (
+        _seconds(functools.partial(forward_input, model, forward=runner), sample)
+        for runner in (bf16, default)
+    )
     chosen = (bf16, "bf16") if fast < slow else (default, used)
     LOG.info("%s: bf16 %.0f ms (mask agreement %.4f%%), %s %.0f ms: %s", model.spec.name,
              1e3 * fast, 100 * agreement, used, 1e3 * slow, chosen[1])  # fmt: skip
@@ -238,7 +245,7 @@ def engine_predict(
     cache: Path | None = None,
 ) -> tuple[Runner, str]:
     """`model.predict_normalized` through `engine` (default `$BIOSEG_ENGINE`, else the measured
-    fastest: with a normalized `sample` image on a CPU with bf16 units, bf16 autocast where it
+    fastest: with a `sample` image in [0, 1] on a CPU with bf16 units, bf16 autocast where it
     is faster and agrees), and the name of the engine that answers. A named engine that cannot
     run the model raises an `EngineError`; the automatic choice falls back to "eager" (logged,
     with the reason). An exported graph is kept in `cache` (default: `cache_dir()`): a web

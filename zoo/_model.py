@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 from ._checks import check_positive_int
 from ._pretrained import PretrainedWeightsError
 from ._registry import get_spec
-from ._spec import ModelSpec, at_size, normalize, rescale
+from ._spec import ModelSpec, at_size, match_channels, normalize, rescale
 
 
 def to_probabilities(logits: Tensor) -> Tensor:
@@ -87,14 +88,10 @@ class SegmentationModel(nn.Module):
     @torch.inference_mode()
     def predict(self, x: Tensor) -> Tensor:
         """Class probabilities N x K x H x W for images N x C x H x W in [0, 1], as the readers
-        give them (`trainers.data.read_image`): normalized by the saved mean and std, run at the
-        model's `scale` and answered at the input's size, in eval mode."""
-        return at_size(
-            self.predict_normalized(
-                normalize(rescale(x, self.scale), self.spec.mean, self.spec.std)
-            ),
-            x.shape[-2:],
-        )
+        give them (`trainers.data.read_image`): run at the model's `scale` through
+        `forward_input` (channels matched, normalized by the saved mean and std) and answered at
+        the input's size, in eval mode."""
+        return at_size(forward_input(self, rescale(x, self.scale)), x.shape[-2:])
 
     @torch.inference_mode()
     def predict_normalized(self, x: Tensor) -> Tensor:
@@ -114,6 +111,23 @@ class SegmentationModel(nn.Module):
             "std": list(self.spec.std),
             **({"scale": self.scale} if self.scale != 1 else {}),
         }
+
+
+def forward_input(
+    model: SegmentationModel,
+    images: Tensor,
+    forward: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    """Class probabilities N x K x *spatial of images N x C x *spatial in [0, 1] as read, at the
+    model's scale (2D or with more spatial axes): brought to the model's channels
+    (`match_channels`: grey expanded without a copy, colour averaged), normalized by its saved
+    mean and std, and run through `forward`, which takes what `model.predict_normalized` takes
+    (the default; an inference engine's from `engine_predict`). The one place where an image
+    is made the model's input and run: the demo, batch prediction and validation all call it,
+    a tile at a time."""
+    x = match_channels(images, model.in_channels, axis=1)
+    x = normalize(x, model.spec.mean, model.spec.std, axis=1)
+    return (forward or model.predict_normalized)(x)
 
 
 def _check_kwargs(spec: ModelSpec, kwargs: dict[str, object]) -> None:

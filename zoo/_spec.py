@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Builder = Callable[..., nn.Module]
+Image = TypeVar("Image", np.ndarray, Tensor)
 
 
 @dataclass(frozen=True)
@@ -53,17 +55,18 @@ class ModelSpec:
         }
 
 
-def normalize(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """A ... x C x H x W image in [0, 1] as the weights expect it, `(image - mean) / std` per
-    channel, as a new tensor; a 1-channel image uses the averages of `mean` and `std`."""
-    channels = image.shape[-3]
+def normalize(image: Tensor, mean: Sequence[float], std: Sequence[float], axis: int = -3) -> Tensor:
+    """An image in [0, 1] as the weights expect it, `(image - mean) / std` per channel along
+    `axis` (-3: ... x C x H x W; 1: N x C x *spatial, for any spatial axes), as a new tensor; a
+    1-channel image uses the averages of `mean` and `std`."""
+    channels = image.shape[axis]
     if channels == 1 and len(mean) > 1:
         mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
     if channels != len(mean):
         raise ValueError(
             f"a {channels}-channel image cannot be normalized with {len(mean)} mean values"
         )
-    shape = (channels, 1, 1)
+    shape = (channels,) + (1,) * (image.ndim - axis % image.ndim - 1)
     return image.sub(torch.tensor(mean, dtype=image.dtype).view(shape)).div_(
         torch.tensor(std, dtype=image.dtype).view(shape)
     )
@@ -97,17 +100,23 @@ def at_size(probabilities: Tensor, size: Sequence[int]) -> Tensor:
     )
 
 
-def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
-    """An H x W x C image with `channels` channels: grey repeated, or colour averaged.
+def match_channels(image: Image, channels: int, axis: int = -1) -> Image:
+    """An image with `channels` channels along `axis` (-1: an H x W x C array; 1: a tensor
+    N x C x *spatial): grey repeated (a tensor's expanded, without a copy), or colour averaged.
 
     Other mismatches (an RGB image for a 4-channel model) raise a ValueError saying both counts.
     """
-    if image.shape[2] == channels:
+    have = image.shape[axis]
+    if have == channels:
         return image
     if channels == 1:
-        return image.mean(axis=2, keepdims=True, dtype=np.float32)
-    if image.shape[2] == 1:
-        return np.repeat(image, channels, axis=2)
-    raise ValueError(
-        f"the model takes {channels}-channel images and this one has {image.shape[2]} channels"
-    )
+        if isinstance(image, Tensor):
+            return image.mean(axis, keepdim=True, dtype=torch.float32)
+        return image.mean(axis=axis, keepdims=True, dtype=np.float32)
+    if have == 1:
+        if isinstance(image, Tensor):
+            sizes = list(image.shape)
+            sizes[axis] = channels
+            return image.expand(sizes)
+        return np.repeat(image, channels, axis=axis)
+    raise ValueError(f"the model takes {channels}-channel images and this one has {have} channels")

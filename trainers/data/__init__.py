@@ -10,8 +10,16 @@ dataset = SegmentationDataset(splits["train"], transform, patches_per_image=8)
 
 from .dataset import SegmentationDataset
 from .download import DOWNLOADS, Download, data_home, download, samples
-from .layouts import KINDS, SPLITS, DatasetSource, Sample, parse_spec, train_val_split
-from .readers import DataError, read_image, read_mask, read_masks_union, read_sample
+from .layouts import (
+    KINDS,
+    SPLITS,
+    DatasetSource,
+    Sample,
+    parse_spec,
+    read_sample,
+    train_val_split,
+)
+from .readers import DataError, read_image, read_mask, read_masks_union
 
 _TRANSFORMS = ("SegmentationTransform", "eval_transform", "train_transform")
 

@@ -15,8 +15,8 @@ from zoo import match_channels
 from zoo._spec import check_scale, rescale
 
 from .fingerprint import light_ground
-from .layouts import Sample
-from .readers import MaskMode, Palette, read_sample
+from .layouts import Sample, read_sample
+from .readers import MaskMode, Palette
 
 if TYPE_CHECKING:  # torchvision is imported only where transforms are built
     from .transforms import SegmentationTransform

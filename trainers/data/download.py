@@ -22,8 +22,8 @@ from pathlib import Path, PureWindowsPath
 import numpy as np
 from PIL import Image
 
-from .layouts import parse_spec
-from .readers import DataError, read_sample
+from .layouts import parse_spec, read_sample
+from .readers import DataError
 
 __all__ = ["DATA_HOME_ENV", "DOWNLOADS", "Download", "data_home", "download", "samples"]
 
@@ -191,9 +191,18 @@ def _extract(archive: Path, into: Path, source: str) -> None:
 
 
 def _check_names(names: list[str], source: str) -> None:
-    # Windows path rules see both separators, drive letters and root-relative names.
-    unsafe = [
-        name for name in names if (path := PureWindowsPath(name)).anchor or ".." in path.parts
-    ]
-    if unsafe:
+    if unsafe := members_outside(names):
         raise DataError(f"{source}: refusing archive members outside the folder: {unsafe[:10]}")
+
+
+def members_outside(names: list[str]) -> list[str]:
+    """The archive member `names` that would be unpacked outside the folder: absolute, on a
+    drive, or climbing out with `..`. Windows path rules see both separators, drive letters
+    and root-relative names; a colon in the first part (`C:x`, `ab:c`) is refused too."""
+    return [
+        name
+        for name in names
+        if (path := PureWindowsPath(name)).anchor
+        or ".." in path.parts
+        or ":" in (path.parts or ("",))[0]
+    ]

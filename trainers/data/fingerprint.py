@@ -1,5 +1,5 @@
 """A data set's fingerprint: what its images and masks are like, measured once, from which a
-training plan is derived (`trainers.plan`).
+training plan is derived (`trainers.fit.plan_rules`).
 
     print("\n".join(describe(fingerprint(parse_spec("drive:../shared/data/DRIVE")))))
 """
@@ -11,8 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .layouts import DatasetSource
-from .readers import read_sample
+from .layouts import DatasetSource, read_sample
 
 __all__ = ["Fingerprint", "describe", "fingerprint"]
 

@@ -37,12 +37,22 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from zoo._checks import listing
 
-from .readers import DataError, MaskMode, Palette
-from .targets import OBJECT_CLASSES
+from .readers import (
+    DataError,
+    MaskMode,
+    Palette,
+    read_image,
+    read_mask,
+    read_masks_union,
+    read_objects,
+    size_text,
+)
+from .targets import OBJECT_CLASSES, object_classes
 
 __all__ = ["KINDS", "SPLITS", "DatasetSource", "Sample", "parse_spec", "train_val_split"]
 
@@ -349,3 +359,46 @@ _LAYOUTS: dict[str, tuple[str, Callable[[Path], Splits]]] = {
     "folder": ("foreground", _folder),
 }
 KINDS = tuple(_LAYOUTS)
+
+
+def read_sample(
+    sample: Sample, *, mask_mode: MaskMode = "binary", palette: Palette | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image (float32 H x W x C), mask (bool or int64 H x W) and roi (bool H x W) of a sample.
+
+    Several masks are merged by union; ``sample.invert`` makes the foreground the mask's zeros;
+    a sample without a roi gets an all-True one. Sizes must agree.
+    """
+    if mask_mode == "objects":
+        return _sample_of_objects(sample)
+    if mask_mode == "labels" and (sample.invert or len(sample.masks) != 1):
+        raise DataError(
+            f"{sample.image}: label masks need exactly one mask file and no inversion; "
+            "use mask_mode='binary' for this data set"
+        )
+    image = read_image(sample.image)
+    if len(sample.masks) == 1:
+        mask = read_mask(sample.masks[0], mode=mask_mode, palette=palette)
+    else:
+        mask = read_masks_union(sample.masks)
+    if sample.invert:
+        mask = ~mask
+    roi = np.ones(mask.shape, bool) if sample.roi is None else read_mask(sample.roi)
+    for path, array in ((sample.masks[0], mask), (sample.roi, roi)):
+        if array.shape != image.shape[:2]:
+            raise DataError(
+                f"{path}: mask is {size_text(array)} but image {sample.image} is {size_text(image)}"
+            )
+    return image, mask, roi
+
+
+def _sample_of_objects(sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image, the training target of its objects (background, interior, boundary: trainers.data.
+    targets) and roi."""
+    image, labels = read_image(sample.image), read_objects(sample.masks)
+    if labels.shape != image.shape[:2]:
+        raise DataError(
+            f"{sample.masks[0]}: mask is {size_text(labels)} but image {sample.image} is "
+            f"{size_text(image)}"
+        )
+    return image, object_classes(labels), np.ones(labels.shape, bool)

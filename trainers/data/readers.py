@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -20,9 +20,6 @@ from zoo._checks import listing
 
 from .errors import MAX_PIXELS_ENV, DataError, check_pixel_count
 from .medical import Decoded, is_dicom, is_tiff, read_dicom, read_tiff
-
-if TYPE_CHECKING:
-    from .layouts import Sample
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -37,7 +34,6 @@ __all__ = [
     "read_mask",
     "read_masks_union",
     "read_objects",
-    "read_sample",
     "set_pixel_limit",
 ]
 
@@ -153,7 +149,7 @@ def read_masks_union(paths: Sequence[str | Path], *, threshold: int = 128) -> np
         mask = read_mask(path, threshold=threshold)
         if mask.shape != union.shape:
             raise DataError(
-                f"{path}: mask is {_size(mask)} but {paths[0]} is {_size(union)}; "
+                f"{path}: mask is {size_text(mask)} but {paths[0]} is {size_text(union)}; "
                 "all masks of one image must have the same size"
             )
         union |= mask
@@ -173,7 +169,7 @@ def read_objects(paths: Sequence[str | Path]) -> np.ndarray:
             mask = read_mask(path)
             if mask.shape != labels.shape:
                 raise DataError(
-                    f"{path}: mask is {_size(mask)} but {paths[0]} is {_size(labels)}; "
+                    f"{path}: mask is {size_text(mask)} but {paths[0]} is {size_text(labels)}; "
                     "all masks of one image must have the same size"
                 )
             labels[mask] = number
@@ -189,50 +185,6 @@ def read_objects(paths: Sequence[str | Path]) -> np.ndarray:
         f"{path}: a label image holds one integer id per object (0 background), this one "
         f"holds {image.mode} colour values; save it as a 16-bit grey PNG or TIFF"
     )
-
-
-def read_sample(
-    sample: Sample, *, mask_mode: MaskMode = "binary", palette: Palette | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image (float32 H x W x C), mask (bool or int64 H x W) and roi (bool H x W) of a sample.
-
-    Several masks are merged by union; ``sample.invert`` makes the foreground the mask's zeros;
-    a sample without a roi gets an all-True one. Sizes must agree.
-    """
-    if mask_mode == "objects":
-        return _sample_of_objects(sample)
-    if mask_mode == "labels" and (sample.invert or len(sample.masks) != 1):
-        raise DataError(
-            f"{sample.image}: label masks need exactly one mask file and no inversion; "
-            "use mask_mode='binary' for this data set"
-        )
-    image = read_image(sample.image)
-    if len(sample.masks) == 1:
-        mask = read_mask(sample.masks[0], mode=mask_mode, palette=palette)
-    else:
-        mask = read_masks_union(sample.masks)
-    if sample.invert:
-        mask = ~mask
-    roi = np.ones(mask.shape, bool) if sample.roi is None else read_mask(sample.roi)
-    for path, array in ((sample.masks[0], mask), (sample.roi, roi)):
-        if array.shape != image.shape[:2]:
-            raise DataError(
-                f"{path}: mask is {_size(array)} but image {sample.image} is {_size(image)}"
-            )
-    return image, mask, roi
-
-
-def _sample_of_objects(sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Image, the training target of its objects (background, interior, boundary: trainers.data.
-    targets) and roi."""
-    from .targets import object_classes
-
-    image, labels = read_image(sample.image), read_objects(sample.masks)
-    if labels.shape != image.shape[:2]:
-        raise DataError(
-            f"{sample.masks[0]}: mask is {_size(labels)} but image {sample.image} is {_size(image)}"
-        )
-    return image, object_classes(labels), np.ones(labels.shape, bool)
 
 
 def set_pixel_limit(limit: int) -> None:
@@ -349,7 +301,8 @@ def _map_palette(path: Path, rgb: np.ndarray, palette: Palette) -> np.ndarray:
     return labels[inverse.reshape(codes.shape)]
 
 
-def _size(array: np.ndarray) -> str:
+def size_text(array: np.ndarray) -> str:
+    """An image's width x height, for messages."""
     return f"{array.shape[1]} x {array.shape[0]}"
 
 

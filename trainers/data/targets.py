@@ -1,5 +1,5 @@
 """Training targets derived from per-object labels: what a model learns so that touching objects
-can be told apart (`trainers.objects.split_objects` turns its answer back into objects).
+can be told apart (`trainers.scores.objects.split_objects` turns its answer back into objects).
 
     classes = object_classes(labels)  # 0 background, 1 interior, 2 boundary, 3 contact
 

@@ -6,7 +6,8 @@ to a class map by one threshold rule; a class map scored inside the region of in
     pred = class_map(probabilities, threshold)       # binary: probability > threshold
     dice, iou = mean_overlap(confusions(pred, item["mask"].numpy(), item["roi"].numpy(), K))
 
-The demo passes its inference engine as `forward`; training and evaluation use the model itself.
+The demo and batch prediction pass their inference engine as `forward`; training and evaluation
+use the model itself.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import numpy as np
 from torch import Tensor
 
 import zoo
-from trainers import metrics
-from trainers.steps import autocast
+from trainers.fit.steps import autocast
+from trainers.scores import metrics
 
 # Larger images are predicted in tiles overlapping by an eighth of their side; of these sizes,
 # the one that runs the model over the fewest pixels for the image at hand. An image of at most
@@ -46,13 +47,14 @@ def predict_probabilities(
     tiles: tuple[int, ...] = TILES,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
-    """Class probabilities K x H x W (float32, on the CPU) of a C x H x W image in [0, 1].
+    """Class probabilities K x H x W (float32, on the CPU) of a C x H x W image in [0, 1], of
+    the model's channels or any `zoo.match_channels` brings to them.
 
-    `forward` maps a batch of such images (or tiles of them, at the model's scale) to
-    probabilities: by default the model, normalized by its saved mean and std, on its device
-    under `precision`'s autocast; the demo passes its inference engine's. Images larger than
-    one pass are predicted in overlapping tiles (`tile_for`), `progress(done, total)` told
-    after each."""
+    Each batch of tiles (at the model's scale) is made the model's input and run by
+    `zoo.forward_input`, through `forward` (what `model.predict_normalized` takes: the default,
+    on the model's device under `precision`'s autocast; the demo and batch prediction pass
+    their inference engine's). Images larger than one pass are predicted in overlapping tiles
+    (`tile_for`), `progress(done, total)` told after each."""
     device = next(model.parameters()).device
     x = image[None].to(device, non_blocking=True)
     height, width = (max(1, round(side * model.scale)) for side in x.shape[-2:])
@@ -62,14 +64,10 @@ def predict_probabilities(
             x,
             tile=tile_for(height, width, tiles),
             overlap=OVERLAP,
-            predict=forward or functools.partial(_normalized, model),
+            predict=functools.partial(zoo.forward_input, model, forward=forward),
             progress=progress,
         )
     return probabilities[0].float().cpu().numpy()
-
-
-def _normalized(model: zoo.SegmentationModel, batch: Tensor) -> Tensor:
-    return model.predict_normalized(zoo.normalize(batch, model.spec.mean, model.spec.std))
 
 
 def checked_threshold(value: object) -> float:

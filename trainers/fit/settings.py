@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainers.budget import parse_duration
 from trainers.data.layouts import KINDS
-from trainers.losses import check_loss_weights
+from trainers.fit.budget import parse_duration
+from trainers.fit.losses import check_loss_weights
 from zoo._checks import check_positive_int
 from zoo._spec import check_scale
 

@@ -108,7 +108,7 @@ def objects_of(probabilities: np.ndarray, threshold: float, *, object_target: bo
     """The objects of a model's K x H x W probabilities as a label image: split by
     `split_objects` for a model of the object target, else the connected components of the
     foreground (probability above `threshold`, or any class but the background)."""
-    from trainers.scoring import class_map  # the project's one threshold rule
+    from trainers.scores.scoring import class_map  # the project's one threshold rule
 
     if object_target:
         return split_objects(probabilities)

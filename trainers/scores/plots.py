@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trainers.metrics import PRCurve
+from trainers.scores.metrics import PRCurve
 
 # Error map colours: true positive, false positive, false negative (outside the ROI: dark grey).
 TP, FP, FN = (0, 190, 0), (230, 40, 40), (40, 110, 255)

@@ -79,7 +79,7 @@ def time_step(
     of `steps` timed one by one after two of warm-up (the first runs pick their kernels). What
     the plan compares candidates by; out of GPU memory: infinity."""
     import zoo
-    from trainers.losses import DiceIoULoss
+    from trainers.fit.losses import DiceIoULoss
 
     net = zoo.create_model(model, num_classes=num_classes, in_channels=in_channels, **model_kwargs)
     net = net.to(device, memory_format=torch.channels_last)

@@ -69,7 +69,7 @@ class PRCurve:
     """Precision and recall at each distinct score, thresholds in decreasing order.
 
     ``precision[k]`` and ``recall[k]`` are those of predicting ``scores > thresholds[k]``, the
-    rule evaluation, validation and the demo apply (`trainers.scoring.binarize`): each
+    rule evaluation, validation and the demo apply (`trainers.scores.scoring.binarize`): each
     threshold is the next distinct score below the point's lowest positive score.
     """
 

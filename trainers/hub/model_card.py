@@ -139,7 +139,8 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
         rows.append(("classes", ", ".join(config["classes"])))
     if config.get("objects"):
         rows.append(("objects", "one label per object: each interior a seed of a watershed "
-                     "through the foreground (`trainers.objects.split_objects`)"))  # fmt: skip
+                     "through the foreground "
+                     "(`trainers.scores.objects.split_objects`)"))  # fmt: skip
     size = config.get("input_size")
     size_text = f", trained at {size[0]} x {size[1]} pixels" if size else ""
     rows.append(("input", f"{config['in_channels']} channels{size_text}"))
@@ -172,7 +173,7 @@ def _usage_section(config: dict[str, Any], repo_id: str) -> str:
         "import torch",
         "import zoo  # pip install bioseg",
         "from trainers.data import read_image",
-        *(["from trainers.objects import split_objects"] if config.get("objects") else []),
+        *(["from trainers.scores.objects import split_objects"] if config.get("objects") else []),
         "",
         f'model = zoo.from_pretrained("{repo_id}")  # cached: later loads work offline',
         'image = read_image("my_image.png")  # H x W x C in [0, 1]: PNG, JPEG, TIFF, DICOM',
@@ -240,7 +241,7 @@ def _evaluation_section(summary: dict[str, Any]) -> str:
     scalars += [(LABELS[key], _number(summary[key])) for key in SCALARS if key in summary]
     if scalars:
         parts.append(_table(("over the whole split", "value"), scalars))
-    for kind in ("objects", "regions"):  # trainers.objects: the field's object scores
+    for kind in ("objects", "regions"):  # trainers.scores.objects: the field's object scores
         found = summary.get(kind, {})
         rows = [(OBJECT_LABELS[k], _mean(found[k])) for k in OBJECT_LABELS if k in found]
         if rows:
@@ -255,7 +256,7 @@ def _dataset_section(dataset: str) -> str:
     return "\n".join(lines)
 
 
-def model_card(run_dir: Path, repo_id: str, space_id: str | None = None) -> str:
+def run_card(run_dir: Path, repo_id: str, space_id: str | None = None) -> str:
     """README.md for the Hub repo `repo_id` of run folder `run_dir`: YAML metadata, then text;
     with `space_id`, a link to the Space that serves it."""
     run_dir = Path(run_dir)

@@ -1,5 +1,5 @@
 """The plan for a command line's run: the data set fingerprinted, this machine detected and its
-speed timed, the explicit flags kept (`trainers.plan` holds the rules)."""
+speed timed, the explicit flags kept (`trainers.fit.plan_rules` holds the rules)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from typing import Any
 
 import torch
 
-from trainers.budget import parse_duration
-from trainers.config import FIELDS, TrainConfig
 from trainers.data import parse_spec
 from trainers.data.fingerprint import describe, fingerprint
 from trainers.data.targets import OBJECT_CLASSES
-from trainers.plan import Candidate, Hardware, make_plan
-from trainers.steps import time_step
+from trainers.fit.budget import parse_duration
+from trainers.fit.plan_rules import Candidate, Hardware, make_plan
+from trainers.fit.settings import FIELDS, TrainConfig
+from trainers.fit.steps import time_step
 
 # Explicit flags the plan builds around (the candidates it times keep them).
 KEPT = (
