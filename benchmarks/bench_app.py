@@ -58,7 +58,7 @@ from bench_zoo import paired_medians  # noqa: E402
 
 import zoo  # noqa: E402
 from demo import serving  # noqa: E402
-from trainers import scoring  # noqa: E402
+from trainers.scores import scoring  # noqa: E402
 
 TILES = (256, 384, 512, 768, 1024)
 # Stages of a request: the functions whose cumulative time makes each (file, function name).

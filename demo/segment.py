@@ -38,7 +38,7 @@ from demo.views import (
 )
 from trainers.data.medical import Decoded
 from trainers.data.readers import DataError, read_decoded
-from trainers.scoring import checked_threshold
+from trainers.scores.scoring import checked_threshold
 
 LOG = logging.getLogger("bioseg.app")
 

@@ -141,7 +141,7 @@ class Teacher:
         """Push the chosen fine-tuned model to the Hub with the visitor's token, used for this
         request only (never stored or logged); without one, nothing is pushed (the server's own
         token is never used for a visitor)."""
-        from trainers.push import push_run
+        from trainers.hub.push import push_run
 
         if session is None or choice not in session.models:
             raise gr.Error("Pick one of your fine-tuned models in the Segment tab's menu first.")

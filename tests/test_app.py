@@ -23,9 +23,9 @@ from PIL import Image
 from demo.views import answer_folder, class_names, render
 from tests.conftest import REPO, SHARED_DATA, free_port
 from tests.test_data import png_header
-from trainers import metrics
+from trainers.scores import metrics
 from trainers.data.medical import Decoded
-from trainers.plots import FN, TP
+from trainers.scores.plots import FN, TP
 
 DRIVE = SHARED_DATA / "DRIVE" / "test"
 CHROMIUM = Path(shutil.which("chromium") or "/usr/bin/chromium")  # found as .ci/run finds it

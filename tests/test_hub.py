@@ -27,8 +27,8 @@ from torch import nn
 
 import zoo
 from tests.conftest import REPO, free_port
-from trainers import push
-from trainers.model_card import model_card
+from trainers.hub import push
+from trainers.hub.model_card import model_card
 
 TINY = "timm/mobilenetv3_large_100"
 TINY_KWARGS = {"decoder_channels": (16, 16, 16, 16, 16)}
@@ -51,7 +51,7 @@ SUMMARY = {
 ROUND_TRIP = """
 import torch, zoo
 from safetensors.torch import load_file
-from trainers.push import main
+from trainers.hub.push import main
 
 reference = load_file({reference!r})
 for repo_id in {push_to!r}:
@@ -318,7 +318,7 @@ def set_dataset(run_dir: Path, dataset: str) -> None:
 def test_the_grid_of_test_images_is_published_only_where_the_terms_allow(
     run_dir, tmp_path, dataset, grid
 ):
-    from trainers.push import export_run
+    from trainers.hub.push import export_run
 
     (run_dir / "eval" / "grid.png").write_bytes((run_dir / "eval" / "pr_curve.png").read_bytes())
     set_dataset(run_dir, dataset)
@@ -330,7 +330,7 @@ def test_the_grid_of_test_images_is_published_only_where_the_terms_allow(
 def test_half_precision_export_halves_the_file_and_loads_as_float32(run_dir, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from trainers.push import export_run
+    from trainers.hub.push import export_run
 
     monkeypatch.setattr(push, "HALF_MIN_ELEMENTS", 2000)  # the tiny model's large tensors
     folder = export_run(run_dir, "my-lab/drive-unet", tmp_path / "half", half=True)
@@ -347,7 +347,7 @@ def test_half_precision_export_halves_the_file_and_loads_as_float32(run_dir, tmp
 
 
 def test_half_precision_refuses_weights_beyond_the_float16_range(tmp_path):
-    from trainers.push import half_precision
+    from trainers.hub.push import half_precision
 
     save_file({"big": torch.tensor([1e6]), "ok": torch.ones(2)}, tmp_path / "w.safetensors")
     with pytest.raises(ValueError, match="big exceed the float16 range"):
@@ -369,7 +369,7 @@ def test_cli_reports_bad_input_in_one_line(run_dir, tmp_path, capsys, monkeypatc
 
 
 def test_export_writes_the_upload_into_a_new_folder(run_dir, tmp_path):
-    from trainers.push import export_run
+    from trainers.hub.push import export_run
 
     folder = export_run(run_dir, "my-lab/drive-unet", tmp_path / "bundle")
     names = sorted(p.name for p in folder.iterdir())
@@ -423,7 +423,7 @@ def test_bundled_weights_fit_a_space_and_load_as_float32(folder: Path) -> None:
 
 APP_CARD = """
 import app
-from trainers.push import main
+from trainers.hub.push import main
 
 assert main([{run!r}, "owner/with-summary"]) == 0
 print("WITH:", app.MODELS.card_markdown("owner/with-summary"))
