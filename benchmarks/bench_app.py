@@ -382,18 +382,21 @@ def print_table(title: str, rows: list[tuple[str, str, str]]) -> None:
 def main() -> None:
     if sys.argv[1:2] == ["--floor"]:
         return floor_app(int(sys.argv[2]))
-    import app as demo_app
+    from demo.models import Models
+    from demo.segment import Segmenter
+    from demo.settings import settings_from_environment
 
+    models = Models.of(settings_from_environment())  # as `import app` builds the page's
+    demo_app = Segmenter(models, models.settings.max_pixels)
+    label = models.catalogue.default
     if sys.argv[1:2] == ["--predict"]:
-        label = next(iter(demo_app.CHOICES))
-        served = demo_app.load_model(demo_app.CHOICES[label])
+        served = models.load(models.catalogue.choices[label])
         rows = predict_rows(label, served, Path(tempfile.mkdtemp()))
         return print_table(f"The scripts' endpoint (engine {served.engine}, {label})", rows)
 
     torch.set_num_threads(THREADS)
     print("## Engines\n\n" + "\n".join(engine_table()))
-    label = next(iter(demo_app.CHOICES))
-    served = demo_app.load_model(demo_app.CHOICES[label])
+    served = models.load(models.catalogue.choices[label])
     print(f"\n## Tile size ({served.engine}, {label}, overlap {scoring.OVERLAP})\n")
     print("\n".join(tile_rows(served)))
     images = test_images(Path(tempfile.mkdtemp()))

@@ -118,6 +118,29 @@ def client(app_url: str):
     return Client(app_url, verbose=False)
 
 
+@pytest.fixture(scope="module")
+def models():
+    """The page's models, of this environment's settings (as `import app` builds them)."""
+    from demo.models import Models
+    from demo.settings import settings_from_environment
+
+    return Models.of(settings_from_environment())
+
+
+@pytest.fixture(scope="module")
+def segmenter(models):
+    from demo.segment import Segmenter
+
+    return Segmenter(models, models.settings.max_pixels)
+
+
+@pytest.fixture(scope="module")
+def editor(segmenter):
+    from demo.editor import Editor
+
+    return Editor(segmenter)
+
+
 def segment(client, image: Path, mask: Path | None = None, file: Path | None = None):
     from gradio_client import handle_file
 
@@ -296,30 +319,65 @@ def test_a_typed_model_id_never_reaches_files_on_the_server(client, tmp_path, ty
         assert f"Hub repo {typed}" in message and "not in the Hub cache" in message
 
 
-def test_local_runs_are_listed_from_their_folder(tmp_path, monkeypatch) -> None:
-    import app
+IMPORT_UNDER_A_FOREIGN_COMMAND_LINE = """
+import os, sys
+for name in [n for n in os.environ if n.startswith(("BIOSEG_", "GRADIO_SERVER_"))]:
+    del os.environ[name]
+sys.argv = ["pytest", "--foo", "-x", "--weights", "someone/else", "--engine", "nonsense"]
+from PIL import Image
+import trainers.data.readers  # sets Pillow's limit of a library user
+limit = Image.MAX_IMAGE_PIXELS
+import app
+from demo.settings import Settings
+assert app.MODELS.settings == Settings(), app.MODELS.settings
+assert "someone/else (Hub)" not in app.MODELS.catalogue.choices
+assert Image.MAX_IMAGE_PIXELS == limit  # the server's pixel limit is main()'s to set
+print(type(app.demo).__name__)
+"""
+
+
+def test_importing_the_app_parses_no_command_line(run_python) -> None:
+    """`import app` (a test runner, Gradio's reload) builds the page of the environment's
+    settings and leaves the command line, and the process's pixel limit, alone."""
+    printed = run_python(IMPORT_UNDER_A_FOREIGN_COMMAND_LINE).stdout
+    assert printed.strip().splitlines()[-1] == "Blocks"
+
+
+def test_the_command_line_adds_to_the_environment_s_settings() -> None:
+    from demo.settings import Settings, parse_flags
+
+    base = Settings(weights=("owner/env",))
+    settings, host, port = parse_flags(
+        ["--weights", "owner/flag", "--port", "8000", "--engine", "eager"], base, environ={}
+    )
+    assert settings == Settings(weights=("owner/env", "owner/flag"), engine="eager")
+    assert (host, port) == ("127.0.0.1", 8000)
+    by_gradio = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "7000"}
+    assert parse_flags([], base, environ=by_gradio) == (base, "0.0.0.0", 7000)
+
+
+def test_local_runs_are_listed_from_their_folder(tmp_path) -> None:
+    from demo.catalogue import weight_choices
 
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "model.safetensors").write_bytes(b"")
     (tmp_path / "no-weights").mkdir()
-    monkeypatch.setattr(app, "RUNS", tmp_path)
-    choices = app.weight_choices(["someone/model"])
+    choices = weight_choices(REPO / "weights", tmp_path, ("someone/model",))
     assert choices["mine (run)"] == str(tmp_path / "mine")
     assert choices["drive-unet (bundled)"].endswith("weights/drive-unet")
     assert choices["someone/model (Hub)"] == "someone/model"
     assert not any("no-weights" in label for label in choices)
 
 
-def test_the_threshold_saved_with_a_model_is_offered(tmp_path, monkeypatch) -> None:
-    import app
+def test_the_threshold_saved_with_a_model_is_offered(tmp_path, monkeypatch, models) -> None:
     import zoo
 
     model = zoo.create_model("unet", base_channels=4)
     zoo.save_pretrained(model, tmp_path / "run", threshold=0.3)
-    monkeypatch.setitem(app.CHOICES, "tuned (run)", str(tmp_path / "run"))
-    assert app.saved_threshold("tuned (run)") == pytest.approx(0.3)
-    assert app.saved_threshold("drive-unet (bundled)") == pytest.approx(0.5)
-    assert app.saved_threshold("not a model id") == 0.5  # Segment says why
+    monkeypatch.setitem(models.catalogue.choices, "tuned (run)", str(tmp_path / "run"))
+    assert models.saved_threshold("tuned (run)") == pytest.approx(0.3)
+    assert models.saved_threshold("drive-unet (bundled)") == pytest.approx(0.5)
+    assert models.saved_threshold("not a model id") == 0.5  # Segment says why
 
 
 def test_compare_opens_on_a_report_model_against_the_best_u_net_of_its_data_set(
@@ -327,8 +385,8 @@ def test_compare_opens_on_a_report_model_against_the_best_u_net_of_its_data_set(
 ) -> None:
     import json
 
-    import app
     import zoo
+    from demo.catalogue import example_rows, listed_models, report_comparisons
 
     choices = {"owner/name (Hub)": "owner/name"}  # Hub ids have no local figures: left out
     for name, model_name, options, dice in [
@@ -341,7 +399,7 @@ def test_compare_opens_on_a_report_model_against_the_best_u_net_of_its_data_set(
         zoo.save_pretrained(model, folder, dataset="dsb2018")
         (folder / "summary.json").write_text(json.dumps({"metrics": {"dice": {"mean": dice}}}))
         choices[f"{name} (bundled)"] = str(folder)
-    listed = app.listed_models(choices)
+    listed = listed_models(choices)
     assert [m.label for m in listed] == [
         "nuclei-unet (bundled)",
         "nuclei-unet8 (bundled)",
@@ -351,60 +409,59 @@ def test_compare_opens_on_a_report_model_against_the_best_u_net_of_its_data_set(
     pair.mkdir(parents=True)
     Image.new("RGB", (8, 8)).save(pair / "cells.png")
     Image.new("L", (8, 8)).save(pair / "cells_mask.png")
-    monkeypatch.setenv("BIOSEG_EXAMPLES", str(tmp_path / "examples"))
-    monkeypatch.setattr(app, "LISTED", listed)
-    assert app.report_comparisons(app.examples()) == [
+    examples = example_rows(listed, choices, tmp_path / "examples")
+    assert report_comparisons(examples, listed) == [
         ["nuclei-fcn8s (bundled)", "nuclei-unet (bundled)", str(pair / "cells.png"),
          str(pair / "cells_mask.png")]
     ]  # fmt: skip
 
 
-def test_the_model_card_says_what_a_model_is_for_and_how_good_it_is(tmp_path, monkeypatch):
-    import app
+def test_the_model_card_says_what_a_model_is_for_and_how_good_it_is(tmp_path, monkeypatch, models):
     import zoo
 
     entry = ("drive-unet (bundled): retinal vessels, colour fundus", "drive-unet (bundled)")
-    assert entry in app.ENTRIES  # the dropdown says the task; the API value stays the name
-    card = app.model_card("dsb2018-unet (bundled)")
+    assert entry in models.catalogue.entries  # the dropdown says the task; the value the name
+    card = models.card_markdown("dsb2018-unet (bundled)")
     assert "Trained on 2018 Data Science Bowl" in card
     assert "Dice 0.869, IoU 0.797, HD95 18.7 px; pooled Dice 0.872" in card
     assert "1.9M parameters" in card and "Not for: brightfield images" in card
     zoo.save_pretrained(zoo.create_model("unet", base_channels=4), tmp_path / "anonymous")
-    monkeypatch.setitem(app.CHOICES, "anonymous (run)", str(tmp_path / "anonymous"))
-    assert "No card: its config.json does not say" in app.model_card("anonymous (run)")
-    assert app.model_card("not a model id").startswith("No card: the model could not be loaded")
+    monkeypatch.setitem(models.catalogue.choices, "anonymous (run)", str(tmp_path / "anonymous"))
+    assert "No card: its config.json does not say" in models.card_markdown("anonymous (run)")
+    no_card = models.card_markdown("not a model id")
+    assert no_card.startswith("No card: the model could not be loaded")
 
 
-def test_a_drawing_becomes_a_full_size_mask_or_is_refused_with_a_message(tmp_path) -> None:
+def test_a_drawing_becomes_a_full_size_mask_or_is_refused_with_a_message(tmp_path, editor):
     import gradio as gr
 
-    import app
+    from demo.overlays import CLASS_COLOURS
     from trainers.data.readers import read_mask
 
     image = tmp_path / "scan.png"
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(image)
-    editor, source = app.edit_target(str(image), None)
-    assert editor["background"].shape == (40, 60, 3) and source == str(image)
+    loaded, source = editor.edit_target(str(image), None)
+    assert loaded["background"].shape == (40, 60, 3) and source == str(image)
     layer = np.zeros((20, 30, 4), np.uint8)  # drawn at a display scale of 0.5
-    layer[5:10, 10:20] = (*app.CLASS_COLOURS[0], 255)
-    drawing = {"background": editor["background"][::2, ::2], "layers": [layer]}
-    mask_file, download = app.drawing_to_mask(
+    layer[5:10, 10:20] = (*CLASS_COLOURS[0], 255)
+    drawing = {"background": loaded["background"][::2, ::2], "layers": [layer]}
+    mask_file, download = editor.drawing_to_mask(
         drawing, source, "drive-unet (bundled)", str(image), None
     )
     expected = np.zeros((40, 60), bool)
     expected[10:20, 20:40] = True
     np.testing.assert_array_equal(read_mask(mask_file), expected)  # ready as a training target
     assert download == mask_file and mask_file.endswith("scan_drawn_mask.png")
-    empty = {"background": editor["background"], "layers": []}
-    empty_file, _ = app.drawing_to_mask(empty, source, "drive-unet (bundled)", str(image), None)
+    empty = {"background": loaded["background"], "layers": []}
+    empty_file, _ = editor.drawing_to_mask(empty, source, "drive-unet (bundled)", str(image), None)
     assert not read_mask(empty_file).any()  # an empty target, under the documented rules
     other = tmp_path / "other.png"
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(other)
     with pytest.raises(gr.Error, match="made on another image"):
-        app.drawing_to_mask(drawing, source, "drive-unet (bundled)", str(other), None)
+        editor.drawing_to_mask(drawing, source, "drive-unet (bundled)", str(other), None)
     skewed = {"background": np.zeros((40, 40, 3), np.uint8), "layers": []}
     with pytest.raises(gr.Error, match="40 x 40 pixels but the image is 60 x 40"):
-        app.drawing_to_mask(skewed, source, "drive-unet (bundled)", str(image), None)
+        editor.drawing_to_mask(skewed, source, "drive-unet (bundled)", str(image), None)
 
 
 def test_a_corrupted_or_huge_editor_payload_is_refused_like_an_upload(tmp_path, monkeypatch):
@@ -412,52 +469,51 @@ def test_a_corrupted_or_huge_editor_payload_is_refused_like_an_upload(tmp_path, 
     from gradio.components.image_editor import EditorData
     from gradio.data_classes import FileData
 
-    import app
+    from demo.editor import checked_editor
 
-    editor = app.checked_editor(type="numpy", image_mode="RGBA")
+    editor = checked_editor(8192 * 8192, type="numpy", image_mode="RGBA")
     layer = tmp_path / "layer.png"
     Image.new("RGBA", (30, 20), (255, 0, 0, 255)).save(layer)
     payload = EditorData(background=None, layers=[FileData(path=str(layer))], composite=None)
     assert editor.preprocess(payload)["layers"][0].shape == (20, 30, 4)
-    monkeypatch.setattr(app, "MAX_PIXELS", 599)
+    small = checked_editor(599, type="numpy", image_mode="RGBA")
     with pytest.raises(
         gr.Error, match="the drawing: 30 x 20 = 600 pixels exceeds the limit of 599"
     ):
-        editor.preprocess(payload)
-    monkeypatch.undo()
+        small.preprocess(payload)
     png_header(layer, 30, 20)  # a size, no pixel data
     with pytest.raises(gr.Error, match="the drawing: not a readable image"):
         editor.preprocess(payload)
 
 
-def test_a_multi_class_drawing_gives_class_ids_by_brush_colour(tmp_path, monkeypatch) -> None:
-    import app
+def test_a_multi_class_drawing_gives_class_ids_by_brush_colour(
+    tmp_path, monkeypatch, models, editor
+) -> None:
     import zoo
+    from demo.overlays import CLASS_COLOURS
 
     model = zoo.create_model("unet", num_classes=3, base_channels=4)  # background + 2 classes
     zoo.save_pretrained(model, tmp_path / "three", classes=["background", "a", "b"])
-    monkeypatch.setitem(app.CHOICES, "three (run)", str(tmp_path / "three"))
+    monkeypatch.setitem(models.catalogue.choices, "three (run)", str(tmp_path / "three"))
     image = tmp_path / "scan.png"
     Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(image)
     layer = np.zeros((8, 10, 4), np.uint8)
-    layer[1:3, 1:4] = (*app.CLASS_COLOURS[0], 255)
-    layer[5:7, 6:9] = (*app.CLASS_COLOURS[1], 255)
+    layer[1:3, 1:4] = (*CLASS_COLOURS[0], 255)
+    layer[5:7, 6:9] = (*CLASS_COLOURS[1], 255)
     # A colour the model has no class for, (255, 60, 200): the nearest class colour is class 1's
     # (255, 200, 0), 244 away, not class 2's (0, 200, 255), 296 away.
-    layer[0, 9] = (*app.CLASS_COLOURS[2], 255)
+    layer[0, 9] = (*CLASS_COLOURS[2], 255)
     drawing = {"background": np.zeros((8, 10, 3), np.uint8), "layers": [layer]}
-    mask_file, _ = app.drawing_to_mask(drawing, str(image), "three (run)", str(image), None)
+    mask_file, _ = editor.drawing_to_mask(drawing, str(image), "three (run)", str(image), None)
     labels = np.asarray(Image.open(mask_file))
     assert set(np.unique(labels)) == {0, 1, 2}
     assert (labels[1:3, 1:4] == 1).all() and (labels[5:7, 6:9] == 2).all()
     assert labels[0, 9] == 1
 
 
-def test_a_visitor_s_kept_prediction_is_compact_and_redraws_the_same_mask(tmp_path) -> None:
-    import app
-
+def test_a_visitor_s_kept_prediction_is_compact_and_redraws_the_same_mask(segmenter) -> None:
     image = np.random.default_rng(0).random((64, 48, 3), dtype=np.float32)
-    kept, message = app.run_model("drive-unet (bundled)", Decoded(image), "scan", None)
+    kept, message = segmenter.run_model("drive-unet (bundled)", Decoded(image), "scan", None)
     assert message == "" and kept.rgb.dtype == np.uint8 and kept.rgb.shape == (64, 48, 3)
     assert kept.probabilities.dtype == np.float16 and kept.probabilities.shape == (1, 64, 48)
     views = []
@@ -485,9 +541,7 @@ def test_a_1x1_image_gets_a_1x1_mask(client, tmp_path: Path) -> None:
     assert np.asarray(Image.open(segment(client, None, file=tiny)[5])).shape == (1, 1)
 
 
-def test_answers_go_to_fresh_folders_and_old_ones_are_pruned(tmp_path) -> None:
-    import app
-
+def test_answers_go_to_fresh_folders_and_old_ones_are_pruned(tmp_path, segmenter) -> None:
     (tmp_path / "out").mkdir()
     stale = tmp_path / "out" / "stale-answer"
     stale.mkdir()
@@ -500,7 +554,7 @@ def test_answers_go_to_fresh_folders_and_old_ones_are_pruned(tmp_path) -> None:
     assert first != second and {first.parent, second.parent} == {tmp_path / "out"}
     odd = tmp_path / "..a scan;rm -rf.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(odd)
-    assert app.read_inputs(None, str(odd))[1] == "a_scan_rm_-rf"  # a label, never a path
+    assert segmenter.read_inputs(None, str(odd))[1] == "a_scan_rm_-rf"  # a label, never a path
 
 
 @browser_test

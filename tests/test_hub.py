@@ -426,7 +426,7 @@ import app
 from trainers.hub.push import main
 
 assert main([{run!r}, "owner/with-summary"]) == 0
-print("WITH:", app.model_card("owner/with-summary"))
+print("WITH:", app.MODELS.card_markdown("owner/with-summary"))
 """
 
 
