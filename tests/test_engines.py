@@ -20,7 +20,7 @@ from torch import nn
 
 import zoo
 from tests.conftest import REPO, SHARED_DATA
-from trainers import scoring
+from trainers.scores import scoring
 from trainers.data import eval_transform
 from trainers.data.readers import read_image
 from zoo import _engines

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from trainers.config import FIELDS, TrainConfig, from_dict
+from trainers.fit.settings import FIELDS, TrainConfig, from_dict
 from trainers.data.readers import DataError, read_image, read_mask
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"
@@ -68,7 +68,7 @@ COUNTS = ("steps", "epochs", "val_every")
 
 
 def broken_rules(values: dict) -> list[str]:
-    """The documented rules of the settings (`trainers/config.py`, the README) that `values`
+    """The documented rules of the settings (`trainers/fit/settings.py`, the README) that `values`
     break, written out again here as the oracle: unknown keys; a value of another type than its
     default's (an int for a float is fine, a bool for a number is not); positive counts; a run
     length (steps, epochs or a time budget); rates, weights, fractions and names in range."""

@@ -25,7 +25,7 @@ from trainers import predict as predict_module
 from trainers.data.inputs import Input, list_inputs
 from trainers.data.medical import Decoded
 from trainers.data.readers import read_image
-from trainers.objects import components
+from trainers.scores.objects import components
 from trainers.predict import Setup, main
 
 WEIGHTS = str(REPO / "weights" / "dsb2018-unet")
