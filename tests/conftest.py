@@ -1,5 +1,6 @@
 """Shared test helpers: run Python in a fresh interpreter, for tests of discovery and imports;
-the fuzzing profiles."""
+the fuzzing profiles (registered here so `--hypothesis-profile` can name them; only
+`tests/test_fuzz.py` uses them)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-# `ci` (the default): the same cases on every run of a commit, so CI cannot turn red at random.
-# `explore` (`--hypothesis-profile=explore`): fresh randomness, to find new cases for the corpus.
+# For the fuzz tests only (test_fuzz.py applies them; nothing is loaded here, so another `@given`
+# test keeps Hypothesis's defaults): `ci` (their default), the same cases on every run of a
+# commit, so CI cannot turn red at random; `explore` (`--hypothesis-profile=explore`), fresh
+# randomness, to find new cases for the corpus.
 _FUZZ = {"deadline": None, "database": None, "suppress_health_check": [HealthCheck.too_slow]}
 settings.register_profile("ci", max_examples=10_000, derandomize=True, **_FUZZ)
 settings.register_profile("explore", max_examples=50_000, derandomize=False, **_FUZZ)
-settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

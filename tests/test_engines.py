@@ -52,6 +52,24 @@ def example_image(folder: Path) -> np.ndarray:
     return np.stack([np.outer(grid, grid), np.outer(grid, 1 - grid), np.outer(1 - grid, grid)], -1)
 
 
+def tiny_unet() -> zoo.SegmentationModel:
+    """A seeded 4-channel U-Net: the tests that export it share one file in the cache."""
+    torch.manual_seed(0)
+    return zoo.create_model("unet", base_channels=4).eval()
+
+
+def test_the_chosen_engine_gives_eager_s_masks_on_a_tiny_model() -> None:
+    model = tiny_unet()
+    predict, used = zoo.engine_predict(model, CHOSEN)
+    assert used == CHOSEN
+    x = model_input(model, example_image(Path("tiny")))
+    eager, engine = model.predict_normalized(x), predict(x)
+    assert engine.shape == eager.shape == (1, 1, 192, 192) and engine.dtype == torch.float32
+    assert (engine - eager).abs().max() < 1e-3
+    assert ((engine > 0.5) != (eager > 0.5)).sum() <= 5
+
+
+@pytest.mark.slow  # an export each (about 20 s on 2 cores); the tiny model's test runs by default
 @pytest.mark.parametrize("folder", BUNDLED, ids=lambda p: p.name)
 def test_the_chosen_engine_gives_eager_s_masks_on_the_bundled_models(folder: Path) -> None:
     model = zoo.from_pretrained(folder)
@@ -143,8 +161,7 @@ def test_a_named_engine_s_wrong_output_shape_raises_instead_of_falling_back(monk
 def test_an_exported_model_is_reused_from_the_cache_and_new_weights_export_anew(
     engine_cache: Path, monkeypatch
 ) -> None:
-    torch.manual_seed(0)
-    model = zoo.create_model("unet", base_channels=4).eval()
+    model = tiny_unet()
     x = torch.rand(1, 3, 48, 64)
     first, _ = zoo.engine_predict(model, "onnxruntime")
     exports = []
@@ -164,7 +181,7 @@ def test_an_exported_model_is_reused_from_the_cache_and_new_weights_export_anew(
 
 
 def test_engine_input_is_checked_as_eager_and_unknown_engines_are_named() -> None:
-    model = zoo.create_model("unet", base_channels=4).eval()
+    model = tiny_unet()
     predict, _ = zoo.engine_predict(model, "onnxruntime")
     with pytest.raises(ValueError, match="expects a batch N x 3 x H x W, got shape"):
         predict(torch.zeros(1, 1, 32, 32))
@@ -255,8 +272,7 @@ def test_the_demo_does_not_import_torchvision_or_timm() -> None:
 
 
 def test_release_gives_the_memory_back_and_the_engine_answers_the_same_after() -> None:
-    torch.manual_seed(0)
-    model = zoo.create_model("unet", base_channels=4).eval()
+    model = tiny_unet()
     runner, used = zoo.engine_predict(model, "onnxruntime")
     assert used == "onnxruntime"
     x = torch.rand(1, 3, 96, 80)

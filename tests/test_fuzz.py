@@ -1,8 +1,9 @@
 """Fuzzing: the readers and the settings parser raise only their documented errors.
 
 Every case the fuzzer ever found lives in `tests/fuzz_corpus/` and is checked in the normal run.
-The hypothesis runs (marked slow) use the profile `ci` from `conftest.py`: derandomized, so one
-commit always gives one result. For fresh cases, run the profile `explore` (README, Reliability);
+The hypothesis runs (marked slow) use the profile `ci` from `conftest.py`, applied here alone:
+derandomized, so one commit always gives one result. For fresh cases, run the profile `explore`
+(`--hypothesis-profile=explore`; docs/reliability.md);
 save what it finds under `tests/fuzz_corpus/` (readers: the file's bytes; settings: a JSON file).
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -25,6 +26,16 @@ from trainers.data.readers import DataError, read_image, read_mask
 from trainers.fit.settings import FIELDS, TrainConfig, from_dict
 
 CORPUS = Path(__file__).parent / "fuzz_corpus"
+
+
+def fuzz_profile() -> settings:
+    """`explore` when the run names it (`--hypothesis-profile=explore`), else `ci`; for these
+    tests alone, so a `@given` test elsewhere keeps Hypothesis's defaults."""
+    named = settings.get_current_profile_name()
+    return settings.default if named.startswith("explore") else settings.get_profile("ci")
+
+
+FUZZ = fuzz_profile()
 
 
 def check_readers(path: Path) -> tuple[str, str]:
@@ -168,6 +179,7 @@ FOLDER = Path(tempfile.mkdtemp(prefix="bioseg-fuzz-"))
 
 
 @pytest.mark.slow
+@FUZZ
 @given(data=file_bytes(), suffix=st.sampled_from([".png", ".jpg", ".tif", ".bmp", ".gif"]))
 def test_readers_return_valid_arrays_or_a_data_error(data: bytes, suffix: str) -> None:
     path = FOLDER / f"case{suffix}"
@@ -189,6 +201,7 @@ VALUES = st.one_of(
 
 
 @pytest.mark.slow
+@FUZZ
 @given(st.dictionaries(st.one_of(st.sampled_from(sorted(FIELDS)), st.text(max_size=6)), VALUES))
 def test_settings_parser_raises_only_value_errors(values: dict) -> None:
     try:

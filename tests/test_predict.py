@@ -161,6 +161,8 @@ def outputs(folder: Path) -> dict[str, bytes]:
     return found
 
 
+# slow: 200 images (about 20 s); a bad file among good ones: test_a_study_is_predicted_...
+@pytest.mark.slow
 def test_two_hundred_images_with_two_corrupt_ones_in_one_command(tmp_path: Path) -> None:
     inputs = many(tmp_path / "plate", 200, corrupt=2)
     assert predict("--input", str(inputs), "--output", str(tmp_path / "out")) == 2
@@ -178,6 +180,8 @@ def command(inputs: Path, out: Path) -> list[str]:
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same kernels in every process
 
 
+# slow: three processes; resuming in-process: test_a_second_run_resumes_and_overwrite_redoes
+@pytest.mark.slow
 def test_killed_halfway_it_resumes_and_ends_as_an_uninterrupted_run(tmp_path: Path) -> None:
     inputs = many(tmp_path / "plate", 60)
     subprocess.run(command(inputs, tmp_path / "whole"), env=ONE_THREAD, check=True,
@@ -201,6 +205,7 @@ def test_killed_halfway_it_resumes_and_ends_as_an_uninterrupted_run(tmp_path: Pa
     assert outputs(tmp_path / "out") == outputs(tmp_path / "whole")
 
 
+@pytest.mark.slow  # three processes and a torchrun launch
 def test_two_processes_under_torchrun_give_one_process_s_outputs(tmp_path: Path) -> None:
     inputs = many(tmp_path / "plate", 24)
     subprocess.run(command(inputs, tmp_path / "one"), env=ONE_THREAD, check=True,
