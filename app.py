@@ -11,11 +11,6 @@ its settings come from environment variables (`demo.settings`), and main()'s fla
 
 from __future__ import annotations
 
-import functools
-import logging
-from collections.abc import Callable
-from typing import Any
-
 import gradio as gr
 
 from demo import finetune
@@ -27,23 +22,11 @@ from demo.segment import Segmenter
 from demo.settings import parse_flags, settings_from_environment
 from demo.teach import Teacher, end_session
 from demo.views import METRIC_NAMES, VIEWS
+from demo.wiring import PRIVATE, named
 from trainers.data.readers import set_pixel_limit
 
-LOG = logging.getLogger("bioseg.app")
-PRIVATE = {"api_visibility": "private"}  # the page's own events: no API endpoint
-
-
-def named(handler: Callable[..., Any], components: dict[str, gr.Component]) -> Callable:
-    """`handler`, answering by name (a dict, or a NamedTuple), as Gradio's {component: value}:
-    a component it does not name is left as it is."""
-
-    @functools.wraps(handler)  # Gradio reads the handler's signature (gr.Progress, gr.Request)
-    def by_component(*args: Any, **kwargs: Any) -> dict[gr.Component, Any]:
-        answer = handler(*args, **kwargs)
-        answer = answer._asdict() if hasattr(answer, "_asdict") else answer
-        return {components[name]: value for name, value in answer.items()}
-
-    return by_component
+IMAGE = {"type": "filepath", "format": "png", "image_mode": None}  # an image input, as uploaded
+CLICKED = {"run_on_click": True, "cache_examples": False}  # an example runs when clicked
 
 
 def segment_inputs(models: Models) -> dict[str, gr.Component]:
@@ -51,22 +34,28 @@ def segment_inputs(models: Models) -> dict[str, gr.Component]:
     threshold and the button."""
     ui = {}
     ui["model"] = gr.Dropdown(
-        models.catalogue.entries, value=models.catalogue.default,
-        label="Model (or type a Hub id OWNER/NAME)", allow_custom_value=True,
-    )  # fmt: skip
+        models.catalogue.entries,
+        value=models.catalogue.default,
+        label="Model (or type a Hub id OWNER/NAME)",
+        allow_custom_value=True,
+    )
     ui["card"] = gr.Markdown()  # what the model is for; filled on load and on change
-    ui["image"] = gr.Image(
-        type="filepath", label="Image", sources=["upload", "clipboard"], format="png",
-        image_mode=None,
-    )  # fmt: skip
-    ui["image_file"] = gr.File(label="Image file (DICOM, TIFF and OME-TIFF, 16-bit PNG...)",
-                               type="filepath", elem_id="image-file")  # fmt: skip
-    ui["frame"] = gr.Number(0, minimum=0, step=1, elem_id="frame",
-                            label="Frame, page or plane (DICOM, TIFF stacks)")  # fmt: skip
+    ui["image"] = gr.Image(label="Image", sources=["upload", "clipboard"], **IMAGE)
+    about = "Image file (DICOM, TIFF and OME-TIFF, 16-bit PNG...)"
+    ui["image_file"] = gr.File(label=about, type="filepath", elem_id="image-file")
+    about = "Frame, page or plane (DICOM, TIFF stacks)"
+    ui["frame"] = gr.Number(0, minimum=0, step=1, elem_id="frame", label=about)
     ui["mask"] = gr.File(label="Target mask (optional)", type="filepath", elem_id="mask-file")
     ui["threshold"] = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
     ui["run"] = gr.Button("Segment", variant="primary")
     return ui
+
+
+def results(headers: list[str], label: str, elem_id: str) -> gr.Dataframe:
+    """A read-only table of results, at most 320 pixels high."""
+    return gr.Dataframe(
+        headers=headers, label=label, interactive=False, elem_id=elem_id, max_height=320
+    )
 
 
 def segment_outputs() -> dict[str, gr.Component]:
@@ -77,27 +66,20 @@ def segment_outputs() -> dict[str, gr.Component]:
         views["target"] = gr.Image(label="Target", **image)
         views["prediction"] = gr.Image(label="Prediction", **image)
     views["note"] = gr.Markdown(elem_id="note")
-    views["metrics"] = gr.Dataframe(
-        headers=["class", *METRIC_NAMES], label="Metrics", interactive=False, elem_id="metrics"
-    )
+    views["metrics"] = results(["class", *METRIC_NAMES], "Metrics", "metrics")
     with gr.Row():
         views["errors"] = gr.Image(label="Error map", **image)
         views["slider"] = gr.ImageSlider(label="Image | prediction", format="png")
     views["mask"] = gr.File(label="Predicted mask (PNG, full resolution)")
     views["count"] = gr.Markdown(elem_id="count")
     views["objects"] = gr.Image(label="Objects (outlined)", **image)
-    views["object_metrics"] = gr.Dataframe(
-        headers=["DSB score", "AP50", "F1 at 0.5", "PQ", "AJI", "count error"],
-        label="Object metrics (a match: IoU > 0.5)", interactive=False, elem_id="object-metrics",
-    )  # fmt: skip
-    views["table"] = gr.Dataframe(
-        headers=list(OBJECT_HEADERS), label="Objects (largest first; all in the CSV)",
-        interactive=False, elem_id="objects-table", max_height=320,
-    )  # fmt: skip
-    views["object_files"] = gr.File(
-        label="Label image (16-bit, opens in napari, Fiji, QuPath) and object table (CSV)",
-        file_count="multiple", elem_id="object-files",
-    )  # fmt: skip
+    scores = ["DSB score", "AP50", "F1 at 0.5", "PQ", "AJI", "count error"]
+    about = "Object metrics (a match: IoU > 0.5)"
+    views["object_metrics"] = results(scores, about, "object-metrics")
+    about = "Objects (largest first; all in the CSV)"
+    views["table"] = results(list(OBJECT_HEADERS), about, "objects-table")
+    label = "Label image (16-bit, opens in napari, Fiji, QuPath) and object table (CSV)"
+    views["object_files"] = gr.File(label=label, file_count="multiple", elem_id="object-files")
     return {name: views[name] for name in VIEWS}  # the order of the API's outputs
 
 
@@ -110,11 +92,19 @@ def paint_panel(max_pixels: int) -> dict[str, gr.Component]:
     )
     ui = {}
     ui["drawing"] = checked_editor(
-        max_pixels, type="numpy", image_mode="RGBA", label="Drawing", sources=(),
-        brush=gr.Brush(colors=[brush(c) for c in CLASS_COLOURS],
-                       default_color=brush(CLASS_COLOURS[0]), color_mode="fixed"),
-        eraser=gr.Eraser(), layers=False,
-    )  # fmt: skip
+        max_pixels,
+        type="numpy",
+        image_mode="RGBA",
+        label="Drawing",
+        sources=(),
+        brush=gr.Brush(
+            colors=[brush(c) for c in CLASS_COLOURS],
+            default_color=brush(CLASS_COLOURS[0]),
+            color_mode="fixed",
+        ),
+        eraser=gr.Eraser(),
+        layers=False,
+    )
     ui["source"] = gr.State()  # the image the drawing belongs to
     with gr.Row():
         ui["load_image"] = gr.Button("Load the image")
@@ -149,9 +139,10 @@ def segment_tab(page: gr.Blocks, session: gr.State, segmenter: Segmenter) -> dic
     drawn = {"target": ui["mask"], "download": paint["download"]}
     paint["use_drawing"].click(
         named(editor.drawing_to_mask, drawn),
-        [paint["drawing"], paint["source"], ui["model"], *image, session], list(drawn.values()),
+        [paint["drawing"], paint["source"], ui["model"], *image, session],
+        list(drawn.values()),
         **PRIVATE,
-    ).success(segment, [*inputs, session], list(shown.values()), **PRIVATE)  # fmt: skip
+    ).success(segment, [*inputs, session], list(shown.values()), **PRIVATE)
     # A new threshold redraws the views from the kept probabilities: no model run.
     redraw = named(segmenter.redraw, views)
     ui["threshold"].release(redraw, [kept, ui["threshold"]], list(views.values()), **PRIVATE)
@@ -160,10 +151,13 @@ def segment_tab(page: gr.Blocks, session: gr.State, segmenter: Segmenter) -> dic
     ui["model"].change(models.card_markdown, chosen, ui["card"], **PRIVATE)
     page.load(models.card_markdown, ui["model"], ui["card"], **PRIVATE)
     gr.Examples(
-        models.catalogue.examples, inputs=[ui["image"], ui["mask"], ui["model"]],
-        outputs=list(shown.values()), fn=named(segmenter.segment_example, shown),
-        run_on_click=True, cache_examples=False, label="Examples (click one)",
-    )  # fmt: skip
+        models.catalogue.examples,
+        inputs=[ui["image"], ui["mask"], ui["model"]],
+        outputs=list(shown.values()),
+        fn=named(segmenter.segment_example, shown),
+        **CLICKED,
+        label="Examples (click one)",
+    )
     return ui
 
 
@@ -177,8 +171,7 @@ def compare_tab(session: gr.State, segmenter: Segmenter) -> dict[str, gr.Dropdow
         choice_a = gr.Dropdown(catalogue.entries, value=a, label="A", allow_custom_value=True)
         choice_b = gr.Dropdown(catalogue.entries, value=b, label="B", allow_custom_value=True)
     with gr.Row():
-        compare_image = gr.Image(image, type="filepath", label="Image", format="png",
-                                 image_mode=None)  # fmt: skip
+        compare_image = gr.Image(image, label="Image", **IMAGE)
         compare_mask = gr.File(mask, label="Target mask (optional)", type="filepath")
     threshold = gr.Slider(0.01, 0.99, value=0.5, step=0.01, label="Threshold")
     run = gr.Button("Compare", variant="primary")
@@ -192,10 +185,13 @@ def compare_tab(session: gr.State, segmenter: Segmenter) -> dict[str, gr.Dropdow
     run.click(compare, [*inputs, session], list(outputs.values()), api_name="compare")
     if comparisons:
         gr.Examples(
-            comparisons, inputs=inputs[:4], outputs=list(outputs.values()), fn=compare,
-            run_on_click=True, cache_examples=False,
+            comparisons,
+            inputs=inputs[:4],
+            outputs=list(outputs.values()),
+            fn=compare,
+            **CLICKED,
             label="The report's models against a U-Net (click one)",
-        )  # fmt: skip
+        )
     return {"compare_a": choice_a, "compare_b": choice_b}
 
 
@@ -209,8 +205,8 @@ def predict_endpoint(segmenter: Segmenter) -> None:
         mask = gr.File(label="mask")
         record = gr.JSON(label="record")
         run = gr.Button()
-    run.click(segmenter.predict, [choice, image, threshold, frame], [mask, record],
-              api_name="predict")  # fmt: skip
+    inputs = [choice, image, threshold, frame]
+    run.click(segmenter.predict, inputs, [mask, record], api_name="predict")
 
 
 def teach_tab(ui: dict, compared: dict, session: gr.State, teacher: Teacher) -> None:
@@ -221,9 +217,12 @@ def teach_tab(ui: dict, compared: dict, session: gr.State, teacher: Teacher) -> 
         "yours alone: it joins your model menus, and is deleted with your session."
     )
     keep = gr.Button("Keep the Segment tab's image and target for fine-tuning")
-    uploads = gr.File(label="Or upload pairs: NAME.png with NAME_mask.png, or a zip "
-                      "(images/, masks/)", file_count="multiple", type="filepath",
-                      elem_id="uploads")  # fmt: skip
+    uploads = gr.File(
+        label="Or upload pairs: NAME.png with NAME_mask.png, or a zip (images/, masks/)",
+        file_count="multiple",
+        type="filepath",
+        elem_id="uploads",
+    )
     add = gr.Button("Keep the uploaded pairs")
     kept = gr.Dataframe(headers=["kept pairs"], interactive=False, elem_id="kept")
     kept_note = gr.Markdown("No pair kept yet.", elem_id="kept-note")
@@ -240,15 +239,22 @@ def teach_tab(ui: dict, compared: dict, session: gr.State, teacher: Teacher) -> 
     pushed = gr.Markdown()
     listed = {"session": session, "kept": kept, "to_drop": to_drop, "kept_note": kept_note}
     pairs = [session, ui["image"], ui["image_file"], ui["mask"]]
-    for button, handler, inputs in ((keep, teacher.keep_pair, pairs),
-                                    (add, teacher.add_pairs, [session, uploads]),
-                                    (drop, teacher.drop_pair, [session, to_drop])):  # fmt: skip
+    for button, handler, inputs in (
+        (keep, teacher.keep_pair, pairs),
+        (add, teacher.add_pairs, [session, uploads]),
+        (drop, teacher.drop_pair, [session, to_drop]),
+    ):
         button.click(named(handler, listed), inputs, list(listed.values()), **PRIVATE)
-    tuned = {"session": session, "tuned_note": tuned_note, "model": ui["model"], **compared,
-             "model_zip": model_zip}  # fmt: skip
-    tune.click(named(teacher.run_finetune, tuned), [session, ui["model"]], list(tuned.values()),
-               concurrency_limit=finetune.QUEUE.waiting, concurrency_id="finetune",
-               **PRIVATE)  # fmt: skip
+    tuned = {"session": session, "tuned_note": tuned_note, "model": ui["model"]}
+    tuned |= {**compared, "model_zip": model_zip}
+    tune.click(
+        named(teacher.run_finetune, tuned),
+        [session, ui["model"]],
+        list(tuned.values()),
+        concurrency_limit=finetune.QUEUE.waiting,
+        concurrency_id="finetune",
+        **PRIVATE,
+    )
     push.click(teacher.push_finetuned, [session, ui["model"], repo, hub_token], pushed, **PRIVATE)
 
 
@@ -286,11 +292,7 @@ def main(argv: list[str] | None = None) -> None:
     models = MODELS if settings == MODELS.settings else Models.of(settings)
     page = demo if models is MODELS else build_page(models)
     set_pixel_limit(settings.max_pixels)  # every reader's, and Pillow's, for the whole server
-    for location in list(models.catalogue.choices.values())[:1]:
-        try:  # the default model is ready before the first visitor
-            models.load(location)
-        except Exception as error:  # e.g. a Hub model while offline: the page still starts
-            LOG.warning("the default model %s is not loaded yet: %s", location, error)
+    models.load_default()  # ready before the first visitor
     page.launch(server_name=host, server_port=port, max_file_size="64mb")
 
 

@@ -37,8 +37,12 @@ def answer(
     if threshold is None:
         threshold = float(network.pretrained_config.get("threshold", 0.5))
     height, width = image.shape[:2]
-    record: dict[str, Any] = {"model": model, "threshold": threshold,
-                              "classes": class_names(network), "size": [width, height]}  # fmt: skip
+    record: dict[str, Any] = {
+        "model": model,
+        "threshold": threshold,
+        "classes": class_names(network),
+        "size": [width, height],
+    }
     if network.pretrained_config.get("objects"):
         labels = objects_of(probabilities.astype(np.float32), threshold, object_target=True)
         found = Objects.of(labels, image.mean(axis=2))

@@ -57,8 +57,13 @@ class Catalogue:
         choices = weight_choices(settings.bundled, settings.runs, settings.weights)
         listed = listed_models(choices)
         examples = example_rows(listed, choices, settings.examples)
-        return cls(choices, listed, dropdown_entries(listed, choices), examples,
-                   report_comparisons(examples, listed))  # fmt: skip
+        return cls(
+            choices,
+            listed,
+            dropdown_entries(listed, choices),
+            examples,
+            report_comparisons(examples, listed),
+        )
 
     @property
     def default(self) -> str | None:

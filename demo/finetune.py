@@ -57,8 +57,7 @@ MAX_BYTES = int(os.environ.get("BIOSEG_FINETUNE_MB", 256)) * 2**20
 MAX_MEMORY = int(os.environ.get("BIOSEG_FINETUNE_MEMORY_MB", 3072)) * 2**20
 VALIDATE_FROM = 3  # pairs kept before one is held back for a validation Dice
 STARTUP_SECONDS = 90  # the child's imports, data and saving, beside its training time box
-KEPT_FILES = ("model.safetensors", "config.json", "train_config.json", "metrics.csv",
-              "README.md")  # fmt: skip
+KEPT_FILES = ("model.safetensors", "config.json", "train_config.json", "metrics.csv", "README.md")
 """What stays of a fine-tune's run folder: a model that loads, its settings and its record."""
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,8 +143,10 @@ class Session:
         with archive:
             members = [m for m in archive.infolist() if not m.is_dir()]
             if len(members) > 2 * MAX_PAIRS:
-                raise DataError(f"{name}: {len(members)} files, more than the "
-                                f"{2 * MAX_PAIRS} of {MAX_PAIRS} pairs")  # fmt: skip
+                raise DataError(
+                    f"{name}: {len(members)} files, more than the "
+                    f"{2 * MAX_PAIRS} of {MAX_PAIRS} pairs"
+                )
             if outside := members_outside([m.filename for m in members]):
                 raise DataError(f"{name}: {outside[0]} lies outside the zip")
             self.check_room(sum(m.file_size for m in members), f"{name} unpacked")
@@ -188,9 +189,21 @@ class Session:
         token = f"yours-{secrets.token_hex(12)}"
         run = self.folder / "models" / token
         held_back = "0.34" if count >= VALIDATE_FROM else "0"
-        argv = ["--finetune", str(base), "--data", f"folder:{self.folder / 'pairs'}",
-                "--time-budget", f"{seconds:g}s", "--output", str(run), "--workers", "0",
-                "--val-fraction", held_back, "--no-evaluate"]  # fmt: skip
+        argv = [
+            "--finetune",
+            str(base),
+            "--data",
+            f"folder:{self.folder / 'pairs'}",
+            "--time-budget",
+            f"{seconds:g}s",
+            "--output",
+            str(run),
+            "--workers",
+            "0",
+            "--val-fraction",
+            held_back,
+            "--no-evaluate",
+        ]
         with QUEUE.turn(self.folder.name, client):
             try:
                 run_child(argv, self.folder, seconds + STARTUP_SECONDS, progress, seconds)
@@ -253,11 +266,15 @@ class FinetuneQueue:
                     "a fine-tune of yours is already running or waiting: wait for it to finish"
                 )
             if self._clients[client] >= self.per_client:
-                raise DataError(f"{self.per_client} fine-tunes from your address are already "
-                                "running or waiting: wait for one to finish")  # fmt: skip
+                raise DataError(
+                    f"{self.per_client} fine-tunes from your address are already "
+                    "running or waiting: wait for one to finish"
+                )
             if len(self._sessions) >= self.waiting:
-                raise DataError(f"the server has {self.waiting} fine-tunes running or waiting, "
-                                "its limit: try again in a few minutes")  # fmt: skip
+                raise DataError(
+                    f"the server has {self.waiting} fine-tunes running or waiting, "
+                    "its limit: try again in a few minutes"
+                )
             self._sessions.add(session)
             self._clients[client] += 1
         try:
@@ -275,8 +292,18 @@ QUEUE = FinetuneQueue()
 
 # Passed on to the child as they are: what the interpreter, its libraries and threads need.
 # Nothing else: the host's tokens and keys (HF_TOKEN, cloud credentials, ...) stay behind.
-INHERITED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "VIRTUAL_ENV",
-             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BIOSEG_MAX_PIXELS")  # fmt: skip
+INHERITED = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "PYTHONPATH",
+    "VIRTUAL_ENV",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BIOSEG_MAX_PIXELS",
+)
 
 
 def child_environment(home: Path) -> dict[str, str]:
@@ -284,9 +311,16 @@ def child_environment(home: Path) -> dict[str, str]:
     saved Hub login is found), offline (its base is a local folder), no implicit token."""
     home.mkdir(parents=True, exist_ok=True)
     kept = {name: os.environ[name] for name in INHERITED if name in os.environ}
-    return {**kept, "HOME": str(home), "HF_HOME": str(home / "hf"), "HF_HUB_OFFLINE": "1",
-            "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-            "PYTHONUNBUFFERED": "1", "TMPDIR": str(home)}  # fmt: skip
+    return {
+        **kept,
+        "HOME": str(home),
+        "HF_HOME": str(home / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "PYTHONUNBUFFERED": "1",
+        "TMPDIR": str(home),
+    }
 
 
 def run_child(
@@ -303,10 +337,14 @@ def run_child(
     log = folder / "finetune.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "trainers.train", *argv], cwd=ROOT, stdout=out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_environment(home),
+            [sys.executable, "-m", "trainers.train", *argv],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=child_environment(home),
             start_new_session=True,
-        )  # fmt: skip
+        )
         try:
             reason = _watch(process, limit_seconds, progress, expected_seconds)
         finally:

@@ -50,6 +50,15 @@ class Models:
             return self._finetuned(location)
         return self.shelf.get(location, listed=location in self.catalogue.choices.values())
 
+    def load_default(self) -> None:
+        """Load the first listed model, so it is ready before the first visitor; a warning
+        (the page still starts) when it cannot be, e.g. a Hub model while offline."""
+        for location in list(self.catalogue.choices.values())[:1]:
+            try:
+                self.load(location)
+            except Exception as error:
+                LOG.warning("the default model %s is not loaded yet: %s", location, error)
+
     def _load_finetuned(self, location: str) -> Served:
         """A visitor's model, its exported graph in its own folder (counted in their disk
         budget, deleted with their session)."""

@@ -79,8 +79,15 @@ class Segmenter:
         decoded, name = self.read_inputs(None, image_file, frame)
         served = self.models.served(choice)
         probabilities = predicted(served, decoded.pixels, name)
-        return api.answer(served.model, decoded.pixels, probabilities, name, threshold, choice,
-                          answer_folder(name))  # fmt: skip
+        return api.answer(
+            served.model,
+            decoded.pixels,
+            probabilities,
+            name,
+            threshold,
+            choice,
+            answer_folder(name),
+        )
 
     def run_model(
         self,
@@ -106,11 +113,16 @@ class Segmenter:
                 gr.Warning(str(error))
         about = dataclasses.replace(decoded, pixels=np.empty((0, 0, 1), np.float32))
         prediction = Prediction(
-            display_rgb(image), probabilities, target, class_names(model), name, about,
+            display_rgb(image),
+            probabilities,
+            target,
+            class_names(model),
+            name,
+            about,
             intensity=image.mean(axis=2, dtype=np.float32).astype(np.float16),
             object_target=bool(model.pretrained_config.get("objects")),
             target_objects=None if target is None else target_objects(mask_file, target),
-        )  # fmt: skip
+        )
         return prediction, message
 
     def segment(

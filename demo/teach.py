@@ -116,9 +116,11 @@ class Teacher:
         client = request.client.host if request and request.client else ""
         try:
             token, label = session.finetune(
-                base.pretrained_folder, session.labels.get(choice, choice), client=client,
+                base.pretrained_folder,
+                session.labels.get(choice, choice),
+                client=client,
                 progress=lambda done: progress(done, desc="fine-tuning"),
-            )  # fmt: skip
+            )
         except DataError as error:
             raise gr.Error(str(error)) from None
         dice = session.validation_dice(token)

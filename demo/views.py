@@ -36,8 +36,20 @@ from trainers.scores.scoring import class_map
 from zoo import SegmentationModel
 
 METRIC_NAMES = ("dice", "iou", "hd95", "precision", "recall")
-VIEWS = ("target", "prediction", "errors", "slider", "metrics", "mask", "note",
-         "count", "objects", "object_metrics", "table", "object_files")  # fmt: skip
+VIEWS = (
+    "target",
+    "prediction",
+    "errors",
+    "slider",
+    "metrics",
+    "mask",
+    "note",
+    "count",
+    "objects",
+    "object_metrics",
+    "table",
+    "object_files",
+)
 OBJECT_METRICS = ("dsb_score", "ap50", "f1_50", "pq", "aji", "count_error")
 
 
@@ -219,12 +231,16 @@ def render(prediction: Prediction | None, threshold: float) -> dict[str, Any]:
     found = object_views(prediction, threshold, folder, views)
     files = write_pngs(views)
     still.update((name, files.pop(name)) for name in ("image", "target") if name in files)
-    shown = empty | found | {
-        "prediction": files["prediction"],
-        "slider": (still["image"], files["prediction"]),
-        "mask": files["mask"],
-        "objects": files["objects"],
-    }  # fmt: skip
+    shown = (
+        empty
+        | found
+        | {
+            "prediction": files["prediction"],
+            "slider": (still["image"], files["prediction"]),
+            "mask": files["mask"],
+            "objects": files["objects"],
+        }
+    )
     about = source_note(prediction.source)
     if prediction.target is None:
         note = "<br>No target given: add a mask to see the metrics."
