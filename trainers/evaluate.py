@@ -69,27 +69,34 @@ def evaluate(
         raise ValueError(f"{data} has no split '{split}'; it has: {', '.join(splits)}")
     binary = check_classes(model, source, weights, data)
     dataset = SegmentationDataset(
-        splits[split], eval_transform(), in_channels=model.in_channels,
-        mask_mode=source.mask_mode, palette=source.palette,
-    )  # fmt: skip
+        splits[split],
+        eval_transform(),
+        in_channels=model.in_channels,
+        mask_mode=source.mask_mode,
+        palette=source.palette,
+    )
     rows, scores, targets, shown, extra = score_split(
         model, dataset, threshold, grid_images, labelled=source.objects
     )
     output.mkdir(parents=True, exist_ok=True)
     write_rows(output / "per_image.csv", rows)
     summary: dict[str, Any] = {
-        "weights": weights, "data": data, "split": split, "n_images": len(dataset),
+        "weights": weights,
+        "data": data,
+        "split": split,
+        "n_images": len(dataset),
         "threshold": threshold,
         "metrics": metrics.summarize(rows_without_ids(rows)),  # over images (and classes)
-    }  # fmt: skip
+    }
     for name, found in extra.items():  # "objects", "regions": a CSV each, their means
         write_rows(output / f"{name}.csv", found)
         summary[name] = summarize_objects(found) if name == "objects" else mean_scores(found)
     if binary:
         summary.update(pooled_figures(np.concatenate(scores), np.concatenate(targets), threshold))
         if "curve" in summary:
-            pr_curve_plot(summary.pop("curve"), output / "pr_curve.png",
-                          title=f"{config['model']} on {split}")  # fmt: skip
+            pr_curve_plot(
+                summary.pop("curve"), output / "pr_curve.png", title=f"{config['model']} on {split}"
+            )
     else:  # each foreground class on its own, beside the mean over all of them
         summary["per_class"] = {
             source.class_names[c]: metrics.summarize(
@@ -181,7 +188,7 @@ def object_rows(
             objects.components(pred == 0), objects.components(item["mask"].numpy() == 0)
         )
         found.append(("regions", {"id": item["id"], **regions}))
-    return found  # fmt: skip
+    return found
 
 
 def pooled_figures(scores: np.ndarray, targets: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -199,10 +206,12 @@ def pooled_figures(scores: np.ndarray, targets: np.ndarray, threshold: float) ->
     try:  # undefined when the split has no foreground (or no background) pixels
         curve = metrics.precision_recall_curve(scores, targets)
         found.update(
-            average_precision=curve.average_precision, best_f1=curve.best_f1,
-            best_threshold=curve.best_threshold, auc=metrics.roc_auc(scores, targets),
+            average_precision=curve.average_precision,
+            best_f1=curve.best_f1,
+            best_threshold=curve.best_threshold,
+            auc=metrics.roc_auc(scores, targets),
             curve=curve,
-        )  # fmt: skip
+        )
     except ValueError as error:
         found["curves_undefined"] = str(error)
     return found

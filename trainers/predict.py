@@ -127,9 +127,13 @@ def predict_one(setup: Setup, decoded: Decoded) -> np.ndarray:
 
 
 def write_outputs(
-    setup: Setup, found: Input, decoded: Decoded, probabilities: np.ndarray, stem: Path,
+    setup: Setup,
+    found: Input,
+    decoded: Decoded,
+    probabilities: np.ndarray,
+    stem: Path,
     seconds: float,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The mask (and label image, probabilities) of one image, each written whole; its row."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     if setup.objects:
@@ -158,9 +162,13 @@ def _save_png(path: Path, pixels: np.ndarray) -> None:
 
 
 def figures(
-    setup: Setup, found: Input, decoded: Decoded, classes: np.ndarray,
-    labels: np.ndarray | None, seconds: float,
-) -> dict[str, Any]:  # fmt: skip
+    setup: Setup,
+    found: Input,
+    decoded: Decoded,
+    classes: np.ndarray,
+    labels: np.ndarray | None,
+    seconds: float,
+) -> dict[str, Any]:
     """One image's row: path, size, foreground fraction per class, objects, seconds."""
     height, width = classes.shape
     names = setup.classes[1:2] if setup.objects else setup.classes[1:]
@@ -195,8 +203,15 @@ def make_setup(args: argparse.Namespace, todo: list[Input], device: torch.device
         forward, precision = runner, "fp32"
     classes = list(config.get("classes") or ["background", "foreground"])
     threshold = args.threshold if args.threshold is not None else config.get("threshold", 0.5)
-    return Setup(model, forward, precision, float(threshold), bool(config.get("objects")),
-                 classes, args.save_probabilities)  # fmt: skip
+    return Setup(
+        model,
+        forward,
+        precision,
+        float(threshold),
+        bool(config.get("objects")),
+        classes,
+        args.save_probabilities,
+    )
 
 
 def sample(todo: list[Input]) -> torch.Tensor | None:
@@ -236,8 +251,10 @@ def run(args: argparse.Namespace) -> int:
     todo = [i for i in mine if args.overwrite or not row_file(i, output).is_file()]
     if rank == 0:
         done = len(mine) - len(todo)
-        print(f"{len(inputs)} images under {args.input}; {len(todo)} to predict here"
-              + (f", {done} already done (--overwrite redoes them)" if done else ""))  # fmt: skip
+        print(
+            f"{len(inputs)} images under {args.input}; {len(todo)} to predict here"
+            + (f", {done} already done (--overwrite redoes them)" if done else "")
+        )
     setup = make_setup(args, todo, device)
     failed = predict_all(setup, todo, output, args.workers, rank)
     if world > 1:
@@ -257,8 +274,9 @@ def predict_all(setup: Setup, todo: list[Input], output: Path, workers: int, ran
     rank's errors file. Returns how many failed."""
     from tqdm import tqdm
 
-    loader = DataLoader(Reading(todo), batch_size=None, num_workers=workers,
-                        collate_fn=lambda item: item)  # fmt: skip
+    loader = DataLoader(
+        Reading(todo), batch_size=None, num_workers=workers, collate_fn=lambda item: item
+    )
     errors: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending: deque[Future[tuple[str, str] | None]] = deque()
@@ -276,8 +294,9 @@ def predict_all(setup: Setup, todo: list[Input], output: Path, workers: int, ran
             seconds = time.perf_counter() - start
             if len(pending) == WRITES_AHEAD:  # wait for the oldest: memory stays bounded
                 errors += _failed(pending.popleft())
-            pending.append(writer.submit(finish, setup, found, decoded, probabilities,
-                                         output, seconds))  # fmt: skip
+            pending.append(
+                writer.submit(finish, setup, found, decoded, probabilities, output, seconds)
+            )
         while pending:
             errors += _failed(pending.popleft())
     write_errors(output / f".errors-{rank}.csv", errors)
@@ -290,14 +309,19 @@ def _failed(job: Future[tuple[str, str] | None]) -> list[tuple[str, str]]:
 
 
 def finish(
-    setup: Setup, found: Input, decoded: Decoded, probabilities: np.ndarray, output: Path,
+    setup: Setup,
+    found: Input,
+    decoded: Decoded,
+    probabilities: np.ndarray,
+    output: Path,
     seconds: float,
-) -> tuple[str, str] | None:  # fmt: skip
+) -> tuple[str, str] | None:
     """Write one image's outputs, then its row: the row says the outputs are complete. A
     failure is that image's (path, reason), and the job goes on with the others."""
     try:
-        row = write_outputs(setup, found, decoded, probabilities, outputs_of(found, output),
-                            seconds)  # fmt: skip
+        row = write_outputs(
+            setup, found, decoded, probabilities, outputs_of(found, output), seconds
+        )
         path = row_file(found, output)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda tmp: tmp.write_text(json.dumps(row)))
@@ -326,15 +350,23 @@ def merge(output: Path, inputs: list[Input], args: argparse.Namespace, setup: Se
     errors = list(_error_rows(output))
     write_errors(output / "errors.csv", errors)
     about = {
-        "weights": args.weights, "input": str(args.input), "images": len(inputs),
-        "predicted": len(rows), "failed": len(errors), "threshold": setup.threshold,
-        "objects": setup.objects, "classes": setup.classes,
-        "bioseg": zoo._hub.bioseg_version(), "torch": torch.__version__,
+        "weights": args.weights,
+        "input": str(args.input),
+        "images": len(inputs),
+        "predicted": len(rows),
+        "failed": len(errors),
+        "threshold": setup.threshold,
+        "objects": setup.objects,
+        "classes": setup.classes,
+        "bioseg": zoo._hub.bioseg_version(),
+        "torch": torch.__version__,
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-    }  # fmt: skip
+    }
     (output / "predict.json").write_text(json.dumps(about, indent=2) + "\n")
-    print(f"{len(rows)} images in {output / 'results.csv'}"
-          + (f"; {len(errors)} failed: {output / 'errors.csv'}" if errors else ""))  # fmt: skip
+    print(
+        f"{len(rows)} images in {output / 'results.csv'}"
+        + (f"; {len(errors)} failed: {output / 'errors.csv'}" if errors else "")
+    )
 
 
 def _error_rows(output: Path) -> Iterator[tuple[str, str]]:
@@ -346,10 +378,11 @@ def _error_rows(output: Path) -> Iterator[tuple[str, str]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m trainers.predict", description=__doc__.splitlines()[0],
+        prog="python -m trainers.predict",
+        description=__doc__.splitlines()[0],
         epilog="\n".join(__doc__.splitlines()[2:7]),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     parser.add_argument("--weights", required=True, help="a run folder, bundled folder or Hub id")
     parser.add_argument("--input", required=True, help="a folder, a glob pattern, or a .txt list")
     parser.add_argument("--output", required=True, type=Path, help="a folder outside the input")

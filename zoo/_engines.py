@@ -44,9 +44,15 @@ from torch import Tensor
 from ._model import SegmentationModel, forward_input, to_probabilities
 
 __all__ = [
-    "CACHE_ENV", "ENGINES", "ENGINE_ENV", "EngineError", "Runner", "cpu_has_bf16",
-    "engine_predict", "exported_onnx",
-]  # fmt: skip
+    "CACHE_ENV",
+    "ENGINES",
+    "ENGINE_ENV",
+    "EngineError",
+    "Runner",
+    "cpu_has_bf16",
+    "engine_predict",
+    "exported_onnx",
+]
 
 LOG = logging.getLogger("bioseg.engines")
 ENGINES = ("eager", "onnxruntime", "openvino", "bf16")
@@ -108,8 +114,10 @@ def exported_onnx(model: SegmentationModel, cache: Path | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     side = max(_EXPORT_SIZE, model.spec.min_size)
     example = torch.zeros(1, model.in_channels, side, side)
-    dims = {2: torch.export.Dim("height", min=model.spec.min_size),
-            3: torch.export.Dim("width", min=model.spec.min_size)}  # fmt: skip
+    dims = {
+        2: torch.export.Dim("height", min=model.spec.min_size),
+        3: torch.export.Dim("width", min=model.spec.min_size),
+    }
     LOG.info("exporting %s to ONNX (once; cached at %s)", model.spec.name, path)
     with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
         partial = Path(scratch) / path.name
@@ -223,16 +231,29 @@ def _measured(
         .mean()
     )
     if agreement < AGREEMENT:
-        LOG.info("%s: bf16's mask agrees with float32's on %.4f%% of the sample's pixels, below "
-                 "%.1f%%: %s", model.spec.name, 100 * agreement, 100 * AGREEMENT, used)  # fmt: skip
+        LOG.info(
+            "%s: bf16's mask agrees with float32's on %.4f%% of the sample's pixels, below "
+            "%.1f%%: %s",
+            model.spec.name,
+            100 * agreement,
+            100 * AGREEMENT,
+            used,
+        )
         return default, used
     fast, slow = (
         _seconds(functools.partial(forward_input, model, forward=runner), sample)
         for runner in (bf16, default)
     )
     chosen = (bf16, "bf16") if fast < slow else (default, used)
-    LOG.info("%s: bf16 %.0f ms (mask agreement %.4f%%), %s %.0f ms: %s", model.spec.name,
-             1e3 * fast, 100 * agreement, used, 1e3 * slow, chosen[1])  # fmt: skip
+    LOG.info(
+        "%s: bf16 %.0f ms (mask agreement %.4f%%), %s %.0f ms: %s",
+        model.spec.name,
+        1e3 * fast,
+        100 * agreement,
+        used,
+        1e3 * slow,
+        chosen[1],
+    )
     return chosen
 
 
@@ -281,8 +302,12 @@ def _automatic(
     try:
         return _runner(model, DEFAULT_ENGINE, threads, cache), DEFAULT_ENGINE
     except Exception as error:  # nobody asked for this engine: eager answers instead
-        LOG.warning("%s: cannot run on %s (%s); using eager PyTorch", model.spec.name,
-                    DEFAULT_ENGINE, _cause(error))  # fmt: skip
+        LOG.warning(
+            "%s: cannot run on %s (%s); using eager PyTorch",
+            model.spec.name,
+            DEFAULT_ENGINE,
+            _cause(error),
+        )
         return Runner(model.predict_normalized), "eager"
 
 

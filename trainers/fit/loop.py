@@ -178,10 +178,14 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
 
     def save_best() -> None:  # the best weights, ready for from_pretrained and the Hub
         zoo.save_pretrained(
-            model, run_dir, input_size=[config.image_size, config.image_size],
-            threshold=config.threshold or 0.5, classes=list(source.class_names),
-            dataset=source.kind, objects=config.objects,
-        )  # fmt: skip
+            model,
+            run_dir,
+            input_size=[config.image_size, config.image_size],
+            threshold=config.threshold or 0.5,
+            classes=list(source.class_names),
+            dataset=source.kind,
+            objects=config.objects,
+        )
 
     state = restore(run_dir, model, optimizer, rank == 0, save_best) if resume else RunState()
     per_pass = steps_per_pass(len(train_set), config.batch_size, world)
@@ -190,22 +194,36 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
     net = torch.compile(model) if config.compile else model
     net = DistributedDataParallel(net) if world > 1 else net
     run = Run(
-        config, run_dir, model, net, optimizer, val_set, num_classes, precision,
-        Budget(total, seconds, spent=state.seconds), validation_interval(config, total),
-        rank == 0, save_best,
-    )  # fmt: skip
+        config,
+        run_dir,
+        model,
+        net,
+        optimizer,
+        val_set,
+        num_classes,
+        precision,
+        Budget(total, seconds, spent=state.seconds),
+        validation_interval(config, total),
+        rank == 0,
+        save_best,
+    )
     if run.main_process:
         write_settings(run_dir, config, plan)
-        print(f"data: {len(train_set)} training crops a pass ({per_pass} steps), "
-              f"{len(val_set)} validation images; {total or 'unlimited'} steps in "
-              f"{precision}, validated every {run.val_every}")  # fmt: skip
+        print(
+            f"data: {len(train_set)} training crops a pass ({per_pass} steps), "
+            f"{len(val_set)} validation images; {total or 'unlimited'} steps in "
+            f"{precision}, validated every {run.val_every}"
+        )
     loader = make_loader(train_set, config, range(state.step, total or 2**62), rank, world)
     state = train_steps(run, loader, state)
     if world > 1:
         dist.destroy_process_group()
     if run.main_process:
-        note = {"ended_by": run.budget.ended_by(state.step), "steps": state.step,
-                "seconds": round(run.budget.elapsed(), 1)}  # fmt: skip
+        note = {
+            "ended_by": run.budget.ended_by(state.step),
+            "steps": state.step,
+            "seconds": round(run.budget.elapsed(), 1),
+        }
         write_settings(run_dir, config, note=note)
         print(f"ended by the {note['ended_by']} after {state.step} steps, {note['seconds']:.0f} s")
         if num_classes == 1 and (run_dir / "config.json").is_file():
@@ -224,8 +242,14 @@ def train_steps(run: Run, loader: DataLoader, state: RunState) -> RunState:
     )
     scaler = grad_scaler(run.precision, device)
     rank = dist.get_rank() if dist.is_initialized() else 0
-    bar = tqdm(total=run.budget.steps or None, initial=state.step, disable=rank != 0,
-               file=sys.stdout, dynamic_ncols=True, desc="steps")  # fmt: skip
+    bar = tqdm(
+        total=run.budget.steps or None,
+        initial=state.step,
+        disable=rank != 0,
+        file=sys.stdout,
+        dynamic_ncols=True,
+        desc="steps",
+    )
     interval = {"loss": torch.zeros((), device=device), "seen": 0, "since": time.perf_counter()}
     run.budget.start()
     progress = shared_progress(run.budget, state.step, device)
@@ -265,30 +289,49 @@ def end_of_interval(run: Run, state: RunState, interval: dict[str, Any], bar: tq
     """Validate (every rank its share), log the interval's row in metrics.csv, write the
     checkpoint and, when the validation Dice is the best so far, the best weights."""
     seconds = time.perf_counter() - interval["since"]
-    seen, loss_sum = all_ranks_sum([interval["seen"], interval["loss"].item()],
-                                   interval["loss"].device)  # fmt: skip
+    seen, loss_sum = all_ranks_sum(
+        [interval["seen"], interval["loss"].item()], interval["loss"].device
+    )
     threshold = run.config.threshold or 0.5
     val_dice, val_iou = validate(run.model, run.val_set, run.precision, run.num_classes, threshold)
     state.seconds = run.budget.elapsed()
     if run.main_process:
-        bar.set_postfix(loss=f"{loss_sum / max(seen, 1):.4f}", val_dice=f"{val_dice:.4f}",
-                        img_s=f"{seen / seconds:.1f}", **_left(run.budget))  # fmt: skip
-        append_csv(run.run_dir / "metrics.csv", {
-            "step": state.step, "lr": f"{run.optimizer.param_groups[0]['lr']:.3g}",
-            "train_loss": f"{loss_sum / max(seen, 1):.5f}", "val_dice": f"{val_dice:.5f}",
-            "val_iou": f"{val_iou:.5f}", "images_per_s": f"{seen / seconds:.2f}",
-            "seconds": f"{seconds:.1f}",
-        })  # fmt: skip
+        bar.set_postfix(
+            loss=f"{loss_sum / max(seen, 1):.4f}",
+            val_dice=f"{val_dice:.4f}",
+            img_s=f"{seen / seconds:.1f}",
+            **_left(run.budget),
+        )
+        append_csv(
+            run.run_dir / "metrics.csv",
+            {
+                "step": state.step,
+                "lr": f"{run.optimizer.param_groups[0]['lr']:.3g}",
+                "train_loss": f"{loss_sum / max(seen, 1):.5f}",
+                "val_dice": f"{val_dice:.5f}",
+                "val_iou": f"{val_iou:.5f}",
+                "images_per_s": f"{seen / seconds:.2f}",
+                "seconds": f"{seconds:.1f}",
+            },
+        )
         improved = val_dice > state.best_dice or math.isnan(val_dice)
         if improved:
             state.best_dice = state.best_dice if math.isnan(val_dice) else val_dice
             state.best_step = state.step
         # The checkpoint first: if the process dies before the best weights are written, the
         # resumed run writes them from this checkpoint (best_step == step).
-        save_checkpoint(run.run_dir, state.step, run.model.state_dict(), {
-            "optimizer": run.optimizer.state_dict(), "step": state.step,
-            "elapsed": state.seconds, "best_dice": state.best_dice, "best_step": state.best_step,
-        })  # fmt: skip
+        save_checkpoint(
+            run.run_dir,
+            state.step,
+            run.model.state_dict(),
+            {
+                "optimizer": run.optimizer.state_dict(),
+                "step": state.step,
+                "elapsed": state.seconds,
+                "best_dice": state.best_dice,
+                "best_step": state.best_step,
+            },
+        )
         if improved:
             run.save_best()
     if dist.is_initialized():  # the others wait here, not inside the next gradient sync
@@ -324,11 +367,15 @@ def tune_threshold(
         print(f"threshold left at the configured one: {error}")
         return
     tuned = min(max(round(curve.threshold_near(0.5, F1_TOLERANCE), 2), 0.01), 0.99)
-    found = (f"the nearest 0.5 within {F1_TOLERANCE} of the best validation F1, "
-             f"{curve.best_f1:.4f} at {curve.best_threshold:.2f}")  # fmt: skip
+    found = (
+        f"the nearest 0.5 within {F1_TOLERANCE} of the best validation F1, "
+        f"{curve.best_f1:.4f} at {curve.best_threshold:.2f}"
+    )
     if explicit:
-        print(f"threshold {explicit:.2f} kept (--threshold, or the model --finetune starts "
-              f"from); the validation images' would be {tuned:.2f} ({found})")  # fmt: skip
+        print(
+            f"threshold {explicit:.2f} kept (--threshold, or the model --finetune starts "
+            f"from); the validation images' would be {tuned:.2f} ({found})"
+        )
         return
     config_file = run_dir / "config.json"
     config = json.loads(config_file.read_text())

@@ -72,8 +72,10 @@ class Hardware:
     def describe(self) -> str:
         if self.gpu:
             kind = "bf16" if self.gpu_bf16 else "no bf16: fp16 with a GradScaler"
-            return f"{self.threads} CPU threads, a GPU ({self.gpu_name or 'CUDA'}) with " \
-                f"{self.gpu_memory_gb:.0f} GB, {kind}"  # fmt: skip
+            return (
+                f"{self.threads} CPU threads, a GPU ({self.gpu_name or 'CUDA'}) with "
+                f"{self.gpu_memory_gb:.0f} GB, {kind}"
+            )
         units = "bf16 matrix units" if self.cpu_bf16 else "no bf16 units"
         return f"{self.threads} CPU threads ({units}), no GPU"
 
@@ -94,8 +96,10 @@ class Candidate:
         return _width(self.model_kwargs) ** 2 * self.crop**2
 
     def describe(self) -> str:
-        return f"{self.model} {self.model_kwargs or ''} at {self.crop}x{self.crop}, batch " \
-            f"{self.batch}".replace("  ", " ")  # fmt: skip
+        return (
+            f"{self.model} {self.model_kwargs or ''} at {self.crop}x{self.crop}, batch "
+            f"{self.batch}".replace("  ", " ")
+        )
 
 
 def _width(model_kwargs: dict[str, Any]) -> int:
@@ -303,8 +307,10 @@ def _precision(
         )
         return precision
     if not hardware.cpu_bf16 or timer is None:
-        reasons.append("precision fp32: " + ("no bf16 units on this CPU" if not hardware.cpu_bf16
-                       else "not timed"))  # fmt: skip
+        reasons.append(
+            "precision fp32: "
+            + ("no bf16 units on this CPU" if not hardware.cpu_bf16 else "not timed")
+        )
         return "fp32"
     fp32, bf16 = timer(smallest, "fp32"), timer(smallest, "bf16")
     precision = "bf16" if bf16 < fp32 else "fp32"

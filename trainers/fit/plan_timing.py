@@ -61,9 +61,15 @@ def auto_plan(args: argparse.Namespace) -> dict[str, Any]:
 
     def timer(candidate: Candidate, precision: str) -> float:
         step = time_step(
-            candidate.model, candidate.model_kwargs, candidate.crop, candidate.batch, precision,
-            in_channels=in_channels, num_classes=num_classes, device=device,
-        )  # fmt: skip
+            candidate.model,
+            candidate.model_kwargs,
+            candidate.crop,
+            candidate.batch,
+            precision,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            device=device,
+        )
         crops = candidate.batch * crop_seconds(source, candidate.crop, in_channels, measured)
         seconds = with_loader(step, crops, hardware)
         timings[f"{candidate.describe()}, {precision}"] = seconds
@@ -71,16 +77,24 @@ def auto_plan(args: argparse.Namespace) -> dict[str, Any]:
 
     budget = getattr(args, "time_budget", None)
     settings, reasons = make_plan(
-        measured, hardware, timer=timer,
-        seconds=parse_duration(budget) if budget else None, fixed=fixed,
-    )  # fmt: skip
+        measured,
+        hardware,
+        timer=timer,
+        seconds=parse_duration(budget) if budget else None,
+        fixed=fixed,
+    )
     print("fingerprint:\n  " + "\n  ".join(describe(measured)))
     print("plan (explicit flags win):\n  " + "\n  ".join(reasons))
-    chosen = Candidate(settings["model"], settings["model_kwargs"], settings["image_size"],
-                       settings["batch_size"]).describe()  # fmt: skip
+    chosen = Candidate(
+        settings["model"], settings["model_kwargs"], settings["image_size"], settings["batch_size"]
+    ).describe()
     step_seconds = timings.get(f"{chosen}, {settings['precision']}", 0.0)
-    note = {"reasons": reasons, "fingerprint": describe(measured), "timings_s": timings,
-            "step_seconds": step_seconds}  # fmt: skip
+    note = {
+        "reasons": reasons,
+        "fingerprint": describe(measured),
+        "timings_s": timings,
+        "step_seconds": step_seconds,
+    }
     return {**settings, "note": note}
 
 
@@ -90,8 +104,13 @@ def _crop_timing_set(source: Any, in_channels: int, crop: int, mean: tuple, std:
 
     samples = source.splits()["train"][:4]
     augment = train_transform(crop, mean=mean, std=std)
-    return SegmentationDataset(samples, augment, in_channels=in_channels,
-                               mask_mode=source.mask_mode, palette=source.palette)  # fmt: skip
+    return SegmentationDataset(
+        samples,
+        augment,
+        in_channels=in_channels,
+        mask_mode=source.mask_mode,
+        palette=source.palette,
+    )
 
 
 def crop_seconds(source: Any, crop: int, in_channels: int, f: Any, count: int = 16) -> float:

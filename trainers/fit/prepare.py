@@ -110,9 +110,14 @@ def make_loader(
     """One loader for the run's `steps`: its workers start once and stay; the batch of each step
     is fixed by the seed, the step and the rank (`StepBatches`)."""
     sampler = StepBatches(
-        len(train_set), config.batch_size, first=steps.start, last=steps.stop,
-        seed=config.seed, rank=rank, world=world,
-    )  # fmt: skip
+        len(train_set),
+        config.batch_size,
+        first=steps.start,
+        last=steps.stop,
+        seed=config.seed,
+        rank=rank,
+        world=world,
+    )
     return DataLoader(
         SeededItems(train_set),
         batch_sampler=sampler,
@@ -165,8 +170,7 @@ def build_model(
     return model
 
 
-FINETUNED = ("model", "model_kwargs", "in_channels", "mean", "std", "scale", "threshold",
-             "objects")  # fmt: skip
+FINETUNED = ("model", "model_kwargs", "in_channels", "mean", "std", "scale", "threshold", "objects")
 """What a fine-tune takes from the weights it starts from (`--finetune`)."""
 
 

@@ -138,9 +138,14 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
     if "classes" in config:
         rows.append(("classes", ", ".join(config["classes"])))
     if config.get("objects"):
-        rows.append(("objects", "one label per object: each interior a seed of a watershed "
-                     "through the foreground "
-                     "(`trainers.scores.objects.split_objects`)"))  # fmt: skip
+        rows.append(
+            (
+                "objects",
+                "one label per object: each interior a seed of a watershed "
+                "through the foreground "
+                "(`trainers.scores.objects.split_objects`)",
+            )
+        )
     size = config.get("input_size")
     size_text = f", trained at {size[0]} x {size[1]} pixels" if size else ""
     rows.append(("input", f"{config['in_channels']} channels{size_text}"))
@@ -152,8 +157,13 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
     if "threshold" in config:
         rows.append(("threshold", _number(config["threshold"])))
     if config.get("scale", 1) != 1:
-        rows.append(("resolution", f"run at {config['scale']:g} of the image's size by "
-                     "`predict` (resized down, answered at full size)"))  # fmt: skip
+        rows.append(
+            (
+                "resolution",
+                f"run at {config['scale']:g} of the image's size by "
+                "`predict` (resized down, answered at full size)",
+            )
+        )
     if config["model_kwargs"]:
         options = ", ".join(f"{k}={_cell(v)}" for k, v in config["model_kwargs"].items())
         rows.append(("options", f"`{options}`"))

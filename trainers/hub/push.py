@@ -208,8 +208,14 @@ def main(argv: list[str] | None = None) -> int:
             url = str(export_run(args.run_dir, args.repo_id, args.export, half=args.half))
         else:
             token = args.token or get_token()  # a command line's own: never a server's
-            url = push_run(args.run_dir, args.repo_id, token=token, private=args.private,
-                           half=args.half, space_id=args.space)  # fmt: skip
+            url = push_run(
+                args.run_dir,
+                args.repo_id,
+                token=token,
+                private=args.private,
+                half=args.half,
+                space_id=args.space,
+            )
             if args.space:
                 space = push_space(args.repo_id, args.space, token=token, private=args.private)
                 print(f"space: {space}")

@@ -43,9 +43,19 @@ from scipy import ndimage
 
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))  # the DSB score's 0.50..0.95
 OBJECT_METRICS = (
-    "dsb_score", "ap50", "f1_50", "precision50", "recall50", "pq", "sq", "rq", "aji",
-    "objects", "true_objects", "count_error",
-)  # fmt: skip
+    "dsb_score",
+    "ap50",
+    "f1_50",
+    "precision50",
+    "recall50",
+    "pq",
+    "sq",
+    "rq",
+    "aji",
+    "objects",
+    "true_objects",
+    "count_error",
+)
 
 
 def check_labels(labels: np.ndarray, name: str | Path = "labels") -> np.ndarray:
@@ -187,8 +197,9 @@ def overlaps(pred: np.ndarray, target: np.ndarray) -> Overlaps:
     pairs, intersections = np.unique(
         target[both].astype(np.int64) * (n_pred + 1) + pred[both], return_counts=True
     )
-    return Overlaps(true_areas, pred_areas, pairs // (n_pred + 1), pairs % (n_pred + 1),
-                    intersections)  # fmt: skip
+    return Overlaps(
+        true_areas, pred_areas, pairs // (n_pred + 1), pairs % (n_pred + 1), intersections
+    )
 
 
 def _ratio(num: float, den: float) -> float:
@@ -267,12 +278,14 @@ def rand_and_info(pred_regions: np.ndarray, true_regions: np.ndarray) -> dict[st
     true = check_labels(true_regions, "target").ravel()
     kept = true > 0
     if not kept.any():
-        return dict.fromkeys(("v_rand", "rand_split", "rand_merge", "v_info", "info_split",
-                              "info_merge"), math.nan)  # fmt: skip
+        return dict.fromkeys(
+            ("v_rand", "rand_split", "rand_merge", "v_info", "info_split", "info_merge"), math.nan
+        )
     _, pred_ids = np.unique(pred[kept], return_inverse=True)
     _, true_ids = np.unique(true[kept], return_inverse=True)
-    _, joint = np.unique(true_ids.astype(np.int64) * (pred_ids.max() + 1) + pred_ids,
-                         return_counts=True)  # fmt: skip
+    _, joint = np.unique(
+        true_ids.astype(np.int64) * (pred_ids.max() + 1) + pred_ids, return_counts=True
+    )
     n = kept.sum()
     p = joint / n
     s = np.bincount(pred_ids) / n  # the prediction's segments
