@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,3 +55,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def wait_until_listening(process: subprocess.Popen, port: int, log: Path) -> None:
+    """Wait (up to 180 s) until the server `process` listens on `port`; fail with its `log`
+    when it exits first, or kill it when it does not start in time."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"app.py exited early:\n{log.read_text()}")
+            time.sleep(0.5)
+    process.kill()
+    pytest.fail("app.py did not start within 180 s")

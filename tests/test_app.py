@@ -7,7 +7,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import tifffile
 from PIL import Image
 
 from demo.views import answer_folder, class_names, render
-from tests.conftest import REPO, SHARED_DATA, free_port
+from tests.conftest import REPO, SHARED_DATA, free_port, wait_until_listening
 from tests.test_data import png_header
 from trainers.data.medical import Decoded
 from trainers.scores import metrics
@@ -94,18 +93,7 @@ def app_url(examples: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}/"
     SERVER_PIDS[url] = process.pid
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"app.py exited early:\n{log.read_text()}")
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("app.py did not start within 180 s")
+    wait_until_listening(process, port, log)
     yield url
     process.terminate()
     process.wait(timeout=30)

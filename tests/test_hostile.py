@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from hostile_inputs import (
 )
 from PIL import Image
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, wait_until_listening
 from tests.test_app import FUZZ_CORPUS, png_bytes
 from tests.test_data import png_header
 from tests.test_finetune import pair
@@ -85,18 +84,7 @@ def server(hub: RecordingHub, tmp_path_factory: pytest.TempPathFactory) -> Itera
     log = folder / "app.log"
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO,
                                env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)  # fmt: skip
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if process.poll() is not None:
-                pytest.fail(f"app.py exited early:\n{log.read_text()}")
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("app.py did not start within 180 s")
+    wait_until_listening(process, port, log)
     yield SimpleNamespace(url=f"http://127.0.0.1:{port}", tmp=folder / "tmp", log=log)
     process.terminate()
     process.wait(timeout=30)
