@@ -430,6 +430,7 @@ print("WITH:", app.MODELS.card_markdown("owner/with-summary"))
 """
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 def test_a_typed_hub_id_gets_the_card_of_its_config_and_summary(run_dir, tmp_path, run_python):
     with FakeHub(token="fake") as hub:
         result = run_python(APP_CARD.format(run=str(run_dir)), env=client_env(hub.url, tmp_path))
@@ -459,6 +460,7 @@ def test_the_mean_and_std_saved_with_weights_win_over_the_plugin_s_defaults(tmp_
         zoo.from_pretrained(folder)
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 def test_push_with_a_space_makes_a_space_that_starts_from_its_own_files(
     run_dir, tmp_path, run_python
 ) -> None:

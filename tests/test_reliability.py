@@ -29,6 +29,7 @@ def steps_logged(run: Path) -> list[int]:
 FIVE_INTERVALS = ["--steps", "70", "--val-every", "14", "--no-evaluate", "--image-size", "48"]
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 def test_run_killed_mid_interval_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
     data = disc_dataset(tmp_path / "data", count=40, size=64)
     run = tmp_path / "run"

@@ -223,6 +223,7 @@ open(f"{out}/ids-{rank}.json", "w").write(json.dumps(seen))
 """
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 def test_ddp_with_two_cpu_processes(tmp_path: Path) -> None:
     """Two CPU processes: each trains on its own half of the images, both end with the same
     parameters (batch-norm statistics are each rank's own, as DDP leaves them), and rank 0
