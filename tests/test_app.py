@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import re
@@ -108,11 +109,12 @@ def client(app_url: str):
 
 @pytest.fixture(scope="module")
 def models():
-    """The page's models, of this environment's settings (as `import app` builds them)."""
+    """The page's models, of this environment's settings (as `import app` builds them), run
+    eagerly: the engine's measured choice (an ONNX export and timings) is test_engines' job."""
     from demo.models import Models
     from demo.settings import settings_from_environment
 
-    return Models.of(settings_from_environment())
+    return Models.of(dataclasses.replace(settings_from_environment(), engine="eager"))
 
 
 @pytest.fixture(scope="module")

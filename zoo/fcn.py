@@ -62,8 +62,7 @@ class FCN(nn.Module):
         super().__init__()
         if stride not in _OUTPUT_OFFSET:
             raise ValueError(f"FCN stride must be one of 32, 16, 8; got {stride}")
-        vgg = vgg16(in_channels, pretrained, backbone)
-        features = vgg.features
+        features, classifier = vgg16(in_channels, pretrained, backbone)
         features[0].padding = (100, 100)
         for layer in features:
             if isinstance(layer, nn.MaxPool2d):
@@ -85,12 +84,12 @@ class FCN(nn.Module):
             nn.ReLU(inplace=True),
             nn.Dropout2d(),
         )
-        if pretrained and fc_channels == 4096:
+        if classifier is not None and fc_channels == 4096:
             with torch.no_grad():
-                self.fc[0].weight.copy_(vgg.classifier[0].weight.view(4096, 512, 7, 7))
-                self.fc[0].bias.copy_(vgg.classifier[0].bias)
-                self.fc[3].weight.copy_(vgg.classifier[3].weight.view(4096, 4096, 1, 1))
-                self.fc[3].bias.copy_(vgg.classifier[3].bias)
+                self.fc[0].weight.copy_(classifier[0].weight.view(4096, 512, 7, 7))
+                self.fc[0].bias.copy_(classifier[0].bias)
+                self.fc[3].weight.copy_(classifier[3].weight.view(4096, 4096, 1, 1))
+                self.fc[3].bias.copy_(classifier[3].bias)
         if freeze_backbone:
             freeze(self.encoder)
         self.score_fr = _score(fc_channels, num_classes)

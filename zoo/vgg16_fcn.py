@@ -36,7 +36,7 @@ def _up(in_channels: int, out_channels: int, norm: bool = False) -> nn.Sequentia
 def _vgg16_encoder(
     in_channels: int, pretrained: bool, freeze_backbone: bool, backbone: str = "vgg16"
 ) -> nn.Module:
-    encoder = vgg16(in_channels, pretrained, backbone).features
+    encoder = vgg16(in_channels, pretrained, backbone)[0]
     if freeze_backbone:
         freeze(encoder)
     return encoder
