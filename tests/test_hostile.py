@@ -80,7 +80,8 @@ def server(hub: RecordingHub, tmp_path_factory: pytest.TempPathFactory) -> Itera
            "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1", "TMPDIR": str(folder / "tmp"),
            "GRADIO_ANALYTICS_ENABLED": "False", "BIOSEG_RUNS": str(folder / "runs"),
            "BIOSEG_FINETUNE_SECONDS": "3", "BIOSEG_FINETUNE_MB": "64",
-           "BIOSEG_APP_MAX_PARAMETERS": str(MAX_PARAMETERS)}  # fmt: skip
+           "BIOSEG_APP_MAX_PARAMETERS": str(MAX_PARAMETERS),
+           "BIOSEG_ENGINE": "eager"}  # fmt: skip
     log = folder / "app.log"
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=REPO,
                                env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)  # fmt: skip
