@@ -258,6 +258,7 @@ def test_tiles_normalized_one_at_a_time_give_the_whole_image_normalized_at_once(
     np.testing.assert_allclose(tiled, expected[0].to(torch.float16).numpy(), atol=0)
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 def test_the_demo_does_not_import_torchvision_or_timm() -> None:
     """About 160 MB resident (torchvision), and 35 MB more (timm), that the default models do
     not need; a timm model imports them when it is loaded."""

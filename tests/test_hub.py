@@ -141,6 +141,7 @@ def front_matter(card: str) -> dict:
     return yaml.safe_load(card.split("---\n")[1])
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 def test_push_then_load_from_hub_and_offline_cache(run_dir, tmp_path, run_python):
     home = tmp_path / "hf_home"
     paths = {"reference": str(tmp_path / "reference.safetensors"), "run": str(run_dir)}

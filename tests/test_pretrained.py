@@ -10,71 +10,65 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
+
+import zoo
 
 NO_NETWORK = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
 
 
-def plant_vgg16(torch_home: Path) -> dict[str, torch.Tensor]:
-    from torchvision.models import VGG16_Weights, vgg16
-
-    torch.manual_seed(123)
-    state = vgg16().state_dict()
+def plant_torchvision(torch_home: Path, name: str) -> dict[str, torch.Tensor]:
+    """A random state dict of torchvision's model `name`, saved where torchvision's cache looks
+    for its ImageNet weights (shapes from the meta device: no initialisation of 138M weights)."""
+    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+    with torch.device("meta"):
+        model = torchvision.models.get_model(name)
+    generator = torch.Generator().manual_seed(7)
+    state = {
+        name: torch.randn(t.shape, generator=generator)
+        if t.is_floating_point()
+        else torch.zeros(t.shape, dtype=t.dtype)
+        for name, t in model.state_dict().items()
+    }
     checkpoints = torch_home / "hub" / "checkpoints"
     checkpoints.mkdir(parents=True)
-    torch.save(state, checkpoints / Path(VGG16_Weights.IMAGENET1K_V1.url).name)
+    torch.save(state, checkpoints / Path(weights.url).name)
     return state
 
 
-def test_vgg16_with_batch_norm_loads_its_own_imagenet_weights(tmp_path: Path, run_python) -> None:
-    from torchvision.models import VGG16_BN_Weights, vgg16_bn
-
-    torch.manual_seed(7)
-    state = vgg16_bn().state_dict()
-    checkpoints = tmp_path / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    torch.save(state, checkpoints / Path(VGG16_BN_Weights.IMAGENET1K_V1.url).name)
-    out_file = tmp_path / "loaded.pt"
-    run_python(
-        "import torch, zoo\n"
-        "net = zoo.create_model('vgg16_fcn', pretrained=True, backbone='vgg16_bn').net\n"
-        f"torch.save({{'bn': net.encoder[1].running_var, 'conv': net.encoder[40].weight}}, "
-        f"{str(out_file)!r})\n",
-        env={"TORCH_HOME": str(tmp_path), **NO_NETWORK},
-    )
-    loaded = torch.load(out_file)
-    assert torch.equal(loaded["bn"], state["features.1.running_var"])
-    assert torch.equal(loaded["conv"], state["features.40.weight"])  # conv5_3 of VGG16-BN
+@pytest.fixture
+def offline_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """torchvision's cache in `tmp_path`, and no network (a proxy that refuses)."""
+    for name, value in {"TORCH_HOME": str(tmp_path), **NO_NETWORK}.items():
+        monkeypatch.setenv(name, value)
+    return tmp_path
 
 
-def test_torchvision_weights_load_from_a_warm_cache(tmp_path: Path, run_python) -> None:
-    state = plant_vgg16(tmp_path)
-    out_file = tmp_path / "loaded.pt"
-    run_python(
-        "import torch, zoo\n"
-        "fcn = zoo.create_model('fcn8s', pretrained=True, in_channels=1).net\n"
-        "small = zoo.create_model('vgg16_fcn', pretrained=True).net\n"
-        "conv5_3 = fcn.encoder['to_pool5'][4].weight  # features[28]\n"
-        "torch.save({'conv1': fcn.encoder['to_pool3'][0].weight, 'fc6': fcn.fc[0].weight,\n"
-        "            'conv5_3': conv5_3, 'vgg16_fcn': small.encoder[28].weight},\n"
-        f"           {str(out_file)!r})\n",
-        env={"TORCH_HOME": str(tmp_path), **NO_NETWORK},
-    )
-    loaded = torch.load(out_file)
-    assert torch.equal(loaded["conv5_3"], state["features.28.weight"])
-    assert torch.equal(loaded["vgg16_fcn"], state["features.28.weight"])
-    assert torch.equal(loaded["fc6"], state["classifier.0.weight"].view(4096, 512, 7, 7))
+def test_vgg16_with_batch_norm_loads_its_own_imagenet_weights(offline_torch_home: Path) -> None:
+    state = plant_torchvision(offline_torch_home, "vgg16_bn")
+    net = zoo.create_model("vgg16_fcn", pretrained=True, backbone="vgg16_bn").net
+    assert torch.equal(net.encoder[1].running_var, state["features.1.running_var"])
+    assert torch.equal(net.encoder[40].weight, state["features.40.weight"])  # VGG16-BN's conv5_3
+
+
+def test_torchvision_weights_load_from_a_warm_cache(offline_torch_home: Path) -> None:
+    state = plant_torchvision(offline_torch_home, "vgg16")
+    fcn = zoo.create_model("fcn8s", pretrained=True, in_channels=1).net
+    small = zoo.create_model("vgg16_fcn", pretrained=True).net
+    conv5_3 = state["features.28.weight"]
+    assert torch.equal(fcn.encoder["to_pool5"][4].weight, conv5_3)
+    assert torch.equal(small.encoder[28].weight, conv5_3)
+    assert torch.equal(fcn.fc[0].weight, state["classifier.0.weight"].view(4096, 512, 7, 7))
     # in_channels=1: the grey filter is the sum of the RGB filters.
-    assert torch.allclose(loaded["conv1"], state["features.0.weight"].sum(1, keepdim=True))
+    grey = state["features.0.weight"].sum(1, keepdim=True)
+    assert torch.allclose(fcn.encoder["to_pool3"][0].weight, grey)
 
 
-def test_torchvision_weights_missing_offline_name_the_file(tmp_path: Path, run_python) -> None:
-    result = run_python(
-        "import zoo\ntry:\n    zoo.create_model('vgg16_fcn', pretrained=True)\n"
-        "except zoo.PretrainedWeightsError as e:\n    print(e)\n",
-        env={"TORCH_HOME": str(tmp_path), **NO_NETWORK},
-    )
-    expected = tmp_path / "hub" / "checkpoints" / "vgg16-397923af.pth"
-    assert f"to {expected}. With no network, copy that file there" in result.stdout
+def test_torchvision_weights_missing_offline_name_the_file(offline_torch_home: Path) -> None:
+    expected = offline_torch_home / "hub" / "checkpoints" / "vgg16-397923af.pth"
+    with pytest.raises(zoo.PretrainedWeightsError) as refused:
+        zoo.create_model("vgg16_fcn", pretrained=True)
+    assert f"to {expected}. With no network, copy that file there" in str(refused.value)
 
 
 def plant_timm(hf_home: Path, name: str) -> tuple[str, dict[str, torch.Tensor]]:
@@ -93,6 +87,7 @@ def plant_timm(hf_home: Path, name: str) -> tuple[str, dict[str, torch.Tensor]]:
     return hub_id, state
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 @pytest.mark.parametrize("decoder", ["unet", "fcn"])
 def test_timm_weights_load_from_a_warm_hub_cache(tmp_path: Path, run_python, decoder) -> None:
     _, state = plant_timm(tmp_path, "resnet18")
@@ -110,6 +105,7 @@ def test_timm_weights_load_from_a_warm_hub_cache(tmp_path: Path, run_python, dec
     assert torch.equal(loaded["layer4"], state["layer4.1.conv2.weight"])
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 def test_timm_weights_missing_offline_name_the_hub_file(tmp_path: Path, run_python) -> None:
     result = run_python(
         "import zoo\ntry:\n    zoo.create_model('timm/resnet18', pretrained=True)\n"
