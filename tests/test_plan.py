@@ -3,6 +3,7 @@ taken before augmenting, data sets decoded once, and the validation threshold.""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -82,8 +83,8 @@ def test_the_crop_fits_the_images_and_a_gpu_affords_larger_ones() -> None:
     assert make_plan(fingerprint_with(70.0, side=200), Hardware(threads=2))[0]["image_size"] == 192
     assert make_plan(fingerprint_with(70.0, side=100), Hardware(threads=2))[0]["image_size"] == 128
     gpu, _ = make_plan(fingerprint_with(100.0, side=1000), Hardware(threads=8, gpu_memory_gb=80))
-    assert gpu["image_size"] == 512 and gpu["model_kwargs"] == {"base_channels": 32}
-    assert gpu["batch_size"] == 40 and gpu["workers"] == 8  # 80 GB x 2 x (256 / 512)^2
+    assert gpu["image_size"] == 512 and gpu["model_kwargs"] == {"base_channels": 16}  # untimed
+    assert gpu["batch_size"] == 80 and gpu["workers"] == 8  # 80 GB x 2 x (256 / 512)^2 x 32 / 16
 
 
 @pytest.mark.parametrize(("side", "patches"), [(128, 1), (129, 2), (256, 4), (600, 16)])
@@ -202,8 +203,12 @@ def test_the_default_run_is_planned_and_saves_its_plan_threshold_and_how_it_ende
     settings = json.loads((run / "train_config.json").read_text())
     assert settings["image_size"] == 32 and settings["steps"] == 6  # the flags beat the plan
     assert settings["model"] == "unet" and settings["model_kwargs"] == {"base_channels": 4}
-    assert settings["note"] == {"ended_by": "steps", "steps": 6,
-                                "seconds": settings["note"]["seconds"]}  # fmt: skip
+    note = settings["note"]
+    assert (note["ended_by"], note["steps"]) == ("steps", 6) and not settings["time_budget"]
+    rows = list(csv.DictReader((run / "metrics.csv").open()))  # training: the intervals' seconds
+    assert note["training_seconds"] == round(sum(float(row["seconds"]) for row in rows), 1)
+    assert 0 < note["training_seconds"] <= note["seconds"]
+    assert f"({note['training_seconds']:.0f} s of them training, validation excluded)" in out
     config = json.loads((run / "config.json").read_text())
     assert config["mean"] == plan["mean"] and config["std"] == plan["std"]
     assert config["threshold_from"] == "validation" and 0.01 <= config["threshold"] <= 0.99
@@ -395,60 +400,98 @@ def fingerprint_of(images: int, side: int, width: float) -> Fingerprint:
 
 
 CPU = Hardware(threads=2, cpu_bf16=True)
+FAST_CPU = Hardware(threads=16, cpu_bf16=True)
 GPU = Hardware(threads=16, gpu_memory_gb=80, gpu_name="H100", gpu_bf16=True)
+MACHINES = {  # this CPU's timings, a 16-core CPU six times as fast, an 80 GB GPU
+    "this CPU": (CPU, fake_timer(0.33)),
+    "16-core CPU": (FAST_CPU, fake_timer(0.33 / 6)),
+    "80 GB GPU": (GPU, fake_timer(0.33 / 1000)),
+}
 
 
 @pytest.mark.parametrize(
     ("images", "hardware", "timer", "steps", "model_kwargs", "crop", "precision"),
     [
-        # 16 images of 584 px (DRIVE-like), 16 crops each: 100 passes of 32 steps = 3200 steps;
-        # 16 channels at 128 take 0.165 s in bf16, 528 s of the 960 s (80 % of 20 minutes);
-        # 16 at 192 would take 0.37 s x 3200 = 1188 s: too slow, so timing stops there.
-        (16, CPU, fake_timer(0.33), 3200, {"base_channels": 16}, 128, "bf16"),
-        # 2,000 images: 100 passes would be 100,000 steps, capped at 20,000; not even the
+        # 16 images of 600 px (DRIVE-like), 16 crops each: 100 passes of 32 steps = 3200 steps
+        # wanted; 16 channels at 128 take 0.165 s in bf16 (528 s of the 960 s training share,
+        # 80 % of 20 minutes); 16 at 192 (0.37 s) and 16 at 256 (0.33 s, batch 4) would take
+        # over 960 s, so 16 at 128 fills the share: 960 / 0.165 = 5818 steps.
+        (16, CPU, fake_timer(0.33), 5818, {"base_channels": 16}, 128, "bf16"),
+        # 2,000 images: 100 passes would be 100,000 steps, capped at 10,000; not even the
         # smallest candidate trains them in 960 s, so the fastest trains what fits, 5818 steps.
         (2000, CPU, fake_timer(0.33), 5818, {"base_channels": 16}, 128, "bf16"),
         # An 80 GB GPU: batch 128 (memory), 16 images x 16 crops / 128 = 2 steps a pass, 200
         # wanted, raised to the floor of 2000; every candidate fits, so the largest: 64
-        # channels at 512 (batch 20: 0.33 ms x 16 x 16 x 2.5 / 2 = 0.11 s, 211 s of 960).
-        (16, GPU, fake_timer(0.33 / 1000), 2000, {"base_channels": 64}, 512, "bf16"),
-        # 2,000 images on it: 25,000 steps wanted, capped at 20,000; 32 channels at 256 train
-        # them in 845 s (42 ms a step in bf16); 32 at 384 (batch 71) would take 1056 s.
-        (2000, GPU, fake_timer(0.33 / 1000), 20_000, {"base_channels": 32}, 256, "bf16"),
+        # channels at 512 (batch 20: 0.33 ms x 16 x 16 x 2.5 / 2 = 0.106 s): 9090 steps fill 960 s.
+        (16, GPU, fake_timer(0.33 / 1000), 9090, {"base_channels": 64}, 512, "bf16"),
+        # 2,000 images on it: 25,000 steps wanted, capped at 10,000; 32 channels at 512 (batch
+        # 40, 53 ms) train them in 528 s and fill 960 s with 18,181; 64 at 256 (106 ms) would not.
+        (2000, GPU, fake_timer(0.33 / 1000), 18_181, {"base_channels": 32}, 512, "bf16"),
     ],
 )
-def test_the_plan_counts_steps_and_sizes_the_model_by_the_timed_speed(
+def test_the_plan_fills_its_time_with_the_largest_model_that_trains_the_steps_wanted(
     images: int, hardware: Hardware, timer, steps: int, model_kwargs: dict, crop: int,
     precision: str,
 ) -> None:  # fmt: skip
     settings, reasons = make_plan(fingerprint_of(images, 600, 8.0), hardware, timer=timer)
     assert settings["steps"] == steps and settings["val_every"] == round(steps / 20)
     assert settings["model_kwargs"] == model_kwargs and settings["image_size"] == crop
-    assert settings["precision"] == precision
+    assert settings["precision"] == precision and settings["time_budget"] == "1200s"
     assert any(
         line.startswith(f"{steps} steps, validated and checkpointed every") for line in reasons
     )
-    assert (
-        settings["steps"]
-        * timer(Candidate("unet", model_kwargs, crop, settings["batch_size"]), precision)
-        <= 0.8 * 20 * 60
-    )  # the chosen run fits its time
+    seconds = timer(Candidate("unet", model_kwargs, crop, settings["batch_size"]), precision)
+    assert 0.99 * 0.8 * 20 * 60 <= settings["steps"] * seconds <= 0.8 * 20 * 60
 
 
-def test_a_faster_machine_gets_a_larger_model_and_the_budget_is_the_allowance() -> None:
-    f = fingerprint_of(16, 600, 8.0)
-    slow, _ = make_plan(f, CPU, timer=fake_timer(0.33))
-    fast, _ = make_plan(f, CPU, timer=fake_timer(0.33 / 8))
-    assert fast["model_kwargs"]["base_channels"] * fast["image_size"] > (
-        slow["model_kwargs"]["base_channels"] * slow["image_size"]
+def expected_training(settings: dict, timer) -> float:
+    chosen = Candidate(
+        "unet", settings["model_kwargs"], settings["image_size"], settings["batch_size"]
     )
-    assert fast["steps"] == slow["steps"] == 3200  # the same steps, more done in each
+    return settings["steps"] * timer(chosen, settings["precision"])
+
+
+@pytest.mark.parametrize("images", [20, 500, 5000])
+def test_every_machine_fills_its_time_and_a_larger_one_never_gets_a_smaller_model(images) -> None:
+    f = fingerprint_of(images, 600, 8.0)
+    plans = {
+        name: make_plan(f, hardware, timer=timer)[0] for name, (hardware, timer) in MACHINES.items()
+    }
+    for name, (_, timer) in MACHINES.items():
+        assert expected_training(plans[name], timer) >= 0.85 * 0.8 * 20 * 60, name
+    sizes = [
+        Candidate("unet", plan["model_kwargs"], plan["image_size"], plan["batch_size"]).size
+        for plan in plans.values()
+    ]
+    assert sizes[0] < sizes[1] < sizes[2]  # this CPU, the 16-core CPU, the GPU
+
+
+def test_every_candidate_that_could_fit_is_timed_and_the_plan_says_what_it_tried() -> None:
+    timed: list[Candidate] = []
+    timer = fake_timer(0.33)
+
+    def recording(candidate: Candidate, precision: str) -> float:
+        timed.append(candidate)
+        return timer(candidate, precision)
+
+    _, reasons = make_plan(fingerprint_of(16, 600, 8.0), CPU, timer=recording)
+    # 16 at 192 is too slow for the 3200 steps, yet 16 at 256 (batch 4) is timed after it.
+    crops = [(c.model_kwargs["base_channels"], c.crop) for c in timed if c.crop > 0]
+    assert (16, 192) in crops and (16, 256) in crops
+    assert (64, 512) not in crops  # its work, scaled, is far over the time: not timed
+    text = "\n".join(reasons)
+    assert "timed a step of each candidate" in text and "not timed, their work scaled" in text
+    assert "5818 steps fill that time, 1.8 times the steps wanted" in text
+
+
+def test_no_time_budget_means_the_allowance_and_a_budget_caps_the_steps() -> None:
+    f = fingerprint_of(16, 600, 8.0)
     unbudgeted, reasons = make_plan(f, CPU, timer=fake_timer(0.33))
     budgeted, _ = make_plan(f, CPU, timer=fake_timer(0.33), seconds=20 * 60)
     assert unbudgeted == budgeted  # no --time-budget: the plan allows itself 20 minutes
     assert "no --time-budget: the plan allows itself 20 min" in "\n".join(reasons)
     short, _ = make_plan(f, CPU, timer=fake_timer(0.33), seconds=5 * 60)
-    assert short["steps"] == int(0.8 * 300 / 0.165)  # the budget caps the steps
+    assert short["steps"] == int(0.8 * 300 / 0.165) and short["time_budget"] == "300s"
 
 
 def test_precision_bf16_where_faster_fp16_without_bf16_fp32_without_units() -> None:

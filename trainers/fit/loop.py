@@ -111,6 +111,13 @@ def shared_progress(budget: Budget, step: int, device: torch.device) -> float:
     return progress
 
 
+def training_seconds(run_dir: Path) -> float:
+    """The seconds the loop spent training, validation and checkpoints excluded: the sum of
+    metrics.csv's intervals (every process of a resumed run)."""
+    with (run_dir / "metrics.csv").open(newline="") as handle:
+        return sum(float(row["seconds"]) for row in csv.DictReader(handle))
+
+
 def append_csv(path: Path, row: dict[str, Any]) -> None:
     new = not path.exists()
     with path.open("a", newline="") as handle:
@@ -223,9 +230,13 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
             "ended_by": run.budget.ended_by(state.step),
             "steps": state.step,
             "seconds": round(run.budget.elapsed(), 1),
+            "training_seconds": round(training_seconds(run_dir), 1),
         }
         write_settings(run_dir, config, note=note)
-        print(f"ended by the {note['ended_by']} after {state.step} steps, {note['seconds']:.0f} s")
+        print(
+            f"ended by the {note['ended_by']} after {state.step} steps, {note['seconds']:.0f} s "
+            f"({note['training_seconds']:.0f} s of them training, validation excluded)"
+        )
         if num_classes == 1 and (run_dir / "config.json").is_file():
             tune_threshold(run_dir, val_set, precision, config.threshold)
         finish(config, run_dir, source)

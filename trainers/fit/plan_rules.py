@@ -5,10 +5,12 @@ of optimizer steps and how often to validate, normalization, workers.
     settings, reasons = make_plan(fingerprint(source), Hardware.detect(), timer=time_step)
 
 The model and crop are sized by the hardware's measured speed: `timer` times a few training
-steps of each candidate (in order of cost), and the plan takes the largest that completes the
-planned steps in the time it allows (`seconds`, else `ALLOWANCE`). A faster machine gets a wider
-net or larger crops, never fewer steps. `settings` are TrainConfig fields (explicit flags win
-over them: pass them as `fixed`); `reasons` say, one line per choice, why.
+steps of each candidate (cheapest first; one whose cost, scaled from a timed one, could not fit
+is not timed), and the plan takes the largest that completes the wanted steps in the training
+share of the time it allows (`seconds`, else `ALLOWANCE`), then as many steps as that share
+holds: the run fills its time. A faster machine gets a wider net or larger crops, never fewer
+steps. `settings` are TrainConfig fields (explicit flags win over them: pass them as `fixed`);
+`reasons` say, one line per choice, why.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ CONTEXT = 4  # a crop spans this many typical object widths: the object and as m
 MAX_PATCHES = 16
 MIN_SCALE = 0.25  # the most a plan reduces the resolution
 PASSES = 100  # the steps wanted: each training crop seen this many times (nnU-Net: 1000 x 250)
-MIN_STEPS, MAX_STEPS = 2000, 20_000  # never a plan of tens of steps, nor of days
+MIN_STEPS, MAX_STEPS = 2000, 10_000  # wanted: never tens of steps; past 10,000 a larger model
 ALLOWANCE = 20 * 60.0  # seconds a run allows itself without --time-budget
 TRAINING_SHARE = 0.8  # of the time allowed: the rest for validation, checkpoints, the loader
 VALIDATIONS = 20  # validations (and checkpoints) per run
-WIDTHS = {"cpu": (16, 32), "gpu": (32, 64)}  # the unet widths a plan tries, smallest first
+WIDTHS = (16, 32, 64)  # the unet widths a plan may try: the timed speed decides
+LARGEST_CROP = 512
+ESTIMATE_SLACK = 1.5  # a candidate is timed unless its scaled cost is this far over the budget
 MIXED_GROUNDS = 0.05  # both grounds are common when each holds at least this share of images
 INVERT = 0.3  # then this share of training crops is turned grey and inverted
 
@@ -95,6 +99,11 @@ class Candidate:
         follows the crop)."""
         return _width(self.model_kwargs) ** 2 * self.crop**2
 
+    @property
+    def size(self) -> tuple[float, int]:
+        """What "larger" means: the cost, and at equal cost the wider model."""
+        return self.cost, _width(self.model_kwargs)
+
     def describe(self) -> str:
         return (
             f"{self.model} {self.model_kwargs or ''} at {self.crop}x{self.crop}, batch "
@@ -138,10 +147,15 @@ def make_plan(
     chosen, steps, step_seconds = _fit(candidates, precision, wanted, allowed, timer, reasons)
     steps = fixed.get("steps", steps)
     val_every = max(1, round(steps / VALIDATIONS))
-    expected = steps * step_seconds / TRAINING_SHARE if step_seconds else None
+    expected = steps * step_seconds if step_seconds else None
     reasons.append(
         f"{steps} steps, validated and checkpointed every {val_every}"
-        + (f": about {_duration(expected)} here" if expected else "")
+        + (
+            f": about {_duration(expected)} of training here, {expected / allowed:.0%} of the "
+            f"{_duration(allowed)} allowed"
+            if expected
+            else ""
+        )
         + ("" if seconds else f" (no --time-budget: the plan allows itself {_duration(allowed)})")
     )
     workers = min(8, hardware.threads) if hardware.gpu else (1 if hardware.threads <= 4 else 2)
@@ -166,6 +180,8 @@ def make_plan(
         "mean": list(f.mean),
         "std": [max(s, 1e-3) for s in f.std],
     }
+    if seconds or "steps" not in fixed:  # --steps alone: those steps, however long they take
+        settings["time_budget"] = f"{allowed:g}s"  # the end, should the steps be slower than timed
     return settings | _objects(f, fixed, reasons) | _grounds(f, fixed, reasons), reasons
 
 
@@ -269,19 +285,19 @@ def _batch(hardware: Hardware, crop: int, width: int) -> int:
 def _candidates(
     f: Fingerprint, hardware: Hardware, crop: int, fixed: dict[str, Any]
 ) -> list[Candidate]:
-    """What the plan may train, cheapest first: the unet at the plan's widths, at the crop and
-    at the larger ones the images and the hardware hold; or the fixed model and crop alone."""
+    """What the plan may train, cheapest first: the unet at each of WIDTHS, at the crop and at
+    the larger ones the images hold; or the fixed model and crop alone. The hardware sizes the
+    batch; its timed speed, not a list per kind of machine, decides which fit."""
     shorter = min(f.heights[0], f.widths[0])
-    largest = 512 if hardware.gpu else 256
     crops = [crop]
     if "image_size" not in fixed:  # larger crops, more context, where the images hold them
-        crops += [c for c in CROPS if crop < c <= min(shorter, largest)]
+        crops += [c for c in CROPS if crop < c <= min(shorter, LARGEST_CROP)]
     if "model" in fixed:
         kwargs = [fixed.get("model_kwargs", {})]
     elif "model_kwargs" in fixed:
         kwargs = [fixed["model_kwargs"]]
     else:
-        kwargs = [{"base_channels": w} for w in WIDTHS["gpu" if hardware.gpu else "cpu"]]
+        kwargs = [{"base_channels": w} for w in WIDTHS]
     model = fixed.get("model", "unet")
     found = [
         Candidate(model, k, c, fixed.get("batch_size", _batch(hardware, c, _width(k))))
@@ -330,33 +346,53 @@ def _fit(
     reasons: list[str],
 ) -> tuple[Candidate, int, float]:
     """The largest candidate that trains `wanted` steps in TRAINING_SHARE of `allowed` seconds,
-    timed cheapest first (stopping at the first too slow); if none does, the fastest, with as
-    many steps as the time allows. Returns it, its steps and its seconds per step (0: untimed)."""
+    then as many steps as that share holds (if none trains them, the fastest, with the steps
+    the share holds). Every candidate is timed, cheapest first, but one that a timed
+    candidate's speed, scaled by their work, puts more than ESTIMATE_SLACK times over the share.
+    Returns it, its steps and its seconds per step (0: untimed)."""
     budget = allowed * TRAINING_SHARE
     if timer is None:
         reasons.append(f"model {candidates[0].describe()}: not timed; {wanted} steps wanted")
         return candidates[0], wanted, 0.0
     timed: list[tuple[Candidate, float]] = []
+    skipped: list[tuple[Candidate, float]] = []
     for candidate in candidates:
-        seconds = timer(candidate, precision)
-        timed.append((candidate, seconds))
-        if wanted * seconds > budget:
-            break
+        estimate = _estimate(candidate, timed)
+        if estimate is not None and wanted * estimate > budget * ESTIMATE_SLACK:
+            skipped.append((candidate, estimate))
+            continue
+        timed.append((candidate, timer(candidate, precision)))
     fits = [(c, s) for c, s in timed if wanted * s <= budget]
     listing = "; ".join(f"{c.describe()}: {s * 1000:.0f} ms" for c, s in timed)
+    reasons.append(f"timed a step of each candidate ({listing})")
+    if skipped:
+        guesses = "; ".join(f"{c.describe()}: ~{s * 1000:.0f} ms" for c, s in skipped)
+        reasons.append(f"not timed, their work scaled from a timed one too slow: {guesses}")
     if fits:
-        chosen, seconds = max(fits, key=lambda pair: pair[0].cost)
-        reasons.append(
-            f"model {chosen.describe()}: the largest of those timed ({listing} a step) that "
-            f"trains the {wanted} steps wanted in {_duration(budget)} of the "
-            f"{_duration(allowed)} allowed"
-        )
-        return chosen, wanted, seconds
-    chosen, seconds = min(timed, key=lambda pair: pair[1])
+        chosen, seconds = max(fits, key=lambda pair: pair[0].size)
+        why = f"the largest that trains the {wanted} steps wanted in {_duration(budget)}"
+    else:
+        chosen, seconds = min(timed, key=lambda pair: pair[1])
+        why = f"the fastest: none trains the {wanted} steps wanted in {_duration(budget)}"
     steps = max(1, int(budget / seconds))
     reasons.append(
-        f"model {chosen.describe()}: the fastest of those timed ({listing} a step); "
-        f"{steps} of the {wanted} steps wanted fit in {_duration(budget)} of the "
-        f"{_duration(allowed)} allowed"
+        f"model {chosen.describe()}: {why} ({TRAINING_SHARE:.0%} of the {_duration(allowed)} "
+        f"allowed, the rest for validation and checkpoints); {steps} steps fill that time"
+        + (f", {steps / wanted:.1f} times the steps wanted" if fits and steps > wanted else "")
     )
     return chosen, steps, seconds
+
+
+def _estimate(candidate: Candidate, timed: list[tuple[Candidate, float]]) -> float | None:
+    """Seconds a step of `candidate` would take, scaled by work from the timed candidate nearest
+    in work (time grows more slowly than work, overheads shared: more often an overestimate,
+    hence ESTIMATE_SLACK)."""
+    if not timed:
+        return None
+    nearest, seconds = min(timed, key=lambda pair: abs(math.log(_work(pair[0]) / _work(candidate))))
+    return seconds * _work(candidate) / _work(nearest)
+
+
+def _work(candidate: Candidate) -> float:
+    """Compute per step, up to a constant: the cost of a crop times the batch."""
+    return candidate.cost * candidate.batch
