@@ -55,7 +55,6 @@ SECONDS = float(os.environ.get("BIOSEG_FINETUNE_SECONDS", 90))
 MAX_PAIRS = int(os.environ.get("BIOSEG_FINETUNE_PAIRS", 32))
 MAX_BYTES = int(os.environ.get("BIOSEG_FINETUNE_MB", 256)) * 2**20
 MAX_MEMORY = int(os.environ.get("BIOSEG_FINETUNE_MEMORY_MB", 3072)) * 2**20
-VALIDATE_FROM = 3  # pairs kept before one is held back for a validation Dice
 STARTUP_SECONDS = 90  # the child's imports, data and saving, beside its training time box
 KEPT_FILES = ("model.safetensors", "config.json", "train_config.json", "metrics.csv", "README.md")
 """What stays of a fine-tune's run folder: a model that loads, its settings and its record."""
@@ -188,7 +187,6 @@ class Session:
         self.check_room(finetune_bytes(base), f"a fine-tune of {base_label}")
         token = f"yours-{secrets.token_hex(12)}"
         run = self.folder / "models" / token
-        held_back = "0.34" if count >= VALIDATE_FROM else "0"
         argv = [
             "--finetune",
             str(base),
@@ -200,8 +198,6 @@ class Session:
             str(run),
             "--workers",
             "0",
-            "--val-fraction",
-            held_back,
             "--no-evaluate",
         ]
         with QUEUE.turn(self.folder.name, client):
@@ -219,7 +215,8 @@ class Session:
         return token, label
 
     def validation_dice(self, token: str) -> float | None:
-        """The fine-tuned model's best validation Dice, when a pair was held back."""
+        """The fine-tuned model's best Dice on the pairs held back (with fewer than
+        `trainers.fit.plan_finetune.FEW_PAIRS` kept: on the training pairs themselves)."""
         with (self.models[token] / "metrics.csv").open(newline="") as handle:
             values = [float(row["val_dice"]) for row in csv.DictReader(handle)]
         finite = [v for v in values if v == v]

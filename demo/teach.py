@@ -18,6 +18,7 @@ from demo import finetune
 from demo.segment import Segmenter
 from demo.views import sessions_dir
 from trainers.data.readers import DataError
+from trainers.fit.plan_finetune import FEW_PAIRS, HELD_BACK
 from zoo._hub import check_repo_id
 
 
@@ -36,7 +37,7 @@ def kept_rows(session: finetune.Session) -> dict[str, Any]:
     """The session, the list of its kept pairs, the drop menu's choices, and a line saying how
     many."""
     count = len(session.pairs)
-    held = "; one is held back to score the result" if count >= finetune.VALIDATE_FROM else ""
+    held = f"; {HELD_BACK:.0%} are held back to score the result" if count >= FEW_PAIRS else ""
     return {
         "session": session,
         "kept": [[name] for name in session.pairs],
@@ -125,7 +126,8 @@ class Teacher:
             raise gr.Error(str(error)) from None
         dice = session.validation_dice(token)
         entries = [*self.entries, *((name, key) for key, name in session.labels.items())]
-        figure = f" Validation Dice on the pair held back: {dice:.3f}." if dice is not None else ""
+        scored = "on the pairs held back" if len(session.pairs) >= FEW_PAIRS else "on your pairs"
+        figure = f" Dice {scored}: {dice:.3f}." if dice is not None else ""
         chosen = gr.update(choices=entries, value=token)
         return {
             "session": session,

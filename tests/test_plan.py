@@ -21,6 +21,7 @@ from trainers.data import parse_spec, train_transform
 from trainers.data.dataset import SegmentationDataset
 from trainers.data.fingerprint import Fingerprint, fingerprint, light_ground
 from trainers.fit.budget import Budget, cosine, parse_duration
+from trainers.fit.plan_finetune import FINETUNE_LR, WARMUP_STEPS, finetune_plan
 from trainers.fit.plan_rules import Candidate, Hardware, make_plan
 from trainers.fit.plan_timing import check_budget
 from trainers.fit.settings import FIELDS, TrainConfig
@@ -207,7 +208,7 @@ def test_the_default_run_is_planned_and_saves_its_plan_threshold_and_how_it_ende
     assert (note["ended_by"], note["steps"]) == ("steps", 6) and not settings["time_budget"]
     rows = list(csv.DictReader((run / "metrics.csv").open()))  # training: the intervals' seconds
     assert note["training_seconds"] == round(sum(float(row["seconds"]) for row in rows), 1)
-    assert 0 < note["training_seconds"] <= note["seconds"]
+    assert 0 <= note["training_seconds"] <= note["seconds"]
     assert f"({note['training_seconds']:.0f} s of them training, validation excluded)" in out
     config = json.loads((run / "config.json").read_text())
     assert config["mean"] == plan["mean"] and config["std"] == plan["std"]
@@ -224,6 +225,17 @@ def test_an_explicit_threshold_wins_and_the_tuned_one_is_reported(tmp_path: Path
     assert config["threshold"] == 0.3 and "threshold_from" not in config
     assert "threshold 0.30 kept (--threshold, or the model --finetune starts from); the " \
         "validation images' would be" in capsys.readouterr().out  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("best", "warned"), [(0.0, True), (0.01, True), (0.014, True), (0.02, False), (0.5, False),
+                         (0.98, False), (0.99, True), (1.0, True)],
+)  # fmt: skip
+def test_a_best_threshold_at_the_edge_of_the_range_is_warned_of(best: float, warned: bool) -> None:
+    from trainers.fit.loop import edge_warning
+
+    assert bool(edge_warning(best)) == warned
+    assert not warned or f"at the edge of the thresholds, {best:.2f}" in edge_warning(best)
 
 
 def test_a_run_syncs_with_the_host_a_few_times_per_interval_not_every_step(
@@ -590,3 +602,46 @@ def test_the_plan_balances_the_grounds_where_the_images_have_both() -> None:
 def test_an_invert_probability_outside_zero_to_one_is_refused() -> None:
     with pytest.raises(ValueError, match=r"invert must be a probability in \[0, 1\], got 1.2"):
         TrainConfig(data="x:y", invert=1.2)
+
+
+DRIVE_BASE = {"model": "unet", "model_kwargs": {"base_channels": 16}, "image_size": 256,
+              "scale": 1.0, "object_width": 12.6}  # fmt: skip
+
+
+@pytest.mark.parametrize(("pairs", "held_back"), [(1, 0.0), (4, 0.0), (5, 0.2), (30, 0.2)])
+def test_a_fine_tune_on_fewer_than_five_pairs_trains_on_all_and_says_so(pairs, held_back) -> None:
+    f = dataclasses.replace(fingerprint_with(12.6, side=584), images=pairs)
+    settings, reasons = finetune_plan(DRIVE_BASE, f, CPU, timer=fake_timer(0.33))
+    assert settings["val_fraction"] == held_back
+    assert ("none is held back" in "\n".join(reasons)) == (pairs < 5)
+    assert settings["lr"] == FINETUNE_LR and settings["warmup"] == WARMUP_STEPS > 0
+
+
+@pytest.mark.parametrize(
+    ("base_width", "base_scale", "width", "scale"),
+    [
+        (12.6, 1.0, 12.6 * 1.7, 0.59),  # DRIVE's vessels seen 1.7 times wider: 12.6 / 21.42
+        (12.6, 1.0, 6.3, 1.0),  # narrower ones: never above the images' resolution
+        (40.0, 0.5, 40.0, 0.5),  # a base trained at half resolution: the same objects, the same
+        (12.6, 1.0, 500.0, 0.25),  # at least a quarter
+        (None, 0.5, 40.0, 0.5),  # a base with no object width keeps its scale, and says so
+    ],
+)
+def test_a_fine_tune_brings_the_new_objects_to_the_width_the_base_learned(
+    base_width, base_scale, width, scale
+) -> None:
+    base = {**DRIVE_BASE, "scale": base_scale, "object_width": base_width}
+    settings, reasons = finetune_plan(base, fingerprint_with(width, side=584), CPU)
+    assert settings["scale"] == scale and settings["object_width"] == round(width, 2)
+    line = next(line for line in reasons if line.startswith(f"scale {scale:g}"))
+    assert ("its config has no object width" in line) == (base_width is None)
+
+
+def test_a_fine_tune_covers_each_image_every_pass_in_the_faster_precision() -> None:
+    big = fingerprint_with(12.6 * 1.7, side=1000)  # 1000 x 1000 at scale 0.59: 5.3 crops of 256
+    settings, reasons = finetune_plan(DRIVE_BASE, big, CPU, timer=fake_timer(0.33))
+    assert settings["scale"] == 0.59 and settings["patches_per_image"] == 6
+    assert settings["precision"] == "bf16" and settings["batch_size"] == 4  # 256 x 256 crops
+    slower_bf16 = fake_timer(0.33, bf16_speedup=0.8)
+    assert finetune_plan(DRIVE_BASE, big, CPU, timer=slower_bf16)[0]["precision"] == "fp32"
+    assert any(line.startswith("precision bf16: a step of unet") for line in reasons)

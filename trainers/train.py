@@ -39,7 +39,9 @@ def run_command(argv: list[str] | None = None) -> Path:
         help="auto (the default, but for --preset and --config, which are whole recipes): "
         "derive the model and its width, crop size, crops per image, batch, precision, steps, "
         "validation interval, normalization and workers from the data set and this machine's "
-        "timed speed (saved as plan.json; explicit flags win); none: the settings' defaults",
+        "timed speed (saved as plan.json; explicit flags win); with --finetune, the fine-tune's "
+        "own plan (precision, pairs held back, crops, learning rate, scale); none: the "
+        "settings' defaults",
     )
     args = parser.parse_args(argv)
     base, plan = None, None
@@ -48,6 +50,10 @@ def run_command(argv: list[str] | None = None) -> Path:
         base["output"] = str(args.resume)
     elif getattr(args, "finetune", None):
         base = finetune_settings(args.finetune)
+        if args.plan != "none" and getattr(args, "data", None):
+            from trainers.fit.plan_timing import auto_finetune_plan
+
+            base = auto_finetune_plan(args, base)
     elif (args.plan or ("none" if args.preset or args.config else "auto")) == "auto":
         if not getattr(args, "data", None):
             parser.error("--data KIND:PATH is required, e.g. --data drive:../shared/data/DRIVE")

@@ -192,6 +192,7 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
             classes=list(source.class_names),
             dataset=source.kind,
             objects=config.objects,
+            **({"object_width": config.object_width} if config.object_width else {}),
         )
 
     state = restore(run_dir, model, optimizer, rank == 0, save_best) if resume else RunState()
@@ -269,8 +270,9 @@ def train_steps(run: Run, loader: DataLoader, state: RunState) -> RunState:
         batch = next(batches, None)
         if batch is None:
             break
+        warm = min(1.0, (state.step + 1) / config.warmup) if config.warmup else 1.0
         for group in run.optimizer.param_groups:  # the cosine over the run: steps or time
-            group["lr"] = config.lr * cosine(progress)
+            group["lr"] = config.lr * cosine(progress) * warm
         check_target_values(batch["mask"], run.num_classes)  # on the CPU: no device sync
         images = batch["image"].to(device, non_blocking=True)
         if config.channels_last:
@@ -382,6 +384,8 @@ def tune_threshold(
         f"the nearest 0.5 within {F1_TOLERANCE} of the best validation F1, "
         f"{curve.best_f1:.4f} at {curve.best_threshold:.2f}"
     )
+    if warning := edge_warning(curve.best_threshold):
+        print(warning)
     if explicit:
         print(
             f"threshold {explicit:.2f} kept (--threshold, or the model --finetune starts "
@@ -392,6 +396,18 @@ def tune_threshold(
     config = json.loads(config_file.read_text())
     write_json(config_file, {**config, "threshold": tuned, "threshold_from": "validation"})
     print(f"threshold {tuned:.2f} ({found})")
+
+
+def edge_warning(best_threshold: float) -> str:
+    """A warning when the validation F1 is best at the edge of the thresholds (0.01 or 0.99,
+    and beyond), else "": a threshold there is weakly determined and must not pass silently."""
+    if 0.01 < round(best_threshold, 2) < 0.99:
+        return ""
+    return (
+        f"warning: the validation F1 is best at the edge of the thresholds, {best_threshold:.2f}: "
+        "the model's probabilities sit at one extreme, so the threshold is weakly determined "
+        "there; look at the validation curve before trusting it"
+    )
 
 
 def _device() -> torch.device:

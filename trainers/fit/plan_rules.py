@@ -141,7 +141,7 @@ def make_plan(
     candidates = _candidates(f, hardware, crop, fixed)
     precision = fixed.get("precision", "auto")
     if precision == "auto":
-        precision = _precision(hardware, candidates[0], timer, reasons)
+        precision = precision_for(hardware, candidates[0], timer, reasons)
     wanted = _steps_wanted(f.images * patches, candidates[0].batch, fixed, reasons)
     allowed = seconds or ALLOWANCE
     chosen, steps, step_seconds = _fit(candidates, precision, wanted, allowed, timer, reasons)
@@ -172,6 +172,7 @@ def make_plan(
         "image_size": chosen.crop,
         "patches_per_image": patches,
         "scale": scale,
+        "object_width": round(max(f.width.values(), default=0.0), 2),
         "batch_size": chosen.batch,
         "steps": steps,
         "val_every": val_every,
@@ -274,7 +275,7 @@ def _crop_and_scale(f: Fingerprint, hardware: Hardware, reasons: list[str]) -> t
     return crop, scale
 
 
-def _batch(hardware: Hardware, crop: int, width: int) -> int:
+def batch_for(hardware: Hardware, crop: int, width: int) -> int:
     """Crops per step: on the CPU 8 of up to 192x192, fewer of larger ones; on a GPU by memory."""
     if hardware.gpu:
         per_gb = 2 * (256 / crop) ** 2 * (32 / width)
@@ -300,14 +301,14 @@ def _candidates(
         kwargs = [{"base_channels": w} for w in WIDTHS]
     model = fixed.get("model", "unet")
     found = [
-        Candidate(model, k, c, fixed.get("batch_size", _batch(hardware, c, _width(k))))
+        Candidate(model, k, c, fixed.get("batch_size", batch_for(hardware, c, _width(k))))
         for k in kwargs
         for c in crops
     ]
     return sorted(found, key=lambda candidate: candidate.cost)
 
 
-def _precision(
+def precision_for(
     hardware: Hardware, smallest: Candidate, timer: Timer | None, reasons: list[str]
 ) -> str:
     """bf16 on a GPU that has it, else fp16; on the CPU the faster of bf16 and fp32, timed."""

@@ -11,10 +11,11 @@ from typing import Any
 import torch
 
 from trainers.data import parse_spec
-from trainers.data.fingerprint import describe, fingerprint
+from trainers.data.fingerprint import Fingerprint, describe, fingerprint
 from trainers.data.targets import OBJECT_CLASSES
 from trainers.fit.budget import parse_duration
-from trainers.fit.plan_rules import Candidate, Hardware, make_plan
+from trainers.fit.plan_finetune import finetune_plan
+from trainers.fit.plan_rules import Candidate, Hardware, Timer, make_plan
 from trainers.fit.settings import FIELDS, TrainConfig
 from trainers.fit.steps import time_step
 
@@ -55,26 +56,9 @@ def auto_plan(args: argparse.Namespace) -> dict[str, Any]:
     num_classes += num_classes > 1  # and the background
     if getattr(args, "objects", measured.objects):
         num_classes = len(OBJECT_CLASSES)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     hardware = Hardware.detect()
     timings: dict[str, float] = {}
-
-    def timer(candidate: Candidate, precision: str) -> float:
-        step = time_step(
-            candidate.model,
-            candidate.model_kwargs,
-            candidate.crop,
-            candidate.batch,
-            precision,
-            in_channels=in_channels,
-            num_classes=num_classes,
-            device=device,
-        )
-        crops = candidate.batch * crop_seconds(source, candidate.crop, in_channels, measured)
-        seconds = with_loader(step, crops, hardware)
-        timings[f"{candidate.describe()}, {precision}"] = seconds
-        return seconds
-
+    timer = step_timer(source, measured, in_channels, num_classes, hardware, timings)
     budget = getattr(args, "time_budget", None)
     settings, reasons = make_plan(
         measured,
@@ -96,6 +80,63 @@ def auto_plan(args: argparse.Namespace) -> dict[str, Any]:
         "step_seconds": step_seconds,
     }
     return {**settings, "note": note}
+
+
+def step_timer(
+    source: Any,
+    measured: Fingerprint,
+    in_channels: int,
+    num_classes: int,
+    hardware: Hardware,
+    timings: dict[str, float],
+) -> Timer:
+    """A Timer of training steps on this machine, the loader's crops of `source` included;
+    each measurement is kept in `timings` under the candidate's description."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    def timer(candidate: Candidate, precision: str) -> float:
+        step = time_step(
+            candidate.model,
+            candidate.model_kwargs,
+            candidate.crop,
+            candidate.batch,
+            precision,
+            in_channels=in_channels,
+            num_classes=num_classes,
+            device=device,
+        )
+        crops = candidate.batch * crop_seconds(source, candidate.crop, in_channels, measured)
+        seconds = with_loader(step, crops, hardware)
+        timings[f"{candidate.describe()}, {precision}"] = seconds
+        return seconds
+
+    return timer
+
+
+def auto_finetune_plan(args: argparse.Namespace, base: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a fine-tune of `base` (`trainers.fit.prepare.finetune_settings`) on
+    `args.data`, printed with their reasons. The seconds the planning took come out of
+    `args.time_budget`, the fine-tune's time box, which holds them."""
+    started = time.monotonic()
+    source = parse_spec(args.data)
+    measured = fingerprint(source)
+    if measured.images < 1:
+        raise ValueError(f"{args.data} has no training pairs to fine-tune on")
+    in_channels = int(base.get("in_channels", measured.channels))
+    num_classes = len(OBJECT_CLASSES) if base.get("objects") else 1
+    hardware = Hardware.detect()
+    timer = step_timer(source, measured, in_channels, num_classes, hardware, {})
+    settings, reasons = finetune_plan(base, measured, hardware, timer=timer)
+    budget = getattr(args, "time_budget", None)
+    if budget:
+        spent = time.monotonic() - started
+        args.time_budget = f"{max(1.0, parse_duration(budget) - spent):.0f}s"
+        reasons.append(
+            f"{spent:.0f} s of planning, inside --time-budget {budget}: {args.time_budget} left"
+        )
+    print("fingerprint:\n  " + "\n  ".join(describe(measured)))
+    print("fine-tune plan (explicit flags win):\n  " + "\n  ".join(reasons))
+    return {**base, **settings}
 
 
 @functools.cache

@@ -80,6 +80,10 @@ def make_datasets(config: TrainConfig, spec: zoo.ModelSpec, rank: int):
     train, val = splits["train"], splits.get("val") or []
     if not val and config.val_fraction > 0:
         train, val = train_val_split(train, config.val_fraction, seed=config.seed)
+    elif not val:  # --val-fraction 0 (a fine-tune on a few pairs): the training images' own Dice
+        val = list(train)
+        if rank == 0:
+            print("no image held back: the Dice reported is the training images' own")
     common = {
         "in_channels": config.in_channels,
         "mask_mode": source.mask_mode,
@@ -170,7 +174,17 @@ def build_model(
     return model
 
 
-FINETUNED = ("model", "model_kwargs", "in_channels", "mean", "std", "scale", "threshold", "objects")
+FINETUNED = (
+    "model",
+    "model_kwargs",
+    "in_channels",
+    "mean",
+    "std",
+    "scale",
+    "object_width",
+    "threshold",
+    "objects",
+)
 """What a fine-tune takes from the weights it starts from (`--finetune`)."""
 
 

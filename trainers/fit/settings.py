@@ -66,7 +66,8 @@ class TrainConfig:
     finetune: str = setting(
         "",
         "start from these weights (a run folder or Hub id): their model, options, channels, "
-        "normalization, scale, object target and threshold carried over, no plan",
+        "normalization, object target and threshold carried over; a short plan of its own "
+        "(precision, pairs held back, crops, learning rate, scale)",
     )
     in_channels: int = setting(3, "input channels the model takes: 3 (colour) or 1 (grey)")
     steps: int = setting(
@@ -84,10 +85,16 @@ class TrainConfig:
     batch_size: int = setting(8, "crops per optimizer step and process (global: times ranks)")
     optimizer: str = setting("adam", "adam or adamw")
     lr: float = setting(1e-3, "the peak learning rate, decayed to 0 by a cosine over the run")
+    warmup: int = setting(0, "steps of linear learning-rate warm-up from 0 to --lr")
     weight_decay: float = setting(0.0, "the optimizer's weight decay")
     image_size: int = setting(256, "side of the square training crops, pixels")
     patches_per_image: int = setting(1, "random crops per image and pass over the data")
     scale: float = setting(1.0, "train and predict at this fraction of the images' resolution")
+    object_width: float = setting(
+        0.0,
+        "the training images' typical object width in pixels at full resolution, saved with the "
+        "model: new images it is adapted to are rescaled to it (the plan measures it; 0: unknown)",
+    )
     objects: bool = setting(
         False,
         "learn the object target (background, interior, boundary, contact; the loss pooled over "
@@ -140,7 +147,7 @@ class TrainConfig:
             check_positive_int(name, getattr(self, name))
         if self.time_budget:
             parse_duration(self.time_budget)  # a ValueError naming the text
-        for name in ("steps", "epochs", "val_every"):
+        for name in ("steps", "epochs", "val_every", "warmup"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -153,7 +160,7 @@ class TrainConfig:
             raise ValueError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
-        for name in ("lr", "weight_decay"):
+        for name in ("lr", "weight_decay", "object_width"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
                 raise ValueError(f"{name} must be a finite number >= 0 (lr > 0), got {value!r}")

@@ -1,0 +1,107 @@
+"""The plan of a fine-tune (`--finetune WEIGHTS`): a model that knows its task, a few pairs of
+new images, a short time box. Like the plan of a run from scratch it prints one reason per
+choice (explicit flags still win):
+
+    settings, reasons = finetune_plan(base, fingerprint(source), Hardware.detect(), timer=timer)
+
+- **precision** timed as the plan times it (bf16 where it is faster on this machine);
+- **pairs**: with fewer than FEW_PAIRS, none is held back (every pair trains, and the Dice
+  reported is the training pairs' own); from FEW_PAIRS on, HELD_BACK of them validate;
+- **crops**: enough per image and pass to cover each image (at most MAX_PATCHES);
+- **learning rate** FINETUNE_LR after WARMUP_STEPS of linear warm-up: chosen on the brightfield
+  training images of DSB 2018 not fine-tuned on (3 pairs, 90 s, the Dice of 10 images: 1e-4
+  0.165, 3e-4 0.180, 1e-3 0.627, 3e-3 0.719, 1e-2 0.644; `benchmarks/bench_finetune.py --dsb
+  ... --split val --lr X`): a short run far from the base's domain needs large steps;
+- **scale**: the new images brought to the object size the base learned (its `object_width`
+  at its scale, saved in its config.json, against the new masks' median object width), as
+  nnU-Net resamples to a target spacing; a base without an object width keeps its scale.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from trainers.data.fingerprint import Fingerprint
+from trainers.fit.plan_rules import MIN_SCALE, Candidate, Hardware, Timer, batch_for, precision_for
+
+FEW_PAIRS = 5  # below this many pairs none is held back
+HELD_BACK = 0.2  # from FEW_PAIRS on, this share of the pairs validates
+MAX_PATCHES = 64
+FINETUNE_LR = 3e-3
+WARMUP_STEPS = 20
+
+
+def finetune_plan(
+    base: dict[str, Any], f: Fingerprint, hardware: Hardware, *, timer: Timer | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """TrainConfig settings for fine-tuning the model whose settings are `base` (its config:
+    model, model_kwargs, image_size, scale, object_width) on data set `f`, and one reason per
+    choice."""
+    reasons = [f"hardware: {hardware.describe()}"]
+    crop = int(base.get("image_size", 256))
+    scale = _scale(base, f, reasons)
+    patches = _covering_patches(f, crop, scale, reasons)
+    kwargs = base.get("model_kwargs", {})
+    batch = batch_for(hardware, crop, int(kwargs.get("base_channels", 16)))
+    candidate = Candidate(base["model"], kwargs, crop, batch)
+    precision = precision_for(hardware, candidate, timer, reasons)
+    if f.images < FEW_PAIRS:
+        held_back = 0.0
+        reasons.append(
+            f"{f.images} pair(s), fewer than {FEW_PAIRS}: none is held back, every pair trains, "
+            "and the Dice reported is the training pairs' own (not a validation figure)"
+        )
+    else:
+        held_back = HELD_BACK
+        reasons.append(f"{f.images} pairs: {HELD_BACK:.0%} held back to validate")
+    reasons.append(
+        f"learning rate {FINETUNE_LR:g} after {WARMUP_STEPS} steps of warm-up: in a short run "
+        "far from the base's images, large steps taught it most (measured, docs/training.md)"
+    )
+    settings = {
+        "scale": scale,
+        "object_width": round(_width(f), 2),
+        "patches_per_image": patches,
+        "batch_size": batch,
+        "precision": precision,
+        "val_fraction": held_back,
+        "lr": FINETUNE_LR,
+        "warmup": WARMUP_STEPS,
+    }
+    return settings, reasons
+
+
+def _width(f: Fingerprint) -> float:
+    return max(f.width.values(), default=0.0)
+
+
+def _scale(base: dict[str, Any], f: Fingerprint, reasons: list[str]) -> float:
+    """The scale at which the new images' objects are as wide as those the base learned."""
+    base_scale = float(base.get("scale", 1.0))
+    base_width, width = float(base.get("object_width") or 0.0), _width(f)
+    if not base_width or not width:
+        missing = "its config has no object width" if not base_width else "no objects in the masks"
+        reasons.append(f"scale {base_scale:g}: the base's own ({missing})")
+        return base_scale
+    learned = base_width * base_scale
+    wanted = math.ceil(learned / width * 100) / 100
+    scale = min(1.0, max(MIN_SCALE, wanted))
+    bounded = "" if scale == wanted else f" (within {MIN_SCALE:g}-1: {wanted:g} wanted)"
+    reasons.append(
+        f"scale {scale:g}{bounded}: the new images' objects are {width:.1f} px wide and the base "
+        f"learned them at {learned:.1f} px ({base_width:.1f} px at its scale {base_scale:g}); "
+        f"at this scale they are {width * scale:.1f} px"
+    )
+    return scale
+
+
+def _covering_patches(f: Fingerprint, crop: int, scale: float, reasons: list[str]) -> int:
+    """Crops per image and pass that cover a median image (at most MAX_PATCHES)."""
+    area = f.heights[0] * f.widths[0] * scale**2
+    patches = min(MAX_PATCHES, max(1, math.ceil(area / crop**2)))
+    reasons.append(
+        f"{patches} crop(s) of {crop}x{crop} per image and pass: a median image at scale "
+        f"{scale:g} is {area / crop**2:.1f} crops of area, so each pass covers each image"
+    )
+    return patches
