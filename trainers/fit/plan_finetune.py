@@ -23,7 +23,15 @@ import math
 from typing import Any
 
 from trainers.data.fingerprint import Fingerprint
-from trainers.fit.plan_rules import MIN_SCALE, Candidate, Hardware, Timer, batch_for, precision_for
+from trainers.fit.plan_rules import (
+    MIN_SCALE,
+    Candidate,
+    Hardware,
+    Timer,
+    batch_for,
+    covering_patches,
+    precision_for,
+)
 
 FEW_PAIRS = 5  # below this many pairs none is held back
 HELD_BACK = 0.2  # from FEW_PAIRS on, this share of the pairs validates
@@ -41,7 +49,7 @@ def finetune_plan(
     reasons = [f"hardware: {hardware.describe()}"]
     crop = int(base.get("image_size", 256))
     scale = _scale(base, f, reasons)
-    patches = _covering_patches(f, crop, scale, reasons)
+    patches = covering_patches(f, crop, scale, reasons, most=MAX_PATCHES)
     kwargs = base.get("model_kwargs", {})
     batch = batch_for(hardware, crop, int(kwargs.get("base_channels", 16)))
     candidate = Candidate(base["model"], kwargs, crop, batch)
@@ -94,14 +102,3 @@ def _scale(base: dict[str, Any], f: Fingerprint, reasons: list[str]) -> float:
         f"at this scale they are {width * scale:.1f} px"
     )
     return scale
-
-
-def _covering_patches(f: Fingerprint, crop: int, scale: float, reasons: list[str]) -> int:
-    """Crops per image and pass that cover a median image (at most MAX_PATCHES)."""
-    area = f.heights[0] * f.widths[0] * scale**2
-    patches = min(MAX_PATCHES, max(1, math.ceil(area / crop**2)))
-    reasons.append(
-        f"{patches} crop(s) of {crop}x{crop} per image and pass: a median image at scale "
-        f"{scale:g} is {area / crop**2:.1f} crops of area, so each pass covers each image"
-    )
-    return patches

@@ -137,7 +137,7 @@ def make_plan(
     reasons = [f"hardware: {hardware.describe()}"]
     crop, scale = _crop_and_scale(f, hardware, reasons)
     crop = fixed.get("image_size", crop)
-    patches = _patches(f, crop, scale, reasons)
+    patches = covering_patches(f, crop, scale, reasons)
     candidates = _candidates(f, hardware, crop, fixed)
     precision = fixed.get("precision", "auto")
     if precision == "auto":
@@ -221,13 +221,15 @@ def _grounds(f: Fingerprint, fixed: dict[str, Any], reasons: list[str]) -> dict[
     return chosen
 
 
-def _patches(f: Fingerprint, crop: int, scale: float, reasons: list[str]) -> int:
-    """Crops per image and pass: enough to cover a median image (at most MAX_PATCHES)."""
+def covering_patches(
+    f: Fingerprint, crop: int, scale: float, reasons: list[str], most: int = MAX_PATCHES
+) -> int:
+    """Crops per image and pass: enough to cover a median image at `scale` (at most `most`)."""
     area = f.heights[0] * f.widths[0] * scale**2
-    patches = min(MAX_PATCHES, max(1, math.ceil(area / crop**2)))
+    patches = min(most, max(1, math.ceil(area / crop**2)))
     reasons.append(
-        f"{patches} crops per image and pass: a median image is {area / crop**2:.1f} crops "
-        f"of area (at most {MAX_PATCHES})"
+        f"{patches} crop(s) of {crop}x{crop} per image and pass: a median image at scale "
+        f"{scale:g} is {area / crop**2:.1f} crops of area (at most {most})"
     )
     return patches
 
