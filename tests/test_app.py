@@ -80,7 +80,7 @@ def app_url(examples: Path) -> Iterator[str]:
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",  # tests never contact the real Hub
         "HF_HOME": str(examples.parent / "hf"),
-        "BIOSEG_FINETUNE_SECONDS": "4",  # the fine-tune's time box, short for the tests
+        "BIOSEG_FINETUNE_SECONDS": "3",  # the fine-tune's time box (its plan inside), short
         "BIOSEG_ENGINE": "eager",  # no export nor timing: the engines are test_engines' job
         "TMPDIR": str(examples.parent / "tmp"),  # the app's output folder, for the tests to see
     }

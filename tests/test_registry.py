@@ -83,6 +83,7 @@ def fake_distribution(site: Path, entry_points: str) -> None:
     write(info, "entry_points.txt", f"[{ENTRY_POINT_GROUP}]\n{entry_points}\n")
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 def test_entry_point_of_an_installed_distribution_is_loaded(tmp_path: Path, run_python) -> None:
     site = tmp_path / "site"
     write(site, "tiny_models.py", TINY_PLUGIN)
@@ -144,6 +145,7 @@ def test_plugin_with_wrong_output_shape_is_caught_on_forward(zoo_copy: Path, run
     assert "must return logits of shape (1, 1, 8, 8)" in result.stdout
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 def test_import_zoo_is_light_until_a_model_is_built(run_python) -> None:
     out = run_python(
         "import sys, zoo\n"
@@ -176,6 +178,7 @@ def test_specs_describe_origin_normalization_and_sources() -> None:
     assert zoo.get_spec("timm/regnetx_002").name == "timm/regnetx_002"  # any timm name resolves
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 def test_runtime_registration_and_pretrained_without_sources(run_python) -> None:
     out = run_python(
         "import zoo\nfrom torch import nn\n"
@@ -211,11 +214,13 @@ print(errors)
 """
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 def test_first_lookups_from_many_threads_all_find_their_model(run_python) -> None:
     for _ in range(3):  # a race: try it more than once
         assert run_python(THREADED_LOOKUP).stdout.strip() == "[]"
 
 
+@pytest.mark.slow  # fresh interpreters or processes: CI's -m slow
 def test_another_top_level_zoo_first_on_the_path_is_named_at_import(tmp_path, run_python):
     (tmp_path / "zoo").mkdir()
     (tmp_path / "zoo" / "__init__.py").write_text("")  # someone else's `zoo`, first on the path
