@@ -64,7 +64,7 @@ def check_readers(path: Path) -> tuple[str, str]:
 
 DURATION = re.compile(r"(?:\d+(?:\.\d+)?[smh])+")
 POSITIVE = ("batch_size", "image_size", "patches_per_image", "in_channels")
-COUNTS = ("steps", "epochs", "val_every")
+COUNTS = ("steps", "epochs", "val_every", "warmup")
 
 
 def broken_rules(values: dict) -> list[str]:
@@ -97,7 +97,7 @@ def broken_rules(values: dict) -> list[str]:
     if not (c["steps"] or c["epochs"] or c["time_budget"]):
         broken.append("no run length")
     finite = {key: math.isfinite(c[key]) for key in ("lr", "weight_decay", "dice_weight",
-                                                     "iou_weight")}  # fmt: skip
+                                                     "iou_weight", "object_width")}  # fmt: skip
     broken += [key for key, ok in finite.items() if not ok or c[key] < 0]
     broken += ["lr"] * (c["lr"] == 0) + ["loss weights"] * (
         c["dice_weight"] == c["iou_weight"] == 0
