@@ -30,6 +30,7 @@ from trainers.fit.plan_rules import (
     Timer,
     batch_for,
     covering_patches,
+    model_width,
     precision_for,
 )
 
@@ -51,7 +52,7 @@ def finetune_plan(
     scale = _scale(base, f, reasons)
     patches = covering_patches(f, crop, scale, reasons, most=MAX_PATCHES)
     kwargs = base.get("model_kwargs", {})
-    batch = batch_for(hardware, crop, int(kwargs.get("base_channels", 16)))
+    batch = batch_for(hardware, crop, model_width(kwargs))
     candidate = Candidate(base["model"], kwargs, crop, batch)
     precision = precision_for(hardware, candidate, timer, reasons)
     if f.images < FEW_PAIRS:

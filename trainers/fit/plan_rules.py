@@ -97,12 +97,12 @@ class Candidate:
     def cost(self) -> float:
         """Compute per crop, up to a constant: width squared times pixels (the batch aside, which
         follows the crop)."""
-        return _width(self.model_kwargs) ** 2 * self.crop**2
+        return model_width(self.model_kwargs) ** 2 * self.crop**2
 
     @property
     def size(self) -> tuple[float, int]:
         """What "larger" means: the cost, and at equal cost the wider model."""
-        return self.cost, _width(self.model_kwargs)
+        return self.cost, model_width(self.model_kwargs)
 
     def describe(self) -> str:
         return (
@@ -111,7 +111,8 @@ class Candidate:
         )
 
 
-def _width(model_kwargs: dict[str, Any]) -> int:
+def model_width(model_kwargs: dict[str, Any]) -> int:
+    """The unet width a model's options give (its `base_channels`, 16 by default)."""
     return int(model_kwargs.get("base_channels", 16))
 
 
@@ -303,7 +304,7 @@ def _candidates(
         kwargs = [{"base_channels": w} for w in WIDTHS]
     model = fixed.get("model", "unet")
     found = [
-        Candidate(model, k, c, fixed.get("batch_size", batch_for(hardware, c, _width(k))))
+        Candidate(model, k, c, fixed.get("batch_size", batch_for(hardware, c, model_width(k))))
         for k in kwargs
         for c in crops
     ]
