@@ -221,8 +221,23 @@ def test_bad_smooth_raises(smooth: float) -> None:
 
 
 def test_logits_of_wrong_rank_raise() -> None:
-    with pytest.raises(ValueError, match=r"\(N, C, H, W\), got \(2, 2\)"):
+    with pytest.raises(ValueError, match=r"\(N, C, D, H, W\), got \(2, 2\)"):
         dice_loss(torch.zeros(2, 2), torch.zeros(2, 2))
+
+
+@pytest.mark.parametrize("classes", [1, 3])
+def test_a_volume_s_loss_sums_over_all_its_voxels(classes: int) -> None:
+    """A volume N x C x D x H x W scores as the image N x C x (D*H) x W of its slices stacked:
+    the terms are sums over every spatial axis, not means of per-slice ratios."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, classes, 3, 4, 5)
+    target = torch.randint(0, max(classes, 2), (2, 3, 4, 5))
+    loss = DiceIoULoss()
+    stacked = loss(logits.reshape(2, classes, 12, 5), target.reshape(2, 12, 5).clone())
+    assert loss(logits, target).item() == pytest.approx(stacked.item(), abs=1e-6)
+    # and a slice-wise mean would differ: the volume is one ratio per class
+    per_slice = torch.stack([loss(logits[:, :, d], target[:, d]) for d in range(3)]).mean()
+    assert abs(loss(logits, target).item() - per_slice.item()) > 1e-4
 
 
 def test_non_float_logits_raise() -> None:

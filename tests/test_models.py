@@ -276,7 +276,7 @@ def test_wrong_input_is_refused_with_the_expected_shape() -> None:
     model = built("timm/resnet18", 3)
     with pytest.raises(ValueError, match=r"N x 3 x H x W, got shape \(1, 1, 64, 64\)"):
         model(torch.randn(1, 1, 64, 64))
-    with pytest.raises(ValueError, match="at least 32x32"):
+    with pytest.raises(ValueError, match="at least 32 pixels a side, got 16x64"):
         model(torch.randn(1, 3, 16, 64))
 
 

@@ -29,7 +29,9 @@ def double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 def padded_forward(x: Tensor, multiple: int, forward: Callable[[Tensor], Tensor]) -> Tensor:
-    """`forward` on `x` zero-padded at the bottom and right to a multiple of `multiple`, cropped
-    back to `x`'s height and width: a network with total stride `multiple` answers at any size."""
-    h, w = x.shape[-2:]
-    return forward(F.pad(x, (0, -w % multiple, 0, -h % multiple)))[..., :h, :w]
+    """`forward` on `x` zero-padded at the end of each spatial axis (H, W; or D, H, W) to a
+    multiple of `multiple`, cropped back to `x`'s size: a network with total stride `multiple`
+    answers at any size."""
+    spatial = x.shape[2:]
+    padding = [amount for side in reversed(spatial) for amount in (0, -side % multiple)]
+    return forward(F.pad(x, padding))[(..., *(slice(0, side) for side in spatial))]

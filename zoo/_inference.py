@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -42,13 +44,15 @@ def sliding_window_predict(
     model: SegmentationModel,
     image: Tensor,
     *,
-    tile: int = 512,
+    tile: int | Sequence[int] = 512,
     overlap: float = 0.25,
     batch_size: int = 1,
     predict: Callable[[Tensor], Tensor] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
-    """Class probabilities (1 x K x H x W) of a normalized 1 x C x H x W image, tile by tile.
+    """Class probabilities (1 x K x H x W) of a normalized 1 x C x H x W image, tile by tile; a
+    volume model's (1 x K x D x H x W) of a 1 x C x D x H x W volume alike, `tile` one side or
+    one per axis (a patch).
 
     Tiles of `tile` pixels overlap by `overlap` of their side and are blended with a Gaussian
     weight, so seams do not show. Memory stays bounded: the output (no full-size weight sum),
@@ -58,50 +62,66 @@ def sliding_window_predict(
     A model with a `scale` below 1 is run on the image resized by it (tiles of `tile` pixels at
     that resolution), and the answer is resized back to the image's size.
     """
-    if image.ndim != 4 or image.shape[0] != 1:
-        raise ValueError(f"expected one image of shape 1 x C x H x W, got {tuple(image.shape)}")
+    dims = model.spec.spatial_dims
+    if image.ndim != 2 + dims or image.shape[0] != 1:
+        axes = " x ".join("DHW"[-dims:])
+        raise ValueError(f"expected one input of shape 1 x C x {axes}, got {tuple(image.shape)}")
     if not 0 <= overlap < 1:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     model.eval()
     scaled = rescale(image, model.scale)
     predict = predict or model.predict_normalized
-    probabilities = _tiled(model, scaled, tile, overlap, batch_size, predict, progress)
+    sides = (tile,) * dims if isinstance(tile, int) else tuple(tile)
+    patch = tuple(max(side, model.spec.min_size) for side in sides)
+    probabilities = _tiled(model.num_classes, scaled, patch, overlap, batch_size, predict, progress)
     return at_size(probabilities, image.shape[-2:])
 
 
 def _tiled(
-    model: SegmentationModel,
+    num_classes: int,
     image: Tensor,
-    tile: int,
+    patch: tuple[int, ...],
     overlap: float,
     batch_size: int,
     predict: Callable[[Tensor], Tensor],
     progress: Callable[[int, int], None] | None,
 ) -> Tensor:
-    _, _, height, width = image.shape
-    if height <= tile and width <= tile:
+    spatial = image.shape[2:]
+    if all(side <= tile for side, tile in zip(spatial, patch, strict=True)):
         if progress:
             progress(1, 1)
         return predict(image)
-    tile = max(tile, model.spec.min_size)
-    stride = max(int(tile * (1 - overlap)), 1)
-    rows, columns = _starts(height, tile, stride), _starts(width, tile, stride)
-    h, w = min(tile, height), min(tile, width)
-    weight_y, weight_x = _gaussian(h, image.device), _gaussian(w, image.device)
-    weight = weight_y[:, None] * weight_x  # every tile has this shape and weight
-    boxes = [(y, x) for y in rows for x in columns]
-    out = torch.zeros(1, model.num_classes, height, width, device=image.device)
+    starts = [
+        _starts(side, tile, max(int(tile * (1 - overlap)), 1))
+        for side, tile in zip(spatial, patch, strict=True)
+    ]
+    size = [min(tile, side) for side, tile in zip(spatial, patch, strict=True)]
+    weights = [_gaussian(length, image.device) for length in size]
+    weight = functools.reduce(_outer, weights)
+    boxes = list(itertools.product(*starts))
+    out = torch.zeros(1, num_classes, *spatial, device=image.device)
     for first in range(0, len(boxes), batch_size):
         chunk = boxes[first : first + batch_size]
-        tiles = torch.cat([image[..., y : y + h, x : x + w] for y, x in chunk])
+        tiles = torch.cat([image[(..., *_window(box, size))] for box in chunk])
         probabilities = predict(tiles)
-        for (y, x), p in zip(chunk, probabilities, strict=True):
-            out[..., y : y + h, x : x + w].addcmul_(p, weight)
+        for box, p in zip(chunk, probabilities, strict=True):
+            out[(0, ..., *_window(box, size))].addcmul_(p, weight)
         if progress:
             progress(min(first + batch_size, len(boxes)), len(boxes))
-    # The tiles' weights summed at each pixel: the grid is rows x columns of one weight, so the
-    # sum is the outer product of two sums along the sides (no full-size array to add into).
-    return out.div_(_summed(weight_y, rows, height)[:, None] * _summed(weight_x, columns, width))
+    # The tiles' weights summed at each pixel: the grid is a product of one weight placed along
+    # each axis, so the sum is the outer product of the sums along the axes (no full-size array
+    # to add into).
+    sums = map(_summed, weights, starts, spatial)
+    return out.div_(functools.reduce(_outer, sums))
+
+
+def _outer(a: Tensor, b: Tensor) -> Tensor:
+    """The outer product of a tensor and a vector: shape (*a.shape, len(b))."""
+    return a[..., None] * b
+
+
+def _window(start: tuple[int, ...], size: list[int]) -> tuple[slice, ...]:
+    return tuple(slice(first, first + length) for first, length in zip(start, size, strict=True))
 
 
 def _summed(weights: Tensor, starts: list[int], length: int) -> Tensor:

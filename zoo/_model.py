@@ -29,8 +29,9 @@ class ModelBuildError(RuntimeError):
 class SegmentationModel(nn.Module):
     """A plugin's network with the checks and conveniences every bioseg model shares.
 
-    `forward` returns logits N x num_classes x H x W for an N x in_channels x H x W input, and
-    raises a clear error if the plugin's network answers at another shape.
+    `forward` returns logits N x num_classes x H x W for an N x in_channels x H x W input (or
+    x D x H x W, for a volume model: `spec.spatial_dims` 3), and raises a clear error if the
+    plugin's network answers at another shape.
     """
 
     def __init__(
@@ -61,23 +62,26 @@ class SegmentationModel(nn.Module):
         return logits
 
     def check_input(self, x: Tensor) -> None:
-        """A ValueError unless `x` is a batch N x in_channels x H x W of at least min_size."""
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
+        """A ValueError unless `x` is a batch N x in_channels x H x W (D x H x W for a volume
+        model) of at least min_size a side."""
+        dims = self.spec.spatial_dims
+        if x.ndim != 2 + dims or x.shape[1] != self.in_channels:
+            axes = " x ".join("DHW"[-dims:])
             raise ValueError(
-                f"{self.spec.name} expects a batch N x {self.in_channels} x H x W, "
+                f"{self.spec.name} expects a batch N x {self.in_channels} x {axes}, "
                 f"got shape {tuple(x.shape)}"
             )
-        h, w = x.shape[-2:]
-        if min(h, w) < self.spec.min_size:
+        if min(x.shape[2:]) < self.spec.min_size:
+            sides = "x".join(str(side) for side in x.shape[2:])
             raise ValueError(
-                f"{self.spec.name} needs images of at least {self.spec.min_size}x"
-                f"{self.spec.min_size} pixels, got {h}x{w}"
+                f"{self.spec.name} needs inputs of at least {self.spec.min_size} "
+                f"{'voxels' if dims == 3 else 'pixels'} a side, got {sides}"
             )
 
     def check_output(self, logits: object, x: Tensor) -> None:
-        """A ModelBuildError naming the plugin unless `logits` is N x num_classes x H x W."""
-        n, _, h, w = x.shape
-        expected = (n, self.num_classes, h, w)
+        """A ModelBuildError naming the plugin unless `logits` is N x num_classes x the input's
+        spatial shape."""
+        expected = (x.shape[0], self.num_classes, *x.shape[2:])
         if not isinstance(logits, Tensor) or tuple(logits.shape) != expected:
             got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
             raise ModelBuildError(
@@ -88,7 +92,8 @@ class SegmentationModel(nn.Module):
     @torch.inference_mode()
     def predict(self, x: Tensor) -> Tensor:
         """Class probabilities N x K x H x W for images N x C x H x W in [0, 1], as the readers
-        give them (`trainers.data.read_image`): run at the model's `scale` through
+        give them (`trainers.data.read_image`), or N x K x D x H x W for a volume model's
+        normalized volumes (scale 1): run at the model's `scale` through
         `forward_input` (channels matched, normalized by the saved mean and std) and answered at
         the input's size, in eval mode."""
         return at_size(forward_input(self, rescale(x, self.scale)), x.shape[-2:])

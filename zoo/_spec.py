@@ -23,7 +23,8 @@ class ModelSpec:
     """A registered model: how to build it and what its weights expect.
 
     `builder(num_classes=, in_channels=, pretrained=, **kwargs)` returns an `nn.Module` whose
-    output is N x num_classes x H x W for an N x in_channels x H x W input.
+    output is N x num_classes x H x W for an N x in_channels x H x W input (x D x H x W for a
+    volume model, `spatial_dims=3`).
     """
 
     name: str
@@ -32,6 +33,8 @@ class ModelSpec:
     family: str = "other"
     min_size: int = 1
     """Smallest height and width the model accepts; any size at or above it works."""
+    spatial_dims: int = 2
+    """2 for images (N x C x H x W), 3 for volumes (N x C x D x H x W)."""
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     pretrained_sources: tuple[str, ...] = ()
@@ -49,6 +52,7 @@ class ModelSpec:
             "family": self.family,
             "origin": self.origin,
             "min_size": self.min_size,
+            "spatial_dims": self.spatial_dims,
             "mean": list(self.mean),
             "std": list(self.std),
             "pretrained_sources": list(self.pretrained_sources),

@@ -3,7 +3,8 @@
 
 Binary mode: logits (N, 1, H, W) go through a sigmoid and the target holds values in [0, 1].
 Multi-class mode: logits (N, C, H, W) with C >= 2 go through a softmax over the class dimension
-and the target holds integer class indices. Pixels equal to ``ignore_index`` count towards
+and the target holds integer class indices. Volumes work alike: (N, C, D, H, W), any number of
+spatial axes after the class axis, the sums taken over all of them. Pixels equal to ``ignore_index`` count towards
 neither the prediction nor the target.
 
 Empty-mask rule: the score is computed per image and per class, then averaged. With
@@ -52,8 +53,10 @@ def overlap_terms(
         isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
     ):
         raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
-    if logits.dim() != 4:
-        raise ValueError(f"logits must have shape (N, C, H, W), got {tuple(logits.shape)}")
+    if logits.dim() < 3:
+        raise ValueError(
+            f"logits must have shape (N, C, H, W) or (N, C, D, H, W), got {tuple(logits.shape)}"
+        )
     if logits.shape[1] == 1:
         probs = torch.sigmoid(logits)
         onehot, valid = _binary_target(target, logits.shape, ignore_index, check_values)
@@ -64,7 +67,8 @@ def overlap_terms(
     if valid is not None:
         probs = probs * valid
         onehot = onehot * valid
-    return (probs * onehot).sum((2, 3)), probs.sum((2, 3)), onehot.sum((2, 3))
+    spatial = tuple(range(2, logits.dim()))
+    return (probs * onehot).sum(spatial), probs.sum(spatial), onehot.sum(spatial)
 
 
 def _describe(x: object) -> str:
@@ -104,13 +108,13 @@ def _check_class_values(target: Tensor, c: int, ignore_index: int | None) -> Non
 def _binary_target(
     target: Tensor, shape: torch.Size, ignore_index: int | None, check_values: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """Target as (N, 1, H, W) plus the (N, 1, H, W) mask of pixels that count (None: all)."""
-    n, _, h, w = shape
-    full = target.unsqueeze(1) if target.dim() == 3 else target
+    """Target as (N, 1, *spatial) plus the mask of pixels that count (None: all)."""
+    n, _, *spatial = shape
+    full = target.unsqueeze(1) if target.dim() == len(shape) - 1 else target
     if full.shape != shape:
         raise ValueError(
-            f"binary target must have shape {(n, 1, h, w)} or {(n, h, w)} to match logits "
-            f"{tuple(shape)}, got {tuple(target.shape)}"
+            f"binary target must have shape {(n, 1, *spatial)} or {(n, *spatial)} to match "
+            f"logits {tuple(shape)}, got {tuple(target.shape)}"
         )
     if check_values:
         _check_binary_values(full, ignore_index)
@@ -120,12 +124,13 @@ def _binary_target(
 def _multiclass_target(
     target: Tensor, shape: torch.Size, ignore_index: int | None, check_values: bool
 ) -> tuple[Tensor, Tensor | None]:
-    """One-hot target (N, C, H, W) plus the (N, 1, H, W) mask of pixels that count (None: all)."""
-    n, c, h, w = shape
-    if target.shape != (n, h, w):
+    """One-hot target (N, C, *spatial) plus the (N, 1, *spatial) mask of pixels that count
+    (None: all)."""
+    n, c, *spatial = shape
+    if target.shape != (n, *spatial):
         raise ValueError(
-            f"multi-class target must have shape {(n, h, w)} to match logits {tuple(shape)}, "
-            f"got {tuple(target.shape)}"
+            f"multi-class target must have shape {(n, *spatial)} to match logits "
+            f"{tuple(shape)}, got {tuple(target.shape)}"
         )
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"multi-class target must hold integer class indices, got {target.dtype}")
@@ -133,7 +138,7 @@ def _multiclass_target(
         _check_class_values(target, c, ignore_index)
     valid = None if ignore_index is None else target != ignore_index
     indices = target if valid is None else target.masked_fill(~valid, 0)
-    onehot = one_hot(indices.long(), c).permute(0, 3, 1, 2)
+    onehot = one_hot(indices.long(), c).movedim(-1, 1)
     return onehot, None if valid is None else valid.unsqueeze(1)
 
 
