@@ -4,8 +4,8 @@
 Binary mode: logits (N, 1, H, W) go through a sigmoid and the target holds values in [0, 1].
 Multi-class mode: logits (N, C, H, W) with C >= 2 go through a softmax over the class dimension
 and the target holds integer class indices. Volumes work alike: (N, C, D, H, W), any number of
-spatial axes after the class axis, the sums taken over all of them. Pixels equal to ``ignore_index`` count towards
-neither the prediction nor the target.
+spatial axes after the class axis, the sums taken over all of them. Pixels equal to
+``ignore_index`` count towards neither the prediction nor the target.
 
 Empty-mask rule: the score is computed per image and per class, then averaged. With
 ``smooth > 0`` an image whose target and prediction are both empty for a class scores 1 (loss
