@@ -36,6 +36,7 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -54,7 +55,15 @@ from .readers import (
 )
 from .targets import OBJECT_CLASSES, object_classes
 
-__all__ = ["KINDS", "SPLITS", "DatasetSource", "Sample", "parse_spec", "train_val_split"]
+__all__ = [
+    "KINDS",
+    "SPLITS",
+    "DatasetSource",
+    "Sample",
+    "parse_spec",
+    "seeded_split",
+    "train_val_split",
+]
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
@@ -62,6 +71,7 @@ _VAL_TEST = {"test": 0.1, "val": 0.1}
 _ISIC_PARTS = {"train": "Training", "val": "Validation", "test": "Test"}
 
 Splits = dict[str, list["Sample"]]
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True)
@@ -182,13 +192,17 @@ def train_val_split(
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    parts = _seeded_split(samples, {"val": val_fraction}, seed)
+    parts = seeded_split(samples, {"val": val_fraction}, seed)
     return parts["train"], parts["val"]
 
 
-def _seeded_split(samples: Sequence[Sample], fractions: dict[str, float], seed: int) -> Splits:
+def seeded_split(
+    samples: Sequence[Item], fractions: dict[str, float], seed: int
+) -> dict[str, list[Item]]:
+    """`samples` (anything with an `id`: images, or volume cases) parted by the module's seeded
+    rule: each of `fractions` in its order (at least one each), the rest train."""
     order = sorted(samples, key=lambda s: hashlib.sha256(f"{seed}:{s.id}".encode()).hexdigest())
-    parts: Splits = {}
+    parts: dict[str, list[Item]] = {}
     start = 0
     for name, fraction in fractions.items():
         count = max(1, math.floor(fraction * len(order) + 0.5))
@@ -203,7 +217,7 @@ def _seeded_split(samples: Sequence[Sample], fractions: dict[str, float], seed: 
     return {split: parts[split] for split in SPLITS if split in parts}
 
 
-def _by_id(samples: Iterable[Sample]) -> list[Sample]:
+def _by_id(samples: Iterable[Item]) -> list[Item]:
     return sorted(samples, key=lambda s: s.id)
 
 
@@ -297,11 +311,11 @@ def _dsb2018(root: Path) -> Splits:
             raise DataError(f"{folder / 'masks'}: no mask files *.png")
         samples.append(Sample(folder.name, folder / "images" / f"{folder.name}.png", masks))
     _require(s.image for s in samples)
-    return _seeded_split(samples, {"test": 0.2}, seed=0)
+    return seeded_split(samples, {"test": 0.2}, seed=0)
 
 
 def _kvasir(root: Path) -> Splits:
-    return _seeded_split(_pair(root / "images", root / "masks"), _VAL_TEST, seed=0)
+    return seeded_split(_pair(root / "images", root / "masks"), _VAL_TEST, seed=0)
 
 
 def _isic2018(root: Path) -> Splits:
@@ -312,7 +326,7 @@ def _isic2018(root: Path) -> Splits:
     }
     if "train" not in parts:
         raise DataError(f"{root}: no ISIC2018_Task1-2_Training_Input folder")
-    return parts if len(parts) > 1 else _seeded_split(parts["train"], _VAL_TEST, seed=0)
+    return parts if len(parts) > 1 else seeded_split(parts["train"], _VAL_TEST, seed=0)
 
 
 def _folder(root: Path) -> Splits:

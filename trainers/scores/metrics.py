@@ -1,7 +1,9 @@
 """Evaluation metrics for segmentation masks (numpy and scipy, no torch).
 
-Binary masks are boolean arrays of shape (H, W). ``roi`` is an optional boolean region of
-interest of the same shape (e.g. a field of view); only pixels inside it count.
+Binary masks are boolean arrays of shape (H, W), or (D, H, W) for volumes (spacing then one per
+axis, in mm; `trainers.scores.surface` adds the surface and volume scores of 3D). ``roi`` is an
+optional boolean region of interest of the same shape (e.g. a field of view); only pixels inside
+it count.
 
 Empty-mask rules:
     - dice and iou are 1.0 when prediction and target are both empty (agreement) and 0.0 when
@@ -10,10 +12,10 @@ Empty-mask rules:
       predicted positives, no target positives, no target negatives): they are undefined.
     - hausdorff and hd95 are 0.0 when both masks are empty and the image diagonal in spacing
       units, sqrt((H * sy)**2 + (W * sx)**2), when exactly one is (the worst case).
-    - summarize leaves out NaN values, for hd and hd95 the rows where exactly one mask is
-      empty (their worst-case value stays in the per-image row), and for dice and iou the rows
-      where both are (a class absent from prediction and target: a 1 that says nothing, which
-      would inflate a mean over classes; nnU-Net leaves it out too); all are counted in
+    - summarize leaves out NaN values, for hd, hd95 and msd the rows where exactly one mask is
+      empty (their worst-case value stays in the per-image row), and for dice, iou and nsd the
+      rows where both are (a class absent from prediction and target: a 1 that says nothing,
+      which would inflate a mean over classes; nnU-Net leaves it out too); all are counted in
       ``excluded``. A metric with no value left has mean and std NaN and n == 0.
 No other NaN is returned.
 """
@@ -35,6 +37,7 @@ __all__ = [
     "binary_metrics",
     "confusion",
     "dice",
+    "directed_distances",
     "hausdorff",
     "hd95",
     "iou",
@@ -48,10 +51,10 @@ __all__ = [
 ]
 
 FLAGS = ("empty_pred", "empty_target")
-DISTANCES = ("hd", "hd95")
-OVERLAPS = ("dice", "iou")
+DISTANCES = ("hd", "hd95", "msd")  # left out where exactly one mask is empty
+OVERLAPS = ("dice", "iou", "nsd")  # left out where both are
 
-Spacing = float | tuple[float, float]
+Spacing = float | tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -115,8 +118,10 @@ def _masked_pair(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Validated masks with pixels outside roi cleared, and the number of pixels that count."""
     pred, target = _as_mask(pred, "pred"), _as_mask(target, "target")
-    if pred.ndim != 2:
-        raise ValueError(f"masks must be 2-D (H, W), got pred of shape {pred.shape}")
+    if pred.ndim not in (2, 3):
+        raise ValueError(
+            f"masks must be 2-D (H, W) or 3-D (D, H, W), got pred of shape {pred.shape}"
+        )
     _same_shape(pred, target, "pred", "target")
     if roi is None:
         return pred, target, pred.size
@@ -166,27 +171,43 @@ def specificity(cm: Confusion) -> float:
     return _ratio(cm.tn, cm.tn + cm.fp, math.nan)
 
 
-def _spacing(spacing: Spacing | None) -> tuple[float, float]:
+def _spacing(spacing: Spacing | None, ndim: int = 2) -> tuple[float, ...]:
+    """The size of a pixel (or voxel) along each of `ndim` axes: one number for all, or one each."""
     if spacing is None:
-        return 1.0, 1.0
-    pair = (spacing, spacing) if isinstance(spacing, numbers.Real) else tuple(spacing)
-    if len(pair) != 2 or not all(
-        isinstance(s, numbers.Real) and math.isfinite(s) and s > 0 for s in pair
+        return (1.0,) * ndim
+    sides = (spacing,) * ndim if isinstance(spacing, numbers.Real) else tuple(spacing)
+    if len(sides) != ndim or not all(
+        isinstance(s, numbers.Real) and math.isfinite(s) and s > 0 for s in sides
     ):
         raise ValueError(
-            f"spacing must be a positive number or a (sy, sx) pair of them, got {spacing!r}"
+            f"spacing must be a positive number or {ndim} of them (one per axis), got {spacing!r}"
         )
-    return float(pair[0]), float(pair[1])
+    return tuple(float(side) for side in sides)
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
     return mask ^ ndimage.binary_erosion(mask)
 
 
+def directed_distances(
+    pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each boundary pixel (voxel) of `pred`, the distance to the nearest of `target`'s, and
+    the other way round, in spacing units; both masks non-empty, of any number of axes."""
+    points_pred = np.argwhere(_boundary(pred)) * spacing
+    points_target = np.argwhere(_boundary(target)) * spacing
+    # Nearest boundary point by k-d tree: exact Euclidean distances, and faster than a dense
+    # distance transform because boundaries are sparse.
+    return (
+        KDTree(points_target, leafsize=32).query(points_pred)[0],
+        KDTree(points_pred, leafsize=32).query(points_target)[0],
+    )
+
+
 def _hausdorff(
     pred: np.ndarray,
     target: np.ndarray,
-    spacing: tuple[float, float],
+    spacing: tuple[float, ...],
     percentiles: Sequence[float | None],
 ) -> list[float]:
     """Hausdorff distance of masked inputs for each percentile (None: the maximum)."""
@@ -194,16 +215,11 @@ def _hausdorff(
     if empty_pred and empty_target:
         return [0.0] * len(percentiles)
     if empty_pred or empty_target:
-        diagonal = math.hypot(pred.shape[0] * spacing[0], pred.shape[1] * spacing[1])
+        diagonal = math.hypot(
+            *(side * size for side, size in zip(spacing, pred.shape, strict=True))
+        )
         return [diagonal] * len(percentiles)
-    points_pred = np.argwhere(_boundary(pred)) * spacing
-    points_target = np.argwhere(_boundary(target)) * spacing
-    # Nearest boundary point by k-d tree: exact Euclidean distances, and faster than a dense
-    # distance transform because boundaries are sparse.
-    directed = (
-        KDTree(points_target, leafsize=32).query(points_pred)[0],
-        KDTree(points_pred, leafsize=32).query(points_target)[0],
-    )
+    directed = directed_distances(pred, target, spacing)
     return [
         max(float(d.max() if q is None else np.percentile(d, q)) for d in directed)
         for q in percentiles
@@ -228,7 +244,7 @@ def hausdorff(
     if percentile is not None and not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be None or in [0, 100], got {percentile!r}")
     pred, target, _ = _masked_pair(pred, target, roi)
-    return _hausdorff(pred, target, _spacing(spacing), [percentile])[0]
+    return _hausdorff(pred, target, _spacing(spacing, pred.ndim), [percentile])[0]
 
 
 def hd95(
@@ -252,7 +268,7 @@ def binary_metrics(
     """Overlap and distance metrics of one binary mask, plus empty_pred/empty_target flags."""
     pred, target, n = _masked_pair(pred, target, roi)
     cm = _count(pred, target, n)
-    hd, hd_95 = _hausdorff(pred, target, _spacing(spacing), [None, 95])
+    hd, hd_95 = _hausdorff(pred, target, _spacing(spacing, pred.ndim), [None, 95])
     return {
         "dice": dice(cm),
         "iou": iou(cm),
@@ -302,8 +318,8 @@ def multiclass_metrics(
 def summarize(rows: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]]:
     """Mean, population std, n used and n excluded of each metric over per-image rows.
 
-    NaN values are excluded, and so are hd/hd95 of rows where exactly one of empty_pred and
-    empty_target is true, and dice/iou of rows where both are. Flags are not summarized. With
+    NaN values are excluded, and so are hd/hd95/msd of rows where exactly one of empty_pred and
+    empty_target is true, and dice/iou/nsd of rows where both are. Flags are not summarized. With
     nothing left, mean and std are NaN.
     """
     if not rows:
