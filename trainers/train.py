@@ -4,6 +4,7 @@
     python -m trainers.train --data dsb2018:../shared/data/DSB2018-nuclei --time-budget 20m
     python -m trainers.train --plan none --model timm/resnet18 --data folder:my_data --steps 2000
     python -m trainers.train --preset report --data isbi2012:../shared/data/ISBI2012-membrane
+    python -m trainers.train --data msd:../shared/data/MSD-Hippocampus        # volumes, in 3D
     torchrun --nproc-per-node 2 -m trainers.train --data ...                   # DDP, one per GPU
 
 Reads top to bottom: settings, data, model, the loop of steps (validation and a checkpoint every
@@ -44,6 +45,10 @@ def run_command(argv: list[str] | None = None) -> Path:
         "settings' defaults",
     )
     args = parser.parse_args(argv)
+    if _volumes(args):
+        from trainers.volumes.train import run_volumes
+
+        return run_volumes(args)
     base, plan = None, None
     if args.resume:
         base = load_config_file(args.resume / "train_config.json")
@@ -69,6 +74,14 @@ def run_command(argv: list[str] | None = None) -> Path:
 
         check_budget(config, plan)
     return train(config, resume=args.resume is not None, plan=plan)
+
+
+def _volumes(args) -> bool:
+    """A new run on a data set of volumes (msd:, nnunet:, or a folder of volumes)."""
+    from trainers.volumes.layouts import is_volume_spec
+
+    data = getattr(args, "data", None)
+    return bool(data) and not args.resume and is_volume_spec(data)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def synchronize(device: torch.device) -> None:
 def time_step(
     model: str,
     model_kwargs: dict[str, Any],
-    crop: int,
+    crop: int | tuple[int, ...],
     batch: int,
     precision: str,
     *,
@@ -77,17 +77,19 @@ def time_step(
 ) -> float:
     """Seconds per training step (Adam, Dice + IoU loss) of `model` on random crops: the median
     of `steps` timed one by one after two of warm-up (the first runs pick their kernels). What
-    the plan compares candidates by; out of GPU memory: infinity."""
+    the plan compares candidates by; out of GPU memory: infinity. `crop` is a square's side, or
+    a patch's sides (D, H, W for a volume model)."""
     import zoo
     from trainers.fit.losses import DiceIoULoss
 
     net = zoo.create_model(model, num_classes=num_classes, in_channels=in_channels, **model_kwargs)
-    net = net.to(device, memory_format=torch.channels_last)
+    sides = (crop, crop) if isinstance(crop, int) else tuple(crop)
+    layout = torch.channels_last if len(sides) == 2 else torch.contiguous_format
+    net = net.to(device, memory_format=layout)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-    images = torch.randn(batch, in_channels, crop, crop, device=device)
-    images = images.contiguous(memory_format=torch.channels_last)
-    shape = (batch, crop, crop)
-    target = torch.randint(0, max(num_classes, 2), shape, device=device)
+    images = torch.randn(batch, in_channels, *sides, device=device)
+    images = images.contiguous(memory_format=layout)
+    target = torch.randint(0, max(num_classes, 2), (batch, *sides), device=device)
     loss_fn, scaler = DiceIoULoss(check_values=False), grad_scaler(precision, device)
     seconds = []
     try:
