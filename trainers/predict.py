@@ -7,6 +7,10 @@ objects), optionally its probabilities, a row of figures per image, resumable, s
     torchrun --nnodes 4 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
         -m trainers.predict --weights W --input /shared/study --output /shared/out
 
+A volume model (`unet3d`, trained on msd:, nnunet: or folders of volumes) takes volumes instead:
+NIfTI, NRRD, MHA files and DICOM series folders, each written back as a `.nii.gz` label volume in
+its input's geometry with the volume of each class in mL (`trainers.volumes.predict`).
+
 `--input` is a folder (searched at every depth), a glob pattern, or a text file listing paths;
 the images are read as the demo reads them (DICOM, TIFF and OME-TIFF, PNG, JPEG, 16-bit).
 A relative glob is taken from the current folder. Under `--output`, each image's outputs keep
@@ -187,12 +191,13 @@ def figures(
     return row
 
 
-def make_setup(args: argparse.Namespace, todo: list[Input], device: torch.device) -> Setup:
+def make_setup(
+    args: argparse.Namespace, todo: list[Input], device: torch.device, model: zoo.SegmentationModel
+) -> Setup:
     """The model at `--weights`, on `device`: the GPU of this rank when there is one (autocast
     bf16, or fp16 where the GPU has no bf16), else on the CPU through `--engine`, or the engine
     measured fastest on the first image to predict (bf16 only where its mask agrees with
     float32's)."""
-    model = zoo.from_pretrained(args.weights)
     config = model.pretrained_config
     if device.type == "cuda":
         model.to(device).to(memory_format=torch.channels_last)
@@ -241,7 +246,13 @@ def total_over_ranks(count: int) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict every input not done yet; returns how many failed (over all ranks)."""
+    """Predict every input not done yet; returns how many failed (over all ranks). A volume
+    model's run goes to `trainers.volumes.predict`."""
+    model = zoo.from_pretrained(args.weights)
+    if model.spec.spatial_dims == 3:
+        from trainers.volumes.predict import predict_volumes
+
+        return predict_volumes(args, model)
     output = Path(args.output)
     inputs = list_inputs(args.input)
     check_output_outside(output, inputs)
@@ -255,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
             f"{len(inputs)} images under {args.input}; {len(todo)} to predict here"
             + (f", {done} already done (--overwrite redoes them)" if done else "")
         )
-    setup = make_setup(args, todo, device)
+    setup = make_setup(args, todo, device, model)
     failed = predict_all(setup, todo, output, args.workers, rank)
     if world > 1:
         failed = total_over_ranks(failed)
@@ -391,6 +402,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="redo images already done")
     parser.add_argument("--workers", type=int, default=2, help="processes decoding the files")
     parser.add_argument("--engine", choices=zoo.ENGINES, help="CPU engine (default: the fastest)")
+    parser.add_argument(
+        "--series", help="volumes: the DICOM series to read (its UID or the start of one)"
+    )
     return parser.parse_args(argv)
 
 
