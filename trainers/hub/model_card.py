@@ -46,6 +46,17 @@ DATASETS = {
             'Data Science Bowl", Nature Methods 16, 2019.',
         ],
     ),
+    "msd": (
+        "a Medical Segmentation Decathlon task (the Decathlon's layout; for bioseg's bundled "
+        "volume model, Task04 Hippocampus: MRI, anterior and posterior hippocampus)",
+        "CC-BY-SA 4.0",
+        [
+            'Simpson A.L. et al., "A large annotated medical image dataset for the development '
+            'and evaluation of segmentation algorithms", arXiv:1902.09063, 2019.',
+            'Antonelli M. et al., "The Medical Segmentation Decathlon", Nature Communications '
+            "13, 4128, 2022.",
+        ],
+    ),
 }
 """Data sets with a known name, terms and citation, by the `dataset` key of config.json."""
 
@@ -147,9 +158,9 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
             )
         )
     size = config.get("input_size")
-    size_text = f", trained at {size[0]} x {size[1]} pixels" if size else ""
+    size_text = f", trained at {size[0]} x {size[1]} pixels" if size and len(size) == 2 else ""
     rows.append(("input", f"{config['in_channels']} channels{size_text}"))
-    if "mean" in config and "std" in config:
+    if "mean" in config and "std" in config and "volume" not in config:
         normalization = f"pixels scaled to [0, 1], then (x - {config['mean']}) / {config['std']}"
         if config["in_channels"] == 1 and len(config["mean"]) > 1:
             normalization += " with the averages of these values (one grey channel)"
@@ -164,6 +175,27 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
                 "`predict` (resized down, answered at full size)",
             )
         )
+    if volume := config.get("volume"):
+        spacing = " x ".join(f"{v:g}" for v in volume["target_spacing"])
+        rows.append(
+            (
+                "volumes",
+                f"3D, {volume.get('modality') or 'any modality'}; resampled to "
+                f"{spacing} mm (D x H x W), patches of {'x'.join(map(str, volume['patch']))}",
+            )
+        )
+        schemes = [scheme["scheme"] for scheme in volume["normalization"]]
+        rows.append(
+            (
+                "intensities",
+                ", ".join(
+                    "CT: clipped to the training foreground's 0.5-99.5 percentiles, z-scored"
+                    if scheme == "ct"
+                    else "z-scored per volume"
+                    for scheme in schemes
+                ),
+            )
+        )
     if config["model_kwargs"]:
         options = ", ".join(f"{k}={_cell(v)}" for k, v in config["model_kwargs"].items())
         rows.append(("options", f"`{options}`"))
@@ -173,6 +205,18 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
 
 
 def _usage_section(config: dict[str, Any], repo_id: str) -> str:
+    if "volume" in config:
+        code = [
+            "import zoo  # pip install bioseg",
+            "from trainers.volumes.image import read_volume, write_labels",
+            "from trainers.volumes.infer import predict_volume",
+            "",
+            f'model = zoo.from_pretrained("{repo_id}")',
+            'volume = read_volume("case.nii.gz")  # NIfTI, NRRD, MHA, or a DICOM series folder',
+            "labels = predict_volume(model, volume)  # normalized and resampled as in training",
+            'write_labels(labels, volume, "case_seg.nii.gz")  # in the input\'s own geometry',
+        ]
+        return "## How to use\n\n```python\n" + "\n".join(code) + "\n```"
     if config.get("objects"):
         mask = "labels = split_objects(probabilities[0].numpy())  # one id per object"
     elif config["num_classes"] == 1:
@@ -218,7 +262,33 @@ def _training_section(run_dir: Path, dataset: str | None, settings: dict[str, An
     return "## Training\n\n" + "\n\n".join(parts) if parts else None
 
 
+def _volume_evaluation_section(summary: dict[str, Any]) -> str:
+    """The test cases' scores of a volume model (`trainers.volumes.evaluate`), per class."""
+    names = ("dice", "iou", "hd95", "msd", "nsd", "volume_target_ml", "volume_pred_ml")
+    header = (
+        "class",
+        "Dice",
+        "IoU",
+        "HD95 (mm)",
+        "MSD (mm)",
+        f"NSD at {summary['nsd_tolerance_mm']:g} mm",
+        "target (mL)",
+        "predicted (mL)",
+    )
+    rows = [
+        (c, *(_number(stats[name]["mean"]) for name in names))
+        for c, stats in summary["classes"].items()
+    ]
+    return (
+        f"## Evaluation\n\nOn {summary['cases']} test cases (a seeded split by case), means over "
+        f"cases: mean Dice over the classes **{_number(summary['mean_dice'])}**.\n\n"
+        + _table(header, rows)
+    )
+
+
 def _evaluation_section(summary: dict[str, Any]) -> str:
+    if "mean_dice" in summary:
+        return _volume_evaluation_section(summary)
     split = summary.get("split", "evaluation")
     count = f", {summary['n_images']} images" if "n_images" in summary else ""
     parts = [f"## Evaluation\n\nOn the {split} split{count}, per image:"]

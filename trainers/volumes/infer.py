@@ -25,6 +25,7 @@ from trainers.volumes.image import Volume
 from trainers.volumes.intensity import Intensity
 
 OVERLAP = 0.5  # of a patch's side, between neighbouring windows (nnU-Net's)
+WINDOWS = 4  # patches run as one batch
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,12 @@ def probabilities_of(
             return model.predict_normalized(batch).float()
 
     windows = zoo.sliding_window_predict(
-        model, image[None].to(device), tile=patch, overlap=OVERLAP, predict=forward
+        model,
+        image[None].to(device),
+        tile=patch,
+        overlap=OVERLAP,
+        batch_size=WINDOWS,
+        predict=forward,
     )
     return windows[0].cpu()
 

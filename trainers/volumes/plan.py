@@ -71,8 +71,9 @@ class VolumeFingerprint:
 
 
 def in_plane_axes(spacing: Sequence[float]) -> tuple[int, int]:
-    """The two axes of finest spacing (the plane rotations and 2D slices lie in)."""
-    first, second = sorted(np.argsort(spacing, kind="stable")[:2].tolist())
+    """The two axes of finest spacing (the plane rotations and 2D slices lie in); on a tie the
+    later axes (H and W: an axial plane, as scanners store slices)."""
+    first, second = sorted(sorted(range(3), key=lambda axis: (spacing[axis], -axis))[:2])
     return first, second
 
 

@@ -149,7 +149,7 @@ def _train(
         step += 1
         if step % plan["val_every"] == 0 or budget.over(step):
             seconds = time.perf_counter() - since
-            dice = validate(model, val_ready, recipe.patch, classes, plan["precision"])
+            dice, iou = validate(model, val_ready, recipe.patch, classes, plan["precision"])
             append_csv(
                 run_dir / "metrics.csv",
                 {
@@ -157,7 +157,7 @@ def _train(
                     "lr": f"{optimizer.param_groups[0]['lr']:.3g}",
                     "train_loss": f"{torch.stack(losses).mean().item():.5f}",
                     "val_dice": f"{dice:.5f}",
-                    "val_iou": "",
+                    "val_iou": f"{iou:.5f}",
                     "images_per_s": f"{len(losses) * plan['batch'] / seconds:.2f}",
                     "seconds": f"{seconds:.1f}",
                 },
@@ -175,9 +175,10 @@ def _train(
         "training_seconds": round(training_seconds(run_dir), 1),
         "best_val_dice": best,
     }
+    settings = {key: value for key, value in plan.items() if key != "reasons"}  # plan.json has them
     write_json(
         run_dir / "train_config.json",
-        {"data": f"{source.kind}:{source.root}", "plan": plan, "note": note},
+        {"data": f"{source.kind}:{source.root}", **settings, "note": note},
     )
     print(
         f"ended by the {note['ended_by']} after {step} steps, {note['seconds']:.0f} s "
@@ -194,19 +195,22 @@ def validate(
     patch: tuple[int, ...],
     classes: int,
     precision: str,
-) -> float:
-    """The mean over validation cases and foreground classes of Dice at the target spacing
-    (a class absent from both target and prediction left out)."""
-    rows = []
+) -> tuple[float, float]:
+    """The means over validation cases and foreground classes of Dice and IoU at the target
+    spacing (a class absent from both target and prediction left out); NaN without cases."""
+    scores = []
     for case in cases:
         labels = probabilities_of(model, case.image, patch, precision).argmax(0).numpy()
         target = case.label.numpy()
         for c in range(1, classes):
             found = metrics.confusion(labels == c, target == c)
             if found.tp + found.fp + found.fn:
-                rows.append(metrics.dice(found))
+                scores.append((metrics.dice(found), metrics.iou(found)))
     model.train()
-    return math.fsum(rows) / len(rows) if rows else math.nan
+    if not scores:
+        return math.nan, math.nan
+    dice, iou = (math.fsum(column) / len(scores) for column in zip(*scores, strict=True))
+    return dice, iou
 
 
 def _timer(channels: int, classes: int):

@@ -1,0 +1,385 @@
+"""Volumes: reading with geometry, layouts and splits, scores in mm and mL, 3D inference and
+training, predict over series, and every bad input refused by name."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+import torch
+
+import zoo
+from tests.conftest import SHARED_DATA
+from trainers.data.errors import DataError
+from trainers.fit.plan_rules import Hardware
+from trainers.scores.surface import class_volumes_ml, volume_scores
+from trainers.volumes.cases import Ready, read_case
+from trainers.volumes.image import read_label_volume, read_volume, write_labels
+from trainers.volumes.infer import VolumeRecipe, predict_volume
+from trainers.volumes.intensity import Intensity
+from trainers.volumes.layouts import parse_volume_spec
+from trainers.volumes.patches import PatchSampler
+from trainers.volumes.plan import VolumeFingerprint, make_volume_plan
+
+HIPPOCAMPUS = SHARED_DATA / "MSD-Hippocampus"
+SERIES = HIPPOCAMPUS / "dicom-series"
+CT_SERIES = SHARED_DATA / "CT-sample" / "example_ct_dicom"
+needs_hippocampus = pytest.mark.skipif(
+    not HIPPOCAMPUS.is_dir(), reason=f"MSD-Hippocampus not found at {HIPPOCAMPUS}"
+)
+needs_ct_series = pytest.mark.skipif(
+    not CT_SERIES.is_dir(), reason=f"the CT sample's DICOM series not found at {CT_SERIES}"
+)
+
+# A RAS-stored volume (x and y flipped against LPS), 2 x 0.5 x 0.5 mm, off the origin.
+AFFINE = np.array(
+    [[-0.5, 0, 0, 10.0], [0, -0.5, 0, 20.0], [0, 0, 2.0, -30.0], [0, 0, 0, 1]], dtype=float
+)
+
+
+def nifti(path: Path, data: np.ndarray, affine: np.ndarray = AFFINE) -> Path:
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+# --- scores ---------------------------------------------------------------------------------
+
+
+def test_surface_distances_in_mm_on_an_anisotropic_volume_match_a_hand_count() -> None:
+    """A 4x4x4 cube and the same cube moved one slice (3 mm) along D. Boundaries: 56 voxels
+    each. Prediction to target: the 16 of its new top face are 3 mm off, the 4 inner voxels of
+    its bottom face 1 mm (in-plane, to the target's ring), the rest on the target's boundary;
+    the target to the prediction is the mirror image. So HD95 3 mm, mean surface distance
+    (4 + 48) * 2 / 112 mm, NSD at 1 mm (40 + 40) / 112."""
+    target = np.zeros((10, 10, 10), np.uint8)
+    target[2:6, 2:6, 2:6] = 1
+    pred = np.zeros_like(target)
+    pred[3:7, 2:6, 2:6] = 1
+    row = volume_scores(pred, target, spacing=(3.0, 1.0, 1.0), num_classes=2)[1]
+    assert row["dice"] == pytest.approx(0.75)  # 48 shared of 64 + 64
+    assert row["iou"] == pytest.approx(48 / 80)
+    assert row["hd95"] == pytest.approx(3.0)
+    assert row["msd"] == pytest.approx(104 / 112)
+    assert row["nsd"] == pytest.approx(80 / 112)
+    assert row["volume_target_ml"] == pytest.approx(64 * 3 / 1000)
+    assert row["volume_difference_ml"] == 0
+
+
+def test_an_empty_prediction_scores_zero_and_its_distances_are_left_out_of_the_means() -> None:
+    target = np.zeros((4, 4, 4), np.uint8)
+    target[1:3, 1:3, 1:3] = 2
+    rows = volume_scores(np.zeros_like(target), target, spacing=(1, 1, 1), num_classes=3)
+    assert rows[1]["dice"] == 1 and rows[1]["empty_pred"] and rows[1]["empty_target"]
+    assert rows[2]["dice"] == 0 and rows[2]["nsd"] == 0
+    assert rows[2]["hd95"] == pytest.approx(math.sqrt(3 * 16))  # the volume's diagonal
+
+
+def test_class_volumes_in_millilitres() -> None:
+    labels = np.zeros((3, 4, 5), np.uint8)
+    labels[0, :2, :] = 1  # 10 voxels
+    labels[2, 3, 4] = 2  # 1 voxel
+    # 2 x 0.5 x 0.5 mm = 0.5 mm3 = 0.0005 mL a voxel
+    assert class_volumes_ml(labels, (2.0, 0.5, 0.5), 3) == pytest.approx([0.005, 0.0005])
+
+
+# --- reading and writing ---------------------------------------------------------------------
+
+
+def test_a_nifti_round_trip_keeps_shape_and_affine_and_lies_on_its_image(tmp_path) -> None:
+    data = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4)  # x, y, z as NIfTI stores
+    image = read_volume(nifti(tmp_path / "ct.nii.gz", data))
+    assert image.array.shape == (1, 4, 5, 6)  # C x D x H x W
+    assert image.spacing == (2.0, 0.5, 0.5)
+    # canonical LPS axes: stored RAS, so x (and y) are reversed in the array
+    assert image.array[0, 0, 0, 0] == data[5, 4, 0]
+    labels = (image.array[0] > 60).astype(np.uint8)
+    written = nib.load(write_labels(labels, image, tmp_path / "seg.nii.gz"))
+    assert written.shape == data.shape
+    np.testing.assert_allclose(written.affine, AFFINE, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(written.dataobj), (data > 60).astype(np.uint8))
+
+
+def test_a_4d_decathlon_image_is_read_as_channels(tmp_path) -> None:
+    data = np.stack([np.full((3, 4, 5), 1.0), np.full((3, 4, 5), 7.0)], axis=-1)
+    image = read_volume(nifti(tmp_path / "brats.nii.gz", data.astype(np.float32)))
+    assert image.array.shape == (2, 5, 4, 3)
+    assert image.array[0].max() == 1 and image.array[1].min() == 7
+
+
+def test_the_nnunet_raw_layout_is_read_with_its_channels_and_labels(tmp_path) -> None:
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    for case in range(5):
+        for channel in range(2):
+            volume = np.full((4, 4, 4), channel * 10 + case, np.float32)
+            nifti(tmp_path / "imagesTr" / f"c{case}_{channel:04d}.nii.gz", volume)
+        nifti(tmp_path / "labelsTr" / f"c{case}.nii.gz", np.ones((4, 4, 4), np.uint8))
+    description = {
+        "channel_names": {"0": "CT", "1": "T2"},
+        "labels": {"background": 0, "tumour": 1},
+        "file_ending": ".nii.gz",
+    }
+    (tmp_path / "dataset.json").write_text(json.dumps(description))
+    source = parse_volume_spec(f"nnunet:{tmp_path}")
+    assert source.class_names == ("background", "tumour")
+    assert source.channel_names == ("CT", "T2") and source.modality == "CT"
+    every = [case for cases in source.cases.values() for case in cases]
+    assert sorted(case.id for case in every) == [f"c{i}" for i in range(5)]
+    image, label = read_case(source.cases["train"][0])
+    assert image.array.shape == (2, 4, 4, 4)
+    assert image.array[1, 0, 0, 0] - image.array[0, 0, 0, 0] == 10
+    assert label.array.dtype == np.uint8
+
+
+@needs_hippocampus
+def test_the_decathlon_layout_splits_by_case_70_10_20_with_seed_0() -> None:
+    source = parse_volume_spec(f"msd:{HIPPOCAMPUS}")
+    assert source.class_names == ("background", "Anterior", "Posterior")
+    assert source.modality == "MR"
+    counts = {split: len(cases) for split, cases in source.cases.items()}
+    assert counts == {"train": 182, "val": 26, "test": 52}
+    ids = [case.id for cases in source.cases.values() for case in cases]
+    assert len(set(ids)) == 260  # no case on two sides
+    assert parse_volume_spec(f"msd:{HIPPOCAMPUS}").split_listing() == source.split_listing()
+
+
+@needs_ct_series
+def test_a_ct_series_is_in_hounsfield_units_spaced_by_its_positions_not_its_thickness() -> None:
+    volume = read_volume(CT_SERIES)
+    assert volume.modality == "CT"
+    assert volume.array.shape == (1, 20, 512, 512)
+    assert volume.spacing == pytest.approx((2.0, 0.9765625, 0.9765625))  # SliceThickness says 3
+    assert volume.array.min() == -1024  # air, after the rescale
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def test_a_nifti_with_a_broken_header_is_refused_by_name(tmp_path) -> None:
+    path = tmp_path / "broken.nii"
+    path.write_bytes(b"\x00" * 400)
+    with pytest.raises(DataError, match=r"broken\.nii: not a readable volume"):
+        read_volume(path)
+
+
+def test_a_nifti_shorter_than_its_header_says_is_refused(tmp_path) -> None:
+    path = nifti(tmp_path / "short.nii", np.zeros((20, 20, 20), np.float32))
+    path.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(DataError, match=r"short\.nii: not a readable volume"):
+        read_volume(path)
+
+
+def test_a_volume_over_the_voxel_limit_is_refused_from_its_header(tmp_path) -> None:
+    path = nifti(tmp_path / "big.nii.gz", np.zeros((10, 10, 10), np.uint8))
+    with pytest.raises(DataError, match=r"big\.nii\.gz: 10x10x10 is 1,000 voxels, over the limit"):
+        read_volume(path, max_voxels=999)
+
+
+def test_labels_of_another_shape_or_grid_or_not_whole_are_refused_naming_both(tmp_path) -> None:
+    image = read_volume(nifti(tmp_path / "img.nii.gz", np.zeros((6, 5, 4), np.float32)))
+    other_shape = nifti(tmp_path / "shape.nii.gz", np.zeros((6, 5, 3), np.uint8))
+    with pytest.raises(DataError, match=r"shape\.nii\.gz: .* does not lie on its image img: size"):
+        read_label_volume(other_shape, image)
+    moved = AFFINE.copy()
+    moved[0, 3] += 5
+    shifted = nifti(tmp_path / "moved.nii.gz", np.zeros((6, 5, 4), np.uint8), moved)
+    with pytest.raises(DataError, match=r"moved\.nii\.gz: .*origin"):
+        read_label_volume(shifted, image)
+    halves = nifti(tmp_path / "halves.nii.gz", np.full((6, 5, 4), 0.5, np.float32))
+    with pytest.raises(DataError, match=r"halves\.nii\.gz: label values must be whole .*0\.5"):
+        read_label_volume(halves, image)
+    floats = nifti(tmp_path / "floats.nii.gz", np.full((6, 5, 4), 2.0, np.float32))
+    assert read_label_volume(floats, image).array.max() == 2
+    four_d = nifti(tmp_path / "fourd.nii.gz", np.zeros((6, 5, 4, 2), np.uint8))
+    with pytest.raises(DataError, match=r"fourd\.nii\.gz: a label volume must have one channel"):
+        read_label_volume(four_d, image)
+
+
+def _series_copy(tmp_path: Path, skip: int | None = None) -> Path:
+    folder = tmp_path / "series"
+    folder.mkdir()
+    files = sorted(SERIES.glob("Study1*/*.dcm"), key=lambda p: int(p.stem))
+    for index, path in enumerate(files):
+        if index != skip:
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.mark.skipif(not SERIES.is_dir(), reason=f"DICOM series not found at {SERIES}")
+def test_a_series_with_a_missing_slice_is_refused_saying_where(tmp_path) -> None:
+    folder = _series_copy(tmp_path, skip=10)
+    with pytest.raises(
+        DataError, match=r"series: series .* has a gap \(missing slices\?\) between"
+    ):
+        read_volume(folder)
+
+
+@pytest.mark.skipif(not SERIES.is_dir(), reason=f"DICOM series not found at {SERIES}")
+def test_a_series_of_mixed_orientation_is_refused(tmp_path) -> None:
+    folder = _series_copy(tmp_path)
+    first = sorted(folder.glob("*.dcm"))[0]
+    header = pydicom.dcmread(first)
+    header.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+    header.save_as(first)
+    with pytest.raises(DataError, match=f"mixes orientations \\({first.name}"):
+        read_volume(folder)
+
+
+@pytest.mark.skipif(not SERIES.is_dir(), reason=f"DICOM series not found at {SERIES}")
+def test_a_folder_of_two_series_lists_them_and_reads_the_one_chosen(tmp_path) -> None:
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for study in ("Study1*", "Study2*"):
+        for path in SERIES.glob(f"{study}/*.dcm"):
+            shutil.copy(path, folder / f"{study[:6]}-{path.name}")
+    with pytest.raises(DataError, match=r"2 series, never mixed: choose one .*HippoCrop"):
+        read_volume(folder)
+    uid = str(pydicom.dcmread(next(SERIES.glob("Study2*/*.dcm"))).SeriesInstanceUID)
+    assert read_volume(folder, series=uid).shape == read_volume(next(SERIES.glob("Study2*"))).shape
+
+
+# --- 3D inference, patches, plan ----------------------------------------------------------------
+
+
+def test_sliding_windows_over_a_volume_blend_back_to_the_input() -> None:
+    """Windows of an identity 'model' averaged with any weights give the input back exactly:
+    every voxel is covered, and the weights sum to one."""
+    model = zoo.create_model("unet3d", num_classes=2, in_channels=2, base_channels=2, depth=1)
+    volume = torch.rand(1, 2, 13, 17, 9)
+    blended = zoo.sliding_window_predict(
+        model, volume, tile=(6, 8, 9), overlap=0.5, predict=lambda x: x
+    )
+    torch.testing.assert_close(blended, volume)
+
+
+def test_a_foreground_patch_holds_foreground_and_a_small_case_is_padded() -> None:
+    label = torch.zeros(30, 30, 30, dtype=torch.uint8)
+    label[25:27, 2:4, 20:22] = 1
+    case = Ready("c", torch.ones(1, 30, 30, 30), label, {1: torch.nonzero(label == 1)})
+    sampler = PatchSampler([case], (8, 8, 8), batch=1, in_plane=(1, 2), seed=0)
+    for seed in range(5):
+        sampler.generator.manual_seed(seed)
+        image, labels = sampler._crop(case, centre_on_foreground=True)
+        assert labels.sum() > 0 and image.shape == (1, 8, 8, 8)
+    small = Ready("s", torch.ones(1, 4, 4, 4), torch.ones(4, 4, 4, dtype=torch.uint8), {})
+    image, labels = PatchSampler([small], (8, 8, 8), 1, (1, 2))._crop(small, False)
+    assert image.sum() == 64 and image[0, 2:6, 2:6, 2:6].sum() == 64  # centred, zeros around
+
+
+def _fingerprint(shape=(36, 50, 35), spacing=(1.0, 1.0, 1.0)) -> VolumeFingerprint:
+    return VolumeFingerprint((spacing,) * 3, (shape,) * 3, "MR", 1, 3)
+
+
+def test_the_plan_chooses_the_widest_model_that_trains_enough_steps_and_fills_its_share() -> None:
+    costs = {16: 0.1, 32: 0.3, 64: 1.0}
+    timer = lambda kwargs, patch, precision: costs[kwargs["base_channels"]]  # noqa: E731
+    plan = make_volume_plan(_fingerprint(), Hardware(threads=2), timer, allowance=1200)
+    assert plan["model_kwargs"]["base_channels"] == 32  # 64 trains 960 steps in 960 s: too few
+    assert plan["steps"] == 3200  # the share, 0.8 x 1200 s, at 0.3 s a step
+    assert plan["patch"] == [40, 56, 40] and plan["target_spacing"] == [1.0, 1.0, 1.0]
+    fast = make_volume_plan(
+        _fingerprint(), Hardware(threads=2, gpu_memory_gb=80, gpu_bf16=True), lambda *a: 0.01
+    )
+    assert fast["model_kwargs"]["base_channels"] == 64 and fast["precision"] == "bf16"
+
+
+def test_a_large_anisotropic_volume_gets_a_bounded_patch_and_the_plan_says_why() -> None:
+    plan = make_volume_plan(
+        _fingerprint((60, 512, 512), (5.0, 0.8, 0.8)), Hardware(threads=2), lambda *a: 0.1
+    )
+    assert math.prod(plan["patch"]) <= 64 * 96 * 96
+    assert any("anisotropy is 6.2" in line for line in plan["reasons"])
+    assert plan["in_plane"] == [1, 2]
+
+
+def test_ct_is_clipped_to_the_foreground_percentiles_and_mri_z_scored_per_volume() -> None:
+    image = np.concatenate([np.full(100, -1000.0), np.linspace(0, 100, 1000)])[None]
+    label = np.concatenate([np.zeros(100), np.ones(1000)])
+    ct = Intensity.fit([image], [label], ["CT"]).channels[0]
+    assert ct.scheme == "ct" and ct.low == pytest.approx(0.5) and ct.high == pytest.approx(99.5)
+    assert Intensity((ct,)).apply(image)[0, :100].min() == pytest.approx((0.5 - ct.mean) / ct.std)
+    mri = Intensity.fit([image], [label], ["MR"]).apply(image)
+    assert mri.mean() == pytest.approx(0, abs=1e-5) and mri.std() == pytest.approx(1, abs=1e-4)
+
+
+# --- a volume model: trained, saved, predicted over series ---------------------------------------
+
+
+def _volume_model(folder: Path) -> Path:
+    model = zoo.create_model("unet3d", num_classes=3, in_channels=1, base_channels=4, depth=2)
+    recipe = VolumeRecipe(
+        (1.0, 1.0, 1.0), (16, 16, 16), Intensity.fit([], [], ["MR"]), "MR", ("MRI",)
+    )
+    zoo.save_pretrained(model, folder, classes=["background", "a", "b"], volume=recipe.to_config())
+    return folder
+
+
+@pytest.mark.skipif(not SERIES.is_dir(), reason=f"DICOM series not found at {SERIES}")
+def test_predict_over_series_writes_label_volumes_in_each_series_geometry(tmp_path) -> None:
+    from trainers.predict import main
+
+    weights = _volume_model(tmp_path / "model")
+    output = tmp_path / "out"
+    with pytest.raises(SystemExit) as ended:
+        main(["--weights", str(weights), "--input", str(SERIES), "--output", str(output)])
+    assert ended.value.code == 0
+    folders = sorted(p for p in SERIES.iterdir() if p.is_dir())
+    assert len(folders) == 3
+    reader = sitk.ImageSeriesReader()
+    for folder in folders:
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+        series = reader.Execute()
+        labels = sitk.ReadImage(str(output / f"{folder.name}.nii.gz"))  # LPS, as ITK reads both
+        assert labels.GetSize() == series.GetSize()
+        np.testing.assert_allclose(labels.GetOrigin(), series.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(labels.GetSpacing(), series.GetSpacing(), atol=1e-4)
+        np.testing.assert_allclose(labels.GetDirection(), series.GetDirection(), atol=1e-6)
+    results = (output / "results.csv").read_text()
+    assert results.count("\n") == 4 and "volume_a_ml" in results
+    patient = str(pydicom.dcmread(next(folders[0].glob("*.dcm"))).PatientName)
+    for path in output.rglob("*"):
+        if path.is_file():
+            assert patient.encode() not in path.read_bytes(), path
+
+
+def test_a_folder_of_volumes_trains_with_the_plan_then_predicts_in_its_geometry(tmp_path) -> None:
+    from trainers.train import run_command
+
+    rng = np.random.default_rng(0)
+    for folder in ("images", "labels"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    for case in range(10):
+        label = np.zeros((12, 12, 12), np.uint8)
+        corner = rng.integers(1, 6, 3)
+        label[corner[0] : corner[0] + 5, corner[1] : corner[1] + 5, corner[2] : corner[2] + 5] = 1
+        image = label * 2.0 + rng.normal(0, 0.3, label.shape)
+        nifti(tmp_path / "data" / "images" / f"c{case}.nii.gz", image.astype(np.float32))
+        nifti(tmp_path / "data" / "labels" / f"c{case}.nii.gz", label)
+    run = run_command(
+        [
+            "--data",
+            f"folder:{tmp_path / 'data'}",
+            "--steps",
+            "30",
+            "--output",
+            str(tmp_path / "run"),
+        ]
+    )
+    split = json.loads((run / "split.json").read_text())
+    assert {split: len(ids) for split, ids in split.items()} == {"train": 7, "val": 1, "test": 2}
+    summary = json.loads((run / "eval" / "summary.json").read_text())
+    assert summary["cases"] == 2 and 0 <= summary["mean_dice"] <= 1
+    assert json.loads((run / "config.json").read_text())["volume"]["spatial_dims"] == 3
+    model = zoo.from_pretrained(run)
+    image = read_volume(tmp_path / "data" / "images" / "c0.nii.gz")
+    labels = predict_volume(model, image)
+    assert labels.shape == image.shape and labels.dtype == np.uint8
+    written = nib.load(write_labels(labels, image, tmp_path / "c0_seg.nii.gz"))
+    np.testing.assert_allclose(written.affine, AFFINE, atol=1e-5)
