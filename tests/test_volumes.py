@@ -279,7 +279,7 @@ def _fingerprint(shape=(36, 50, 35), spacing=(1.0, 1.0, 1.0)) -> VolumeFingerpri
 
 def test_the_plan_chooses_the_widest_model_that_trains_enough_steps_and_fills_its_share() -> None:
     costs = {16: 0.1, 32: 0.3, 64: 1.0}
-    timer = lambda kwargs, patch, precision: costs[kwargs["base_channels"]]  # noqa: E731
+    timer = lambda model, kwargs, patch, precision: costs[kwargs["base_channels"]]  # noqa: E731
     plan = make_volume_plan(_fingerprint(), Hardware(threads=2), timer, allowance=1200)
     assert plan["model_kwargs"]["base_channels"] == 32  # 64 trains 960 steps in 960 s: too few
     assert plan["steps"] == 3200  # the share, 0.8 x 1200 s, at 0.3 s a step
@@ -349,8 +349,38 @@ def test_predict_over_series_writes_label_volumes_in_each_series_geometry(tmp_pa
             assert patient.encode() not in path.read_bytes(), path
 
 
-def test_a_folder_of_volumes_trains_with_the_plan_then_predicts_in_its_geometry(tmp_path) -> None:
+class Tiny3D(torch.nn.Module):
+    """A volume plugin of two convolutions: the model contract's third spatial axis, no more."""
+
+    def __init__(self, *, num_classes: int, in_channels: int, pretrained: bool = False) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv3d(in_channels, 8, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv3d(8, num_classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_a_2d_model_is_refused_for_volumes_by_name(tmp_path) -> None:
+    from trainers.volumes.train import _volume_model
+
+    with pytest.raises(ValueError, match="model 'unet' takes 2D images; volumes need a volume"):
+        _volume_model("unet")
+
+
+def test_a_folder_of_volumes_trains_a_3d_plugin_then_predicts_in_its_geometry(
+    tmp_path, monkeypatch
+) -> None:
+    """A volume plugin registered at run time (as a file dropped into zoo/ registers) trains
+    with the plan and predicts with no other change."""
     from trainers.train import run_command
+
+    zoo.list_models()  # the plugins found first; the registry is restored after the test
+    monkeypatch.setattr(zoo._registry, "_specs", dict(zoo._registry._specs))
+    zoo.register_model("tiny3d-test", summary="two 3D convolutions", spatial_dims=3)(Tiny3D)
 
     rng = np.random.default_rng(0)
     for folder in ("images", "labels"):

@@ -35,8 +35,8 @@ BATCH = 2  # nnU-Net's for 3D: patches are large, and instance norm does not nee
 LEARNING_RATE = 3e-3
 WARMUP = 50
 
-StepTimer = Callable[[dict[str, Any], tuple[int, int, int], str], float]
-"""Seconds per training step of (model kwargs, patch, precision)."""
+StepTimer = Callable[[str, dict[str, Any], tuple[int, int, int], str], float]
+"""Seconds per training step of (model, model kwargs, patch, precision)."""
 
 
 @dataclass(frozen=True)
@@ -113,11 +113,18 @@ def make_volume_plan(
     patch, depth = patch_for(f, hardware)
     reasons.append(f"patch {'x'.join(map(str, patch))} (the median case, stride {2**depth})")
     share = allowance * TRAINING_SHARE
+    model = fixed.get("model") or "unet3d"
+    if model == "unet3d":
+        choices = [{"base_channels": width, "depth": depth} for width in WIDTHS]
+    else:  # another volume plugin: its own options, timed once
+        choices = [{}]
+        reasons.append(f"model {model} (--model): its own options, timed as they are")
     timed = []
-    for width in WIDTHS:
-        kwargs = {"base_channels": width, "depth": depth, **fixed.get("model_kwargs", {})}
-        precision = _precision(hardware, timer, kwargs, patch)
-        seconds = timer(kwargs, patch, precision)
+    for choice in choices:
+        kwargs = {**choice, **fixed.get("model_kwargs", {})}
+        width = kwargs.get("base_channels", "default")
+        precision = _precision(hardware, timer, model, kwargs, patch)
+        seconds = timer(model, kwargs, patch, precision)
         timed.append((kwargs, precision, seconds))
         reasons.append(
             f"timed width {width}: {seconds * 1000:.0f} ms a step in {precision} "
@@ -129,11 +136,11 @@ def make_volume_plan(
     kwargs, precision, seconds = fitting[-1]
     steps = int(fixed.get("steps") or max(1, share / seconds))
     reasons.append(
-        f"chose width {kwargs['base_channels']}: the widest that trains {MIN_STEPS} steps in the "
-        f"share; {steps} steps fill it"
+        f"chose width {kwargs.get('base_channels', 'default')}: the widest that trains "
+        f"{MIN_STEPS} steps in the share; {steps} steps fill it"
     )
     return {
-        "model": "unet3d",
+        "model": model,
         "model_kwargs": kwargs,
         "patch": list(patch),
         "batch": BATCH,
@@ -150,11 +157,14 @@ def make_volume_plan(
     }
 
 
-def _precision(hardware: Hardware, timer: StepTimer, kwargs: dict[str, Any], patch) -> str:
+def _precision(
+    hardware: Hardware, timer: StepTimer, model: str, kwargs: dict[str, Any], patch
+) -> str:
     """bf16 where the machine computes in it and it times faster than fp32; fp16 on a GPU
     without bf16; else fp32."""
     if hardware.gpu:
         return "bf16" if hardware.gpu_bf16 else "fp16"
     if not hardware.cpu_bf16:
         return "fp32"
-    return "bf16" if timer(kwargs, patch, "bf16") < timer(kwargs, patch, "fp32") else "fp32"
+    faster = timer(model, kwargs, patch, "bf16") < timer(model, kwargs, patch, "fp32")
+    return "bf16" if faster else "fp32"

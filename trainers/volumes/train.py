@@ -62,7 +62,11 @@ def run_volumes(args: argparse.Namespace) -> Path:
         fingerprint,
         Hardware.detect(),
         _timer(len(source.channel_names), len(source.class_names)),
-        fixed={"steps": getattr(args, "steps", None)},
+        fixed={
+            "model": _volume_model(getattr(args, "model", None)),
+            "model_kwargs": getattr(args, "model_kwargs", None) or {},
+            "steps": getattr(args, "steps", None),
+        },
         **({"allowance": allowance} if allowance else {}),
     )
     plan["reasons"].append(f"intensity: {intensity.describe()}")
@@ -216,9 +220,11 @@ def validate(
 def _timer(channels: int, classes: int):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    def timer(kwargs: dict[str, Any], patch: tuple[int, int, int], precision: str) -> float:
+    def timer(
+        model: str, kwargs: dict[str, Any], patch: tuple[int, int, int], precision: str
+    ) -> float:
         return time_step(
-            "unet3d",
+            model,
             kwargs,
             patch,
             2,
@@ -229,6 +235,16 @@ def _timer(channels: int, classes: int):
         )
 
     return timer
+
+
+def _volume_model(name: str | None) -> str | None:
+    """`--model`, checked to be a volume model (a plugin registered with spatial_dims=3)."""
+    if name and zoo.get_spec(name).spatial_dims != 3:
+        raise ValueError(
+            f"model '{name}' takes 2D images; volumes need a volume model (a plugin registered "
+            "with spatial_dims=3), such as unet3d"
+        )
+    return name
 
 
 def _counts(source: VolumeSource) -> str:
