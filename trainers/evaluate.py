@@ -258,6 +258,26 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+def evaluate_volumes(weights: str, data: str, split: str, output: Path | None) -> dict:
+    """A volume model scored on a split of a data set of volumes (`trainers.volumes.evaluate`),
+    printed per class; written to `output` (default: WEIGHTS/eval-SPLIT, never over files)."""
+    import zoo
+    from trainers.volumes.evaluate import evaluate_cases, summary_lines
+    from trainers.volumes.layouts import parse_volume_spec
+
+    source = parse_volume_spec(data)
+    if split not in source.cases:
+        raise ValueError(f"{data} has no {split!r} split; it has {', '.join(source.cases)}")
+    output = output or Path(weights) / f"eval-{split}"
+    if output.exists() and any(output.iterdir()):
+        raise ValueError(f"{output} already holds files; choose another --output")
+    model = zoo.from_pretrained(weights)
+    summary = evaluate_cases(model, source.cases[split], source.class_names, output=output)
+    for line in summary_lines(summary):
+        print(line)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m trainers.evaluate", description=__doc__)
     parser.add_argument("--weights", required=True, help="a run folder or a Hub id OWNER/NAME")
@@ -268,6 +288,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grid", type=int, default=4, help="images shown in grid.png")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation")
     args = parser.parse_args(argv)
+    from trainers.volumes.layouts import is_volume_spec
+
+    if is_volume_spec(args.data):
+        with exit_on_user_error():
+            evaluate_volumes(args.weights, args.data, args.split, args.output)
+        return
     with exit_on_user_error():
         summary = evaluate(
             args.weights,
