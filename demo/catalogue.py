@@ -82,15 +82,25 @@ class Catalogue:
 
 
 def weight_choices(bundled: Path, runs: Path, hub_ids: tuple[str, ...] = ()) -> dict[str, str]:
-    """Label -> location of every model with weights: bundled, local runs, Hub ids."""
+    """Label -> location of every image model with weights: bundled, local runs, Hub ids (a
+    volume model, whose config holds "volume", is not offered for 2D images)."""
     choices = {}
     for folder in sorted(bundled.glob("*/model.safetensors")):
-        choices[f"{folder.parent.name} (bundled)"] = str(folder.parent)
+        if not _volume_model(folder.parent):
+            choices[f"{folder.parent.name} (bundled)"] = str(folder.parent)
     for folder in sorted(runs.glob("*/model.safetensors")):
-        choices[f"{folder.parent.name} (run)"] = str(folder.parent)
+        if not _volume_model(folder.parent):
+            choices[f"{folder.parent.name} (run)"] = str(folder.parent)
     for repo_id in filter(None, (h.strip() for h in hub_ids)):
         choices[f"{repo_id} (Hub)"] = repo_id
     return choices
+
+
+def _volume_model(folder: Path) -> bool:
+    try:
+        return "volume" in json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # listed; loading it reports what is wrong
 
 
 def held_out_summary(folder: Path) -> dict | None:

@@ -351,8 +351,12 @@ def test_local_runs_are_listed_from_their_folder(tmp_path) -> None:
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "model.safetensors").write_bytes(b"")
     (tmp_path / "no-weights").mkdir()
+    (tmp_path / "a-volume-model").mkdir()  # for volumes, not offered for 2D images
+    (tmp_path / "a-volume-model" / "model.safetensors").write_bytes(b"")
+    (tmp_path / "a-volume-model" / "config.json").write_text('{"volume": {"spatial_dims": 3}}')
     choices = weight_choices(REPO / "weights", tmp_path, ("someone/model",))
     assert choices["mine (run)"] == str(tmp_path / "mine")
+    assert not any("a-volume-model" in label for label in choices)
     assert choices["drive-unet (bundled)"].endswith("weights/drive-unet")
     assert choices["someone/model (Hub)"] == "someone/model"
     assert not any("no-weights" in label for label in choices)
