@@ -273,13 +273,30 @@ def test_a_foreground_patch_holds_foreground_and_a_small_case_is_padded() -> Non
     assert image.sum() == 64 and image[0, 2:6, 2:6, 2:6].sum() == 64  # centred, zeros around
 
 
+@pytest.mark.parametrize("axis", [0, 2])
+def test_any_image_model_runs_over_a_volume_slice_by_slice(axis: int) -> None:
+    model = zoo.create_model(
+        "slices/unet", num_classes=2, in_channels=1, base_channels=4, axis=axis
+    )
+    model.eval()
+    assert model.spec.spatial_dims == 3
+    volume = torch.rand(2, 1, 5, 16, 32)
+    with torch.no_grad():
+        out = model(volume)
+        for index in (0, 3):
+            plane = volume.select(2 + axis, index)  # N x C x P x Q
+            torch.testing.assert_close(out.select(2 + axis, index), model.net.net(plane))
+    with pytest.raises(KeyError, match="unet3d' is not an image model"):
+        zoo.create_model("slices/unet3d")
+
+
 def _fingerprint(shape=(36, 50, 35), spacing=(1.0, 1.0, 1.0)) -> VolumeFingerprint:
     return VolumeFingerprint((spacing,) * 3, (shape,) * 3, "MR", 1, 3)
 
 
 def test_the_plan_chooses_the_widest_model_that_trains_enough_steps_and_fills_its_share() -> None:
     costs = {16: 0.1, 32: 0.3, 64: 1.0}
-    timer = lambda model, kwargs, patch, precision: costs[kwargs["base_channels"]]  # noqa: E731
+    timer = lambda model, kwargs, patch, batch, precision: costs[kwargs["base_channels"]]  # noqa: E731
     plan = make_volume_plan(_fingerprint(), Hardware(threads=2), timer, allowance=1200)
     assert plan["model_kwargs"]["base_channels"] == 32  # 64 trains 960 steps in 960 s: too few
     assert plan["steps"] == 3200  # the share, 0.8 x 1200 s, at 0.3 s a step
@@ -290,13 +307,23 @@ def test_the_plan_chooses_the_widest_model_that_trains_enough_steps_and_fills_it
     assert fast["model_kwargs"]["base_channels"] == 64 and fast["precision"] == "bf16"
 
 
-def test_a_large_anisotropic_volume_gets_a_bounded_patch_and_the_plan_says_why() -> None:
+def test_an_anisotropic_data_set_trains_2d_on_slices_across_its_coarse_axis() -> None:
     plan = make_volume_plan(
         _fingerprint((60, 512, 512), (5.0, 0.8, 0.8)), Hardware(threads=2), lambda *a: 0.1
     )
-    assert math.prod(plan["patch"]) <= 64 * 96 * 96
+    assert plan["model"] == "slices/unet" and plan["patch"] == [1, 512, 512]
+    assert plan["model_kwargs"]["axis"] == 0 and plan["batch"] == 2
     assert any("anisotropy is 6.2" in line for line in plan["reasons"])
-    assert plan["in_plane"] == [1, 2]
+
+
+def test_where_no_3d_width_trains_enough_steps_the_plan_falls_back_to_slices() -> None:
+    def timer(model, kwargs, patch, batch, precision) -> float:
+        return 0.05 if model.startswith("slices/") else 1.0  # 3D: 960 steps, under 2000
+
+    plan = make_volume_plan(_fingerprint(), Hardware(threads=2), timer, allowance=1200)
+    assert plan["model"] == "slices/unet" and plan["patch"] == [1, 64, 48]
+    assert plan["batch"] == 64  # 64 * 96 * 96 voxels hold more slices of 64 x 48 than that
+    assert any("no 3D width trains 2000 steps" in line for line in plan["reasons"])
 
 
 def test_ct_is_clipped_to_the_foreground_percentiles_and_mri_z_scored_per_volume() -> None:

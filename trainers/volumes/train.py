@@ -221,13 +221,13 @@ def _timer(channels: int, classes: int):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def timer(
-        model: str, kwargs: dict[str, Any], patch: tuple[int, int, int], precision: str
+        model: str, kwargs: dict[str, Any], patch: tuple[int, int, int], batch: int, precision: str
     ) -> float:
         return time_step(
             model,
             kwargs,
             patch,
-            2,
+            batch,
             precision,
             in_channels=channels,
             num_classes=classes,
