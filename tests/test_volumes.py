@@ -222,6 +222,24 @@ def test_a_series_with_a_missing_slice_is_refused_saying_where(tmp_path) -> None
 
 
 @pytest.mark.skipif(not SERIES.is_dir(), reason=f"DICOM series not found at {SERIES}")
+def test_a_zip_of_a_series_reads_as_its_folder_and_a_zip_without_one_is_refused(tmp_path) -> None:
+    import zipfile
+
+    folder = next(SERIES.glob("Study1*"))
+    with zipfile.ZipFile(tmp_path / "study.zip", "w") as archive:
+        for path in folder.glob("*.dcm"):
+            archive.write(path, f"nested/{path.name}")
+    zipped, unzipped = read_volume(tmp_path / "study.zip"), read_volume(folder)
+    assert zipped.name == "study" and zipped.spacing == unzipped.spacing
+    np.testing.assert_array_equal(zipped.array, unzipped.array)
+    assert zipped.geometry == unzipped.geometry
+    with zipfile.ZipFile(tmp_path / "notes.zip", "w") as archive:
+        archive.writestr("readme.txt", "no images here")
+    with pytest.raises(DataError, match=r"notes\.zip: no DICOM image series"):
+        read_volume(tmp_path / "notes.zip")
+
+
+@pytest.mark.skipif(not SERIES.is_dir(), reason=f"DICOM series not found at {SERIES}")
 def test_a_series_of_mixed_orientation_is_refused(tmp_path) -> None:
     folder = _series_copy(tmp_path)
     first = sorted(folder.glob("*.dcm"))[0]
