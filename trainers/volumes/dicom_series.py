@@ -117,21 +117,21 @@ def _header(path: Path):
 def _series(folder: Path, uid: str, members: list[tuple[Path, object]]) -> Series:
     """The members of one series checked (one orientation, one size) and ordered along the
     slice normal."""
-    first = members[0][1]
+    first_path, first = members[0]
     orientation = np.asarray(first.ImageOrientationPatient, dtype=float)
     size = (int(first.Rows), int(first.Columns))
     for path, header in members:
-        if not np.allclose(
-            np.asarray(header.ImageOrientationPatient, dtype=float), orientation, atol=1e-4
-        ):
+        cosines = np.asarray(header.ImageOrientationPatient, dtype=float)
+        if not np.allclose(cosines, orientation, atol=1e-4):
             raise DataError(
                 f"{folder}: series {uid} mixes orientations ({path.name}: "
-                f"{list(header.ImageOrientationPatient)} against {list(orientation)})"
+                f"{cosines.round(4).tolist()} against {first_path.name}: "
+                f"{orientation.round(4).tolist()})"
             )
         if (int(header.Rows), int(header.Columns)) != size:
             raise DataError(
                 f"{folder}: series {uid} mixes slice sizes ({path.name}: "
-                f"{header.Rows}x{header.Columns} against {size[0]}x{size[1]})"
+                f"{header.Rows}x{header.Columns} against {first_path.name}: {size[0]}x{size[1]})"
             )
     normal = np.cross(orientation[:3], orientation[3:])
     placed = sorted(

@@ -206,6 +206,8 @@ def _read_file(path: Path, max_voxels: int):
         reader.ReadImageInformation()
         size = reader.GetSize()
         _check_voxels(path, size, reader.GetNumberOfComponents(), max_voxels)
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            _check_nifti_length(path, reader)
         return reader.Execute()
     except RuntimeError as error:  # ITK's: broken header, data shorter than the header says
         reason = str(error).strip().splitlines()[-1][:200] if str(error).strip() else ""
@@ -225,6 +227,43 @@ def _check_voxels(path: Path, size: tuple[int, ...], components: int, max_voxels
         raise DataError(
             f"{path}: {'x'.join(map(str, size))} is {voxels:,} voxels, over the limit of "
             f"{max_voxels:,}"
+        )
+
+
+def _check_nifti_length(path: Path, reader) -> None:
+    """A DataError when a NIfTI file holds fewer bytes than its header's shape and type need
+    (ITK reads a truncated file without a word, padding it with whatever it finds)."""
+    import gzip
+    import struct
+    import zlib
+
+    import SimpleITK as sitk
+
+    probe = sitk.Image([1, 1, 1], reader.GetPixelID(), max(reader.GetNumberOfComponents(), 1))
+    voxel_bytes = sitk.GetArrayFromImage(probe).nbytes
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as stream:
+        try:
+            header = stream.read(540)
+            order = "<" if struct.unpack("<i", header[:4])[0] in (348, 540) else ">"
+            nifti2 = struct.unpack(f"{order}i", header[:4])[0] == 540
+            offset = (
+                struct.unpack(f"{order}q", header[168:176])[0]
+                if nifti2
+                else int(struct.unpack(f"{order}f", header[108:112])[0])
+            )
+            needed = offset + int(np.prod(reader.GetSize(), dtype=np.int64)) * voxel_bytes
+            stream.seek(0)
+            found = 0
+            while found < needed and (chunk := stream.read(min(1 << 24, needed - found))):
+                found += len(chunk)
+        except (EOFError, zlib.error, OSError, struct.error):
+            found, needed = -1, 0
+    if found < needed:
+        shape = "x".join(map(str, reader.GetSize()))
+        raise DataError(
+            f"{path}: not a readable volume (its data ends before the {shape} voxels its header "
+            "declares: a truncated or damaged file)"
         )
 
 

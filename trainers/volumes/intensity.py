@@ -72,7 +72,9 @@ class Intensity:
             for image, label in zip(images, labels, strict=True):
                 values = image[index][label > 0]
                 if values.size:
-                    drawn.append(rng.choice(values, min(values.size, SAMPLES_PER_CASE)))
+                    drawn.append(
+                        rng.choice(values, min(values.size, SAMPLES_PER_CASE), replace=False)
+                    )
             pooled = (
                 np.concatenate(drawn)
                 if drawn
