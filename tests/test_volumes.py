@@ -443,12 +443,8 @@ def test_a_folder_of_volumes_trains_a_3d_plugin_then_predicts_in_its_geometry(
         nifti(tmp_path / "data" / "labels" / f"c{case}.nii.gz", label)
     run = run_command(
         [
-            "--data",
-            f"folder:{tmp_path / 'data'}",
-            "--steps",
-            "30",
-            "--output",
-            str(tmp_path / "run"),
+            *("--data", f"folder:{tmp_path / 'data'}", "--model", "tiny3d-test"),
+            *("--steps", "30", "--output", str(tmp_path / "run")),
         ]
     )
     split = json.loads((run / "split.json").read_text())

@@ -122,7 +122,7 @@ def _description(root: Path, *, required: bool) -> dict:
 
 def _channel_names(description: dict) -> tuple[str, ...]:
     """Channel names in order: nnU-Net's `channel_names` or the Decathlon's `modality`."""
-    named = description.get("channel_names") or description.get("modality") or {"0": "unknown"}
+    named = description.get("channel_names") or description.get("modality") or {"0": ""}
     return tuple(str(named[key]) for key in sorted(named, key=int))
 
 
