@@ -4,6 +4,7 @@ running or raising, and the automatic choice's fallback."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import subprocess
 import sys
@@ -25,7 +26,11 @@ from trainers.data.readers import read_image
 from trainers.scores import scoring
 from zoo import _engines
 
-BUNDLED = sorted(p.parent for p in (REPO / "weights").glob("*/model.safetensors"))
+BUNDLED = sorted(  # the image models (the volume model runs by sliding windows, no engine)
+    p.parent
+    for p in (REPO / "weights").glob("*/model.safetensors")
+    if "volume" not in json.loads((p.parent / "config.json").read_text())
+)
 DRIVE_IMAGE = SHARED_DATA / "DRIVE" / "test" / "images" / "01_test.tif"
 CHOSEN = _engines.DEFAULT_ENGINE
 
