@@ -452,6 +452,11 @@ def test_a_folder_of_volumes_trains_a_3d_plugin_then_predicts_in_its_geometry(
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert summary["cases"] == 2 and 0 <= summary["mean_dice"] <= 1
     assert json.loads((run / "config.json").read_text())["volume"]["spatial_dims"] == 3
+    from trainers.hub.model_card import run_card
+
+    card = run_card(run, "lab/volumes")
+    assert "| foreground | " in card and "NSD at 1 mm" in card and "HD95 (mm)" in card
+    assert "predict_volume(model, volume)" in card and "resampled to 2 x 0.5 x 0.5 mm" in card
     model = zoo.from_pretrained(run)
     image = read_volume(tmp_path / "data" / "images" / "c0.nii.gz")
     labels = predict_volume(model, image)
