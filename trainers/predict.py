@@ -341,6 +341,19 @@ def finish(
     return None
 
 
+def write_results(path: Path, row_files: list[Path]) -> list[dict[str, Any]]:
+    """results.csv from the finished inputs' row files, in their order (the columns every row
+    has, in first-seen order); the rows."""
+    rows = [json.loads(file.read_text()) for file in row_files if file.is_file()]
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns or ["path"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
 def write_errors(path: Path, errors: list[tuple[str, str]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
@@ -352,12 +365,7 @@ def write_errors(path: Path, errors: list[tuple[str, str]]) -> None:
 def merge(output: Path, inputs: list[Input], args: argparse.Namespace, setup: Setup) -> None:
     """results.csv from every finished image's row (in input order), errors.csv from every
     rank's errors, predict.json."""
-    rows = [json.loads(p.read_text()) for i in inputs if (p := row_file(i, output)).is_file()]
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with (output / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns or ["path"])
-        writer.writeheader()
-        writer.writerows(rows)
+    rows = write_results(output / "results.csv", [row_file(i, output) for i in inputs])
     errors = list(_error_rows(output))
     write_errors(output / "errors.csv", errors)
     about = {

@@ -15,7 +15,6 @@ inputs that failed and why, `predict.json` the run. A second run skips the volum
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import time
 from dataclasses import dataclass
@@ -125,15 +124,9 @@ def _check_outside(output: Path, source: Path) -> None:
 
 
 def _merge(output: Path, inputs: list[VolumeInput], errors: list[tuple[str, str]], args) -> None:
-    from trainers.predict import write_errors
+    from trainers.predict import write_errors, write_results
 
-    rows = [json.loads(p.read_text()) for i in inputs if (p := _row_file(i, output)).is_file()]
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    output.mkdir(parents=True, exist_ok=True)
-    with (output / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns or ["path"])
-        writer.writeheader()
-        writer.writerows(rows)
+    rows = write_results(output / "results.csv", [_row_file(i, output) for i in inputs])
     write_errors(output / "errors.csv", errors)
     about = {
         "weights": args.weights,
