@@ -452,6 +452,11 @@ def test_a_folder_of_volumes_trains_a_3d_plugin_then_predicts_in_its_geometry(
     summary = json.loads((run / "eval" / "summary.json").read_text())
     assert summary["cases"] == 2 and 0 <= summary["mean_dice"] <= 1
     assert json.loads((run / "config.json").read_text())["volume"]["spatial_dims"] == 3
+    from trainers.evaluate import main as evaluate_main
+
+    evaluate_main(["--weights", str(run), "--data", f"folder:{tmp_path / 'data'}"])
+    again = json.loads((run / "eval-test" / "summary.json").read_text())
+    assert again["mean_dice"] == pytest.approx(summary["mean_dice"], abs=1e-6)  # the same scoring
     from trainers.hub.model_card import run_card
 
     card = run_card(run, "lab/volumes")
