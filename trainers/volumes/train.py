@@ -93,12 +93,8 @@ def run_volumes(args: argparse.Namespace) -> Path:
     model = _train(run_dir, plan, recipe, source, train_ready, val_ready, getattr(args, "seed", 0))
     if getattr(args, "evaluate", True) and source.cases.get("test"):
         best = zoo.from_pretrained(run_dir)
-        summary = evaluate_cases(
-            best,
-            source.cases["test"],
-            source.class_names,
-            output=run_dir / "eval",
-            precision=plan["precision"],
+        summary = evaluate_cases(  # in float32, as trainers.evaluate scores it
+            best, source.cases["test"], source.class_names, output=run_dir / "eval"
         )
         for line in summary_lines(summary):
             print(f"test: {line}")
