@@ -22,6 +22,7 @@ from demo.segment import Segmenter
 from demo.settings import parse_flags, settings_from_environment
 from demo.teach import Teacher, end_session
 from demo.views import METRIC_NAMES, VIEWS
+from demo.volumes import AUTO, AXES, TABLE, WINDOWS, Volumes, moved, view_files
 from demo.wiring import PRIVATE, named
 from trainers.data.readers import set_pixel_limit
 
@@ -195,6 +196,59 @@ def compare_tab(session: gr.State, segmenter: Segmenter) -> dict[str, gr.Dropdow
     return {"compare_a": choice_a, "compare_b": choice_b}
 
 
+def volume_tab(volumes: Volumes) -> None:
+    """A CT or MRI volume and its target, segmented, scored and viewed slice by slice."""
+    choices = list(volumes.choices)
+    with gr.Row():
+        with gr.Column(scale=1):
+            model = gr.Dropdown(
+                choices, value=choices[0] if choices else None, label="Volume model"
+            )
+            about = "Volume: NIfTI (.nii, .nii.gz), NRRD, MHA, or a zip of a DICOM series"
+            volume = gr.File(label=about, type="filepath", elem_id="volume-file")
+            target = gr.File(
+                label="Target label volume (optional)", type="filepath", elem_id="volume-target"
+            )
+            series = gr.Textbox(label="DICOM series UID (where the zip holds several)")
+            run = gr.Button("Segment the volume", variant="primary")
+            note = gr.Markdown(elem_id="volume-note")
+        with gr.Column(scale=2):
+            with gr.Row():
+                axis = gr.Radio(list(AXES), value="axial", label="Axis", elem_id="volume-axis")
+                window = gr.Dropdown(
+                    [AUTO, *WINDOWS], value=AUTO, label="Window", elem_id="volume-window"
+                )
+            index = gr.Slider(0, 1, value=0, step=1, label="Slice", elem_id="volume-slice")
+            image = {"format": "png", "interactive": False}
+            with gr.Row():
+                views = [
+                    gr.Image(label=name, elem_id=f"volume-{name.split()[0].lower()}", **image)
+                    for name in ("Image", "Target", "Prediction", "Error map")
+                ]
+            table = results(TABLE, "Per class", "volume-metrics")
+            plot = gr.Image(label="Dice per slice (axial)", **image)
+            with gr.Row():
+                label_file = gr.File(label="Label volume (.nii.gz, the input's geometry)")
+                csv_file = gr.File(label="Per-class table (CSV)")
+    shown = gr.State(time_to_live=1800)  # the visitor's volume and prediction, for redraws
+    outputs = [shown, note, table, label_file, csv_file, plot, index, window, *views]
+    inputs = [model, volume, target, series, axis]
+    run.click(volumes.run, inputs, outputs, api_name="segment_volume")
+    if volumes.examples:
+        gr.Examples(
+            volumes.examples,
+            inputs=inputs,
+            outputs=outputs,
+            fn=volumes.run,
+            **CLICKED,
+            label="Example: an MRI of the hippocampus with its target (click it)",
+        )
+    # The slider, the axis and the window redraw from the kept volume: no model run.
+    index.release(view_files, [shown, axis, index, window], views, **PRIVATE)
+    window.change(view_files, [shown, axis, index, window], views, **PRIVATE)
+    axis.change(moved, [shown, axis, window], [index, *views], **PRIVATE)
+
+
 def predict_endpoint(segmenter: Segmenter) -> None:
     """`/predict`, the scripts' endpoint: hidden components, no part of the page."""
     with gr.Row(visible=False):
@@ -272,6 +326,8 @@ def build_page(models: Models) -> gr.Blocks:
         session = gr.State(None, time_to_live=3600, delete_callback=end_session)
         with gr.Tab("Segment"):
             ui = segment_tab(page, session, segmenter)
+        with gr.Tab("Volumes (CT, MRI)"):
+            volume_tab(Volumes(models.settings))
         with gr.Tab("Compare two models"):
             compared = compare_tab(session, segmenter)
         with gr.Tab("Teach it your images"):

@@ -1,0 +1,105 @@
+"""The demo's Volumes tab, through its handlers: the bundled example segmented and scored, its
+label volume in the input's geometry, slices redrawn at their true aspect, bad uploads refused by
+name."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import gradio as gr
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from demo.settings import Settings
+from demo.volumes import MAX_VOXELS, Volumes, busiest_slice, moved, view_files
+from tests.conftest import REPO, SHARED_DATA
+
+EXAMPLE = REPO / "examples" / "hippocampus" / "hippocampus_084.nii.gz"
+TARGET = REPO / "examples" / "hippocampus" / "hippocampus_084_seg.nii.gz"
+MODEL = "hippocampus-unet3d (bundled)"
+CT_SERIES = SHARED_DATA / "CT-sample" / "example_ct_dicom"
+
+
+@pytest.fixture(scope="module")
+def volumes() -> Volumes:
+    return Volumes(Settings())
+
+
+@pytest.fixture(scope="module")
+def example(volumes: Volumes) -> tuple:
+    return volumes.run(MODEL, str(EXAMPLE), str(TARGET), "", "axial")
+
+
+def test_the_bundled_example_is_offered_with_the_volume_model(volumes: Volumes) -> None:
+    assert volumes.examples == [[str(EXAMPLE), str(TARGET), MODEL, "", "axial"]]
+
+
+def test_the_example_is_scored_per_class_and_its_labels_lie_on_the_input(example) -> None:
+    shown, note, rows, label_file, csv_file, plot, slider, _, *views = example
+    assert [row[0] for row in rows] == ["Anterior", "Posterior"]
+    dice = {row[0]: row[1] for row in rows}
+    assert dice == pytest.approx({"Anterior": 0.857, "Posterior": 0.878}, abs=0.01)  # README
+    written, given = nib.load(label_file), nib.load(EXAMPLE)
+    assert written.shape == given.shape
+    np.testing.assert_allclose(written.affine, given.affine, atol=1e-5)
+    # the file's labels are the prediction shown: the canonical array is the file's, x and y
+    # reversed (the example is stored RAS)
+    labels = np.asarray(written.dataobj)
+    np.testing.assert_array_equal(labels[::-1, ::-1, :].transpose(2, 1, 0), shown.prediction)
+    assert set(np.unique(labels)) <= {0, 1, 2}
+    with open(csv_file, newline="") as handle:
+        assert [row[0] for row in csv.reader(handle)] == ["class", "Anterior", "Posterior"]
+    assert slider["value"] == busiest_slice(shown, "axial") and slider["maximum"] == 36
+    assert Path(plot).is_file() and "34 x 52 x 37 voxels of 1.00 x 1.00 x 1.00 mm" in note
+    assert all(Path(view).is_file() for view in views)
+
+
+def test_moving_the_axis_opens_on_its_busiest_slice_and_redraws_without_the_model(
+    example, volumes: Volumes, monkeypatch
+) -> None:
+    shown = example[0]
+    monkeypatch.setattr(volumes, "model", None)  # a redraw must not need it
+    slider, *views = moved(shown, "sagittal", "bone")
+    assert slider["value"] == busiest_slice(shown, "sagittal") and slider["maximum"] == 33
+    assert Image.open(views[2]).size != Image.open(example[-2]).size  # another plane
+    assert view_files(None, "axial", 0, "bone") == [None] * 4  # nothing segmented yet
+
+
+@pytest.mark.slow  # the 20-slice CT through the 3D model's windows: about 30 s on 2 cores
+@pytest.mark.skipif(not CT_SERIES.is_dir(), reason=f"CT sample not found at {CT_SERIES}")
+def test_a_ct_series_for_an_mri_model_is_shown_with_a_warning_and_its_true_aspect(
+    volumes: Volumes,
+) -> None:
+    shown, note, rows, *_, window, image, _, _, _ = volumes.run(
+        MODEL, str(CT_SERIES), None, "", "coronal"
+    )
+    assert "512 x 512 x 20 voxels of 0.98 x 0.98 x 2.00 mm, CT" in note  # positions, not 3 mm
+    assert "trained on MR" in note and window == "soft tissue"
+    assert rows[0][1] == ""  # no target: volumes only
+    width, height = Image.open(image).size
+    assert height / width == pytest.approx(20 * 2.0 / (512 * 0.9765625), abs=0.01)
+    lung, bone = (Image.open(view_files(shown, "axial", 10, w)[0]) for w in ("lung", "bone"))
+    assert np.asarray(lung).mean() > np.asarray(bone).mean()  # a wider, lower window: brighter
+
+
+def test_bad_uploads_are_refused_naming_the_file(volumes: Volumes, tmp_path) -> None:
+    png = tmp_path / "photo.png"
+    Image.new("L", (8, 8)).save(png)
+    with pytest.raises(gr.Error, match=r"photo\.png: not a volume file"):
+        volumes.run(MODEL, str(png), None, "", "axial")
+    other = tmp_path / "other.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), other)
+    with pytest.raises(gr.Error, match=r"other\.nii\.gz: the label volume does not lie on"):
+        volumes.run(MODEL, str(EXAMPLE), str(other), "", "axial")
+    big = tmp_path / "big.nii"  # a header alone, declaring more voxels than the limit
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.uint8)
+    header.set_data_shape((4096, 4096, MAX_VOXELS // 4096**2 + 1))
+    big.write_bytes(header.binaryblock + b"\0" * 4)
+    with pytest.raises(gr.Error, match=r"big\.nii: .* voxels, over the limit"):
+        volumes.run(MODEL, str(big), None, "", "axial")
+    for message in ("photo.png", "other.nii.gz"):
+        assert str(tmp_path) not in message
