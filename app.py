@@ -228,10 +228,14 @@ def volume_tab(volumes: Volumes) -> None:
             table = results(TABLE, "Per class", "volume-metrics")
             plot = gr.Image(label="Dice per slice (axial)", **image)
             with gr.Row():
+                surface = gr.Model3D(label="Prediction in 3D (mm)", elem_id="volume-surface")
+                target_surface = gr.Model3D(label="Target in 3D (mm)")
+            with gr.Row():
                 label_file = gr.File(label="Label volume (.nii.gz, the input's geometry)")
                 csv_file = gr.File(label="Per-class table (CSV)")
     shown = gr.State(time_to_live=1800)  # the visitor's volume and prediction, for redraws
-    outputs = [shown, note, table, label_file, csv_file, plot, index, window, *views]
+    outputs = [shown, note, table, label_file, csv_file, plot, surface, target_surface]
+    outputs += [index, window, *views]
     inputs = [model, volume, target, series, axis]
     run.click(volumes.run, inputs, outputs, api_name="segment_volume")
     if volumes.examples:

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 import zoo
+from demo.meshes import write_glb
 from demo.overlays import overlay
 from demo.settings import Settings
 from demo.views import answer_folder, write_pngs
@@ -115,9 +116,10 @@ class Volumes:
 
     def segment(
         self, choice: str, volume_file: str | None, target_file: str | None, series: str | None
-    ) -> tuple[Segmented, str, list[list], str, str, str | None]:
+    ) -> tuple:
         """Read, predict, score: the state, a note, the table rows, the label volume and CSV
-        files, and the Dice-per-slice plot (with a target)."""
+        files, the Dice-per-slice plot (with a target), and the surfaces of the prediction and
+        of the target (`.glb`; None where there is none)."""
         if not volume_file:
             raise gr.Error(
                 "Upload a volume: NIfTI (.nii, .nii.gz), NRRD, MHA, or a zip of a DICOM series"
@@ -155,19 +157,32 @@ class Volumes:
         plot = (
             dice_plot(shown, "axial", folder / "dice_per_slice.png") if target is not None else None
         )
-        return shown, note, rows, label_file, csv_file, plot
+        surfaces = [
+            write_glb(labels, volume.spacing, classes, folder / f"{name}_{kind}.glb")
+            for kind, labels in (("prediction", prediction), ("target", shown.target))
+            if labels is not None
+        ]
+        return (
+            shown,
+            note,
+            rows,
+            label_file,
+            csv_file,
+            plot,
+            *surfaces,
+            *[None] * (2 - len(surfaces)),
+        )
 
     def run(
         self, choice: str, volume_file: str | None, target_file: str | None, series: str, axis: str
     ) -> tuple:
-        """The Segment button: the state, note, table, files, plot, the slider (opened on the
-        slice with the most foreground), the window (a CT preset for CT) and the four views."""
-        shown, note, rows, label_file, csv_file, plot = self.segment(
-            choice, volume_file, target_file, series
-        )
+        """The Segment button: `segment`'s answers, then the slider (opened on the slice with the
+        most foreground), the window (a CT preset for a CT) and the four views."""
+        found = self.segment(choice, volume_file, target_file, series)
+        shown = found[0]
         window = "soft tissue" if shown.modality == "CT" else AUTO
         slider, *views = moved(shown, axis, window)
-        return (shown, note, rows, label_file, csv_file, plot, slider, window, *views)
+        return (*found, slider, window, *views)
 
 
 def moved(shown: Segmented | None, axis: str, window: str) -> tuple:

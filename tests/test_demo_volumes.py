@@ -38,7 +38,7 @@ def test_the_bundled_example_is_offered_with_the_volume_model(volumes: Volumes) 
 
 
 def test_the_example_is_scored_per_class_and_its_labels_lie_on_the_input(example) -> None:
-    shown, note, rows, label_file, csv_file, plot, slider, _, *views = example
+    shown, note, rows, label_file, csv_file, plot, surface, target, slider, _, *views = example
     assert [row[0] for row in rows] == ["Anterior", "Posterior"]
     dice = {row[0]: row[1] for row in rows}
     assert dice == pytest.approx({"Anterior": 0.857, "Posterior": 0.878}, abs=0.01)  # README
@@ -55,6 +55,8 @@ def test_the_example_is_scored_per_class_and_its_labels_lie_on_the_input(example
     assert slider["value"] == busiest_slice(shown, "axial") and slider["maximum"] == 36
     assert Path(plot).is_file() and "34 x 52 x 37 voxels of 1.00 x 1.00 x 1.00 mm" in note
     assert all(Path(view).is_file() for view in views)
+    for glb in (surface, target):
+        assert Path(glb).read_bytes()[:4] == b"glTF"
 
 
 def test_moving_the_axis_opens_on_its_busiest_slice_and_redraws_without_the_model(
@@ -73,12 +75,12 @@ def test_moving_the_axis_opens_on_its_busiest_slice_and_redraws_without_the_mode
 def test_a_ct_series_for_an_mri_model_is_shown_with_a_warning_and_its_true_aspect(
     volumes: Volumes,
 ) -> None:
-    shown, note, rows, *_, window, image, _, _, _ = volumes.run(
+    shown, note, rows, *_, target_surface, _, window, image, _, _, _ = volumes.run(
         MODEL, str(CT_SERIES), None, "", "coronal"
     )
     assert "512 x 512 x 20 voxels of 0.98 x 0.98 x 2.00 mm, CT" in note  # positions, not 3 mm
     assert "trained on MR" in note and window == "soft tissue"
-    assert rows[0][1] == ""  # no target: volumes only
+    assert rows[0][1] == "" and target_surface is None  # no target: volumes only
     width, height = Image.open(image).size
     assert height / width == pytest.approx(20 * 2.0 / (512 * 0.9765625), abs=0.01)
     lung, bone = (Image.open(view_files(shown, "axial", 10, w)[0]) for w in ("lung", "bone"))
@@ -103,3 +105,30 @@ def test_bad_uploads_are_refused_naming_the_file(volumes: Volumes, tmp_path) -> 
         volumes.run(MODEL, str(big), None, "", "axial")
     for message in ("photo.png", "other.nii.gz"):
         assert str(tmp_path) not in message
+
+
+def test_surfaces_are_written_as_glb_in_millimetres_in_the_class_colours(tmp_path) -> None:
+    import json
+    import struct
+
+    from demo.meshes import write_glb
+    from demo.overlays import CLASS_COLOURS
+
+    labels = np.zeros((20, 20, 20), np.uint8)
+    labels[5:15, 5:15, 5:15] = 2  # a 10-voxel cube of class 2, 2 mm slices: 20 mm tall
+    path = write_glb(labels, (2.0, 1.0, 1.0), ["background", "a", "b"], tmp_path / "cube.glb")
+    blob = path.read_bytes()
+    magic, version, length = struct.unpack("<III", blob[:12])
+    assert (magic, version, length) == (0x46546C67, 2, len(blob))
+    size, kind = struct.unpack("<II", blob[12:20])
+    document = json.loads(blob[20 : 20 + size])
+    assert kind == 0x4E4F534A and len(document["meshes"][0]["primitives"]) == 1  # class 1 absent
+    colour = document["materials"][0]["pbrMetallicRoughness"]["baseColorFactor"]
+    assert colour[:3] == pytest.approx([v / 255 for v in CLASS_COLOURS[1]])
+    low, high = document["accessors"][0]["min"], document["accessors"][0]["max"]
+    extent = np.subtract(high, low)  # x: W (10 mm), y: up, D (20 mm), z: H (10 mm), smoothed
+    assert extent == pytest.approx([10, 20, 10], abs=1.5)
+    assert (
+        write_glb(np.zeros((4, 4, 4), np.uint8), (1, 1, 1), ["background", "a"], tmp_path / "x.glb")
+        is None
+    )
