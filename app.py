@@ -231,8 +231,9 @@ def volume_tab(volumes: Volumes) -> None:
                 surface = gr.Model3D(label="Prediction in 3D (mm)", elem_id="volume-surface")
                 target_surface = gr.Model3D(label="Target in 3D (mm)")
             with gr.Row():
-                label_file = gr.File(label="Label volume (.nii.gz, the input's geometry)")
-                csv_file = gr.File(label="Per-class table (CSV)")
+                about = "Label volume (.nii.gz, the input's geometry)"
+                label_file = gr.File(label=about, elem_id="volume-labels")
+                csv_file = gr.File(label="Per-class table (CSV)", elem_id="volume-csv")
     shown = gr.State(time_to_live=1800)  # the visitor's volume and prediction, for redraws
     outputs = [shown, note, table, label_file, csv_file, plot, surface, target_surface]
     outputs += [index, window, *views]
@@ -248,7 +249,7 @@ def volume_tab(volumes: Volumes) -> None:
             label="Example: an MRI of the hippocampus with its target (click it)",
         )
     # The slider, the axis and the window redraw from the kept volume: no model run.
-    index.release(view_files, [shown, axis, index, window], views, **PRIVATE)
+    index.change(view_files, [shown, axis, index, window], views, **PRIVATE)
     window.change(view_files, [shown, axis, index, window], views, **PRIVATE)
     axis.change(moved, [shown, axis, window], [index, *views], **PRIVATE)
 

@@ -52,6 +52,7 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     when the shared data is here (DRIVE's images are never committed)."""
     folder = tmp_path_factory.mktemp("examples")
     shutil.copytree(REPO / "examples" / "dsb2018", folder / "dsb2018")
+    shutil.copytree(REPO / "examples" / "hippocampus", folder / "hippocampus")
     if DRIVE.is_dir():
         (folder / "drive").mkdir()
         Image.open(DRIVE / "images" / "01_test.tif").save(folder / "drive" / "01_test.png")
@@ -661,6 +662,50 @@ def test_browser_dsb_example_then_a_painted_target(app_url, tmp_path) -> None:
         page.screenshot(path=tmp_path / "painted.png", full_page=True)
     # The stripes, now the target, are missed where no nucleus is: false negatives in blue.
     assert pixels_near(tmp_path / "painted.png", FN) > 200
+
+
+@browser_test
+def test_browser_a_hippocampus_example_scrolled_turned_and_its_label_volume_taken_home(
+    app_url, tmp_path: Path
+) -> None:
+    import nibabel as nib
+
+    example = REPO / "examples" / "hippocampus" / "hippocampus_084.nii.gz"
+    with app_page(app_url) as page:
+        page.get_by_role("tab", name="Volumes (CT, MRI)").click()
+        page.get_by_text("hippocampus_084_seg.nii.gz").first.click(timeout=60_000)
+        table = page.locator("#volume-metrics")
+        table.get_by_text("Posterior").wait_for(timeout=180_000)
+        cells = table.inner_text().split("Anterior", 1)[1].split()
+        assert float(cells[0]) == pytest.approx(0.857, abs=0.01)  # the card's figures
+        shown = page.locator("#volume-prediction img")
+        first = shown.get_attribute("src", timeout=60_000)
+        number = page.locator("#volume-slice input[type='number']")
+        start = int(number.input_value())
+        number.fill(str(start + 3))
+        number.press("Enter")
+        wait_for_change(shown, first)
+        moved = shown.get_attribute("src")
+        page.get_by_label("sagittal").check()
+        wait_for_change(shown, moved)
+        link = page.locator("#volume-labels a[href*='_seg.nii.gz']").first
+        href = link.get_attribute("href", timeout=30_000)
+        (tmp_path / "labels.nii.gz").write_bytes(
+            page.request.get(urllib.parse.urljoin(app_url, href)).body()
+        )
+    written, given = nib.load(tmp_path / "labels.nii.gz"), nib.load(example)
+    assert written.shape == given.shape
+    np.testing.assert_allclose(written.affine, given.affine, atol=1e-5)
+    assert set(np.unique(np.asarray(written.dataobj))) == {0, 1, 2}
+
+
+def wait_for_change(image, before: str, timeout: float = 30) -> None:
+    """Until the `img`'s source is no longer `before` (a view redrawn)."""
+    deadline = time.monotonic() + timeout
+    while image.get_attribute("src") == before:
+        if time.monotonic() > deadline:
+            raise AssertionError("the view was not redrawn")
+        time.sleep(0.2)
 
 
 def pixels_near(screenshot: Path, colour: tuple[int, int, int], tolerance: int = 12) -> int:
