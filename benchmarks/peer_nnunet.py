@@ -17,9 +17,10 @@ per class as JSON; bioseg given the training minutes is then
 `python -m trainers.train --data msd:PATH --time-budget Nm`. `--minutes N` stops a training that
 has not ended after N minutes (and says so, with no scores: there is no model to score).
 
-Measured here, 2026-12-06: `--config 2d --trainer nnUNetTrainer_1epoch --minutes 27` (plan and
-preprocess 0.5 min; nnU-Net's 2d plan: batch 292 of 56x40 slices, a 4-stage 32-256 U-Net) did
-not finish its one epoch of 250 iterations in 27 minutes of training on this 2-core CPU.
+Measured here, 2026-12-06: `--config 2d --trainer nnUNetTrainer_1epoch` (plan and preprocess
+0.5 min; nnU-Net's 2d plan: batch 292 of 56x40 slices, a 4-stage 32-256 U-Net) had not finished
+its one epoch of 250 iterations after 27 minutes of training on this 2-core CPU, and was stopped
+by hand (`--minutes 27` now does the same).
 """
 
 from __future__ import annotations
