@@ -88,7 +88,8 @@ def volume_models(settings: Settings) -> dict[str, str]:
 
 def volume_examples(folder: Path, choices: dict[str, str]) -> list[list]:
     """Each bundled `NAME.nii.gz` with its `NAME_seg.nii.gz` under `folder`, for the first volume
-    model (none without one): [volume, target, model, series, axis]."""
+    model (none without one), as the tab's inputs take them: [model, volume, target, series,
+    axis]."""
     if not choices:
         return []
     first = next(iter(choices))
@@ -96,7 +97,7 @@ def volume_examples(folder: Path, choices: dict[str, str]) -> list[list]:
     for target in sorted(folder.glob("**/*_seg.nii.gz")):
         image = target.with_name(target.name.removesuffix("_seg.nii.gz") + ".nii.gz")
         if image.is_file():
-            rows.append([str(image), str(target), first, "", "axial"])
+            rows.append([first, str(image), str(target), "", "axial"])
     return rows
 
 

@@ -34,7 +34,7 @@ def example(volumes: Volumes) -> tuple:
 
 
 def test_the_bundled_example_is_offered_with_the_volume_model(volumes: Volumes) -> None:
-    assert volumes.examples == [[str(EXAMPLE), str(TARGET), MODEL, "", "axial"]]
+    assert volumes.examples == [[MODEL, str(EXAMPLE), str(TARGET), "", "axial"]]
 
 
 def test_the_example_is_scored_per_class_and_its_labels_lie_on_the_input(example) -> None:
