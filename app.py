@@ -200,7 +200,7 @@ def volume_tab(volumes: Volumes) -> None:
     """A CT or MRI volume and its target, segmented, scored and viewed slice by slice."""
     choices = list(volumes.choices)
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=1) as left:
             model = gr.Dropdown(
                 choices, value=choices[0] if choices else None, label="Volume model"
             )
@@ -239,15 +239,16 @@ def volume_tab(volumes: Volumes) -> None:
     outputs += [index, window, *views]
     inputs = [model, volume, target, series, axis]
     run.click(volumes.run, inputs, outputs, api_name="segment_volume")
-    if volumes.examples:
-        gr.Examples(
-            volumes.examples,
-            inputs=inputs,
-            outputs=outputs,
-            fn=volumes.run,
-            **CLICKED,
-            label="Example: an MRI of the hippocampus with its target (click it)",
-        )
+    if volumes.examples:  # under the button: on the first screen
+        with left:
+            gr.Examples(
+                volumes.examples,
+                inputs=inputs,
+                outputs=outputs,
+                fn=volumes.run,
+                **CLICKED,
+                label="Example: an MRI of the hippocampus with its target (click it)",
+            )
     # The slider, the axis and the window redraw from the kept volume: no model run.
     index.change(view_files, [shown, axis, index, window], views, **PRIVATE)
     window.change(view_files, [shown, axis, index, window], views, **PRIVATE)

@@ -674,9 +674,12 @@ def test_browser_a_hippocampus_example_scrolled_turned_and_its_label_volume_take
     with app_page(app_url) as page:
         page.get_by_role("tab", name="Volumes (CT, MRI)").click()
         page.get_by_text("hippocampus_084_seg.nii.gz").first.click(timeout=60_000)
-        table = page.locator("#volume-metrics")
-        table.get_by_text("Posterior").wait_for(timeout=180_000)
-        cells = table.inner_text().split("Anterior", 1)[1].split()
+        deadline = time.monotonic() + 180
+        while "Posterior" not in (text := page.locator("#volume-metrics").inner_text()):
+            assert time.monotonic() < deadline, f"the table stayed empty: {text!r}"
+            time.sleep(0.5)
+        page.screenshot(path=tmp_path / "volume.png", full_page=True)
+        cells = text.split("Anterior", 1)[1].split()
         assert float(cells[0]) == pytest.approx(0.857, abs=0.01)  # the card's figures
         shown = page.locator("#volume-prediction img")
         first = shown.get_attribute("src", timeout=60_000)
