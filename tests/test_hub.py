@@ -419,7 +419,7 @@ def test_bundled_weights_fit_a_space_and_load_as_float32(folder: Path) -> None:
     assert (folder / "model.safetensors").stat().st_size <= 45_000_000  # a pushable Space
     model = zoo.from_pretrained(folder)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
-    assert model.pretrained_config["dataset"] in ("drive", "isbi2012", "dsb2018")
+    assert model.pretrained_config["dataset"] in ("drive", "isbi2012", "dsb2018", "msd")
 
 
 APP_CARD = """

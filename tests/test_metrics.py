@@ -187,8 +187,8 @@ def test_shape_mismatch_raises() -> None:
 def test_non_boolean_or_non_2d_masks_raise() -> None:
     with pytest.raises(TypeError, match="boolean mask, got dtype float64"):
         confusion(PRED.astype(float), TARGET)
-    with pytest.raises(ValueError, match="2-D"):
-        confusion(PRED[None], TARGET[None])
+    with pytest.raises(ValueError, match=r"2-D \(H, W\) or 3-D \(D, H, W\)"):
+        confusion(PRED[None, None], TARGET[None, None])
 
 
 def test_multiclass_metrics_by_hand() -> None:

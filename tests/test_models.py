@@ -72,13 +72,14 @@ def test_output_matches_input_size_and_gradients_reach_every_layer(
         f"{name} has {size:,} parameters with {small(name)}, over the test cap of "
         f"{PARAMETER_CAP:,}: give it an option in SMALL_OPTIONS, or list it in OVER_CAP"
     )
-    for height, width in [(37, 53), (64, 33)]:
-        x = torch.randn(2, in_channels, height, width)
+    volume = model.spec.spatial_dims == 3  # odd sizes along each axis, as for images
+    for shape in [(9, 13, 10), (16, 8, 12)] if volume else [(37, 53), (64, 33)]:
+        x = torch.randn(2, in_channels, *shape)
         with torch.no_grad():
-            assert model(x).shape == (2, 2, height, width)
+            assert model(x).shape == (2, 2, *shape)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     assert trainable, "a model must have trainable parameters"
-    target = torch.randint(0, 2, (2, height, width))
+    target = torch.randint(0, 2, (2, *shape))
     optimizer = torch.optim.SGD([p for _, p in trainable], lr=1e-3)
     for _ in range(2):  # a step first: zero-initialised layers (FCN's scores) pass no gradient on
         optimizer.zero_grad(set_to_none=True)

@@ -58,6 +58,7 @@ from trainers.cli import exit_on_user_error, threshold_argument
 from trainers.data.inputs import Input, check_output_outside, list_inputs
 from trainers.data.medical import Decoded
 from trainers.data.readers import DataError, read_decoded
+from trainers.outputs import write_errors, write_results
 from trainers.scores.objects import components, foreground, split_objects, write_labels
 from trainers.scores.scoring import class_map, predict_probabilities
 from zoo._files import atomic_write
@@ -339,27 +340,6 @@ def finish(
     except Exception as error:  # a full disk, a permission, a bug: this image's, recorded
         return found.relative.as_posix(), f"writing its outputs: {type(error).__name__}: {error}"
     return None
-
-
-def write_results(path: Path, row_files: list[Path]) -> list[dict[str, Any]]:
-    """results.csv from the finished inputs' row files, in their order (the columns every row
-    has, in first-seen order); the rows."""
-    rows = [json.loads(file.read_text()) for file in row_files if file.is_file()]
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns or ["path"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return rows
-
-
-def write_errors(path: Path, errors: list[tuple[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(("path", "reason"))
-        writer.writerows(errors)
 
 
 def merge(output: Path, inputs: list[Input], args: argparse.Namespace, setup: Setup) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from ._spec import Builder, ModelSpec
 
 ENTRY_POINT_GROUP = "bioseg.models"
-BUILTIN_PLUGINS = frozenset({"fcn", "timm_unet", "unet", "vgg16_fcn"})
+BUILTIN_PLUGINS = frozenset({"fcn", "slices", "timm_unet", "unet", "unet3d", "vgg16_fcn"})
 """Modules of `zoo/` that ship with bioseg (also declared as entry points in pyproject.toml)."""
 
 _ZOO_DIR = Path(__file__).resolve().parent

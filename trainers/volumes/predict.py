@@ -23,6 +23,7 @@ from typing import Any
 
 import zoo
 from trainers.data.errors import DataError
+from trainers.outputs import write_errors, write_results
 from trainers.scores.surface import class_volumes_ml
 from trainers.volumes.dicom_series import holds_series
 from trainers.volumes.image import is_volume_file, read_volume, volume_stem, write_labels
@@ -124,8 +125,6 @@ def _check_outside(output: Path, source: Path) -> None:
 
 
 def _merge(output: Path, inputs: list[VolumeInput], errors: list[tuple[str, str]], args) -> None:
-    from trainers.predict import write_errors, write_results
-
     rows = write_results(output / "results.csv", [_row_file(i, output) for i in inputs])
     write_errors(output / "errors.csv", errors)
     about = {
