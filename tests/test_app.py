@@ -702,6 +702,39 @@ def test_browser_a_hippocampus_example_scrolled_turned_and_its_label_volume_take
     assert set(np.unique(np.asarray(written.dataobj))) == {0, 1, 2}
 
 
+@pytest.mark.slow  # the CT's 20 slices through the 3D model's windows, and a NIfTI: about 1 min
+@browser_test
+@pytest.mark.skipif(not (SHARED_DATA / "CT-sample").is_dir(), reason="no CT sample in shared data")
+def test_browser_a_zipped_ct_series_and_a_nifti_show_their_spacing_windows_and_a_warning(
+    app_url, tmp_path: Path
+) -> None:
+    import zipfile
+
+    series = tmp_path / "ct_series.zip"
+    with zipfile.ZipFile(series, "w") as archive:
+        for path in (SHARED_DATA / "CT-sample" / "example_ct_dicom").iterdir():
+            archive.write(path, path.name)
+    nifti = SHARED_DATA / "CT-sample" / "example_ct_sm.nii.gz"
+    with app_page(app_url) as page:
+        page.get_by_role("tab", name="Volumes (CT, MRI)").click()
+        page.locator("#volume-file input[type='file']").set_input_files(str(series))
+        page.get_by_role("button", name="Segment the volume").click()
+        note = page.locator("#volume-note")
+        note.get_by_text("0.98 x 0.98 x 2.00 mm").wait_for(timeout=240_000)  # the positions' 2 mm
+        assert "CT" in note.inner_text() and "trained on MR" in note.inner_text()
+        shown = page.locator("#volume-image img")
+        before = shown.get_attribute("src", timeout=60_000)
+        for preset in ("lung", "bone"):
+            page.locator("#volume-window input").fill(preset)
+            page.get_by_role("option", name=preset).click()
+            wait_for_change(shown, before)
+            before = shown.get_attribute("src")
+        page.locator("#volume-file button[aria-label='Clear']").first.click()
+        page.locator("#volume-file input[type='file']").set_input_files(str(nifti))
+        page.get_by_role("button", name="Segment the volume").click()
+        note.get_by_text("3.00 x 3.00 x 3.00 mm").wait_for(timeout=240_000)
+
+
 def wait_for_change(image, before: str, timeout: float = 30) -> None:
     """Until the `img`'s source is no longer `before` (a view redrawn)."""
     deadline = time.monotonic() + timeout
