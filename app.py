@@ -119,6 +119,7 @@ def segment_tab(page: gr.Blocks, session: gr.State, segmenter: Segmenter) -> dic
     """The Segment tab and its events; its inputs (the model's dropdown, the image, the target)
     for the other tabs. `session` is the visitor's: their fine-tuned models are found there."""
     models, editor = segmenter.models, Editor(segmenter)
+    examples = gr.Column()  # filled below, once its outputs exist: on the first screen
     with gr.Row():
         with gr.Column(scale=1):
             ui = segment_inputs(models)
@@ -151,14 +152,15 @@ def segment_tab(page: gr.Blocks, session: gr.State, segmenter: Segmenter) -> dic
     ui["model"].change(models.saved_threshold, chosen, ui["threshold"], **PRIVATE)
     ui["model"].change(models.card_markdown, chosen, ui["card"], **PRIVATE)
     page.load(models.card_markdown, ui["model"], ui["card"], **PRIVATE)
-    gr.Examples(
-        models.catalogue.examples,
-        inputs=[ui["image"], ui["mask"], ui["model"]],
-        outputs=list(shown.values()),
-        fn=named(segmenter.segment_example, shown),
-        **CLICKED,
-        label="Examples (click one)",
-    )
+    with examples:
+        gr.Examples(
+            models.catalogue.examples,
+            inputs=[ui["image"], ui["mask"], ui["model"]],
+            outputs=list(shown.values()),
+            fn=named(segmenter.segment_example, shown),
+            **CLICKED,
+            label="Examples (click one)",
+        )
     return ui
 
 
@@ -199,8 +201,9 @@ def compare_tab(session: gr.State, segmenter: Segmenter) -> dict[str, gr.Dropdow
 def volume_tab(volumes: Volumes) -> None:
     """A CT or MRI volume and its target, segmented, scored and viewed slice by slice."""
     choices = list(volumes.choices)
+    examples = gr.Column()  # filled below, once its outputs exist: on the first screen
     with gr.Row():
-        with gr.Column(scale=1) as left:
+        with gr.Column(scale=1):
             model = gr.Dropdown(
                 choices, value=choices[0] if choices else None, label="Volume model"
             )
@@ -239,8 +242,8 @@ def volume_tab(volumes: Volumes) -> None:
     outputs += [index, window, *views]
     inputs = [model, volume, target, series, axis]
     run.click(volumes.run, inputs, outputs, api_name="segment_volume")
-    if volumes.examples:  # under the button: on the first screen
-        with left:
+    if volumes.examples:
+        with examples:
             gr.Examples(
                 volumes.examples,
                 inputs=inputs,

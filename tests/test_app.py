@@ -560,7 +560,7 @@ def test_browser_shows_target_prediction_and_metrics(app_url, drive_pair, tmp_pa
         page.goto(app_url, wait_until="load", timeout=120_000)
         page.get_by_text("01_test_mask.png").first.click(timeout=60_000)  # the DRIVE pair
         page.get_by_text("true positive").wait_for(timeout=180_000)
-        table = page.locator("table", has_text="vessel").first
+        table = page.locator("#metrics table", has_text="vessel").first
         table.wait_for(timeout=60_000)
         assert "dice" in table.inner_text()
         views = {  # the views the app drew, by the file names it gives them
