@@ -229,7 +229,7 @@ def volume_tab(volumes: Volumes) -> None:
                     for name in ("Image", "Target", "Prediction", "Error map")
                 ]
             table = results(TABLE, "Per class", "volume-metrics")
-            plot = gr.Image(label="Dice per slice (axial)", **image)
+            plot = gr.Image(label="Dice per slice, along the axis", **image)
             with gr.Row():
                 surface = gr.Model3D(label="Prediction in 3D (mm)", elem_id="volume-surface")
                 target_surface = gr.Model3D(label="Target in 3D (mm)")
@@ -238,8 +238,8 @@ def volume_tab(volumes: Volumes) -> None:
                 label_file = gr.File(label=about, elem_id="volume-labels")
                 csv_file = gr.File(label="Per-class table (CSV)", elem_id="volume-csv")
     shown = gr.State(time_to_live=1800)  # the visitor's volume and prediction, for redraws
-    outputs = [shown, note, table, label_file, csv_file, plot, surface, target_surface]
-    outputs += [index, window, *views]
+    outputs = [shown, note, table, label_file, csv_file, surface, target_surface, window]
+    outputs += [index, plot, *views]
     inputs = [model, volume, target, series, axis]
     run.click(volumes.run, inputs, outputs, api_name="segment_volume")
     if volumes.examples:
@@ -255,7 +255,7 @@ def volume_tab(volumes: Volumes) -> None:
     # The slider, the axis and the window redraw from the kept volume: no model run.
     index.change(view_files, [shown, axis, index, window], views, **PRIVATE)
     window.change(view_files, [shown, axis, index, window], views, **PRIVATE)
-    axis.change(moved, [shown, axis, window], [index, *views], **PRIVATE)
+    axis.change(moved, [shown, axis, window], [index, plot, *views], **PRIVATE)
 
 
 def predict_endpoint(segmenter: Segmenter) -> None:

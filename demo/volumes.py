@@ -119,8 +119,8 @@ class Volumes:
         self, choice: str, volume_file: str | None, target_file: str | None, series: str | None
     ) -> tuple:
         """Read, predict, score: the state, a note, the table rows, the label volume and CSV
-        files, the Dice-per-slice plot (with a target), and the surfaces of the prediction and
-        of the target (`.glb`; None where there is none)."""
+        files, and the surfaces of the prediction and of the target (`.glb`; None where there
+        is none)."""
         if not volume_file:
             raise gr.Error(
                 "Upload a volume: NIfTI (.nii, .nii.gz), NRRD, MHA, or a zip of a DICOM series"
@@ -155,9 +155,6 @@ class Volumes:
         rows = table_rows(shown)
         csv_file = _write_csv(rows, folder / f"{name}_classes.csv")
         note = _note(volume, recipe, name)
-        plot = (
-            dice_plot(shown, "axial", folder / "dice_per_slice.png") if target is not None else None
-        )
         surfaces = [
             write_glb(labels, volume.spacing, classes, folder / f"{name}_{kind}.glb")
             for kind, labels in (("prediction", prediction), ("target", shown.target))
@@ -169,7 +166,6 @@ class Volumes:
             rows,
             label_file,
             csv_file,
-            plot,
             *surfaces,
             *[None] * (2 - len(surfaces)),
         )
@@ -177,22 +173,25 @@ class Volumes:
     def run(
         self, choice: str, volume_file: str | None, target_file: str | None, series: str, axis: str
     ) -> tuple:
-        """The Segment button: `segment`'s answers, then the slider (opened on the slice with the
-        most foreground), the window (a CT preset for a CT) and the four views."""
+        """The Segment button: `segment`'s answers, the window (a CT preset for a CT), then
+        `moved`'s: the slider, the Dice-per-slice plot and the four views."""
         found = self.segment(choice, volume_file, target_file, series)
-        shown = found[0]
-        window = "soft tissue" if shown.modality == "CT" else AUTO
-        slider, *views = moved(shown, axis, window)
-        return (*found, slider, window, *views)
+        window = "soft tissue" if found[0].modality == "CT" else AUTO
+        return (*found, window, *moved(found[0], axis, window))
 
 
 def moved(shown: Segmented | None, axis: str, window: str) -> tuple:
-    """A new axis: the slider over its slices, on the busiest one, and its views."""
+    """A new axis: the slider over its slices (on the busiest one), the Dice per slice along
+    it (with a target), and the views."""
     if shown is None:
-        return (gr.update(), *[None] * 4)
+        return (gr.update(), None, *[None] * 4)
     index = busiest_slice(shown, axis)
     maximum = shown.image.shape[AXES.index(axis)] - 1
-    return (gr.update(maximum=maximum, value=index), *view_files(shown, axis, index, window))
+    plot = None
+    if shown.target is not None:
+        plot = dice_plot(shown, axis, answer_folder("plot") / "dice_per_slice.png")
+    slider = gr.update(maximum=maximum, value=index)
+    return (slider, plot, *view_files(shown, axis, index, window))
 
 
 def view_files(shown: Segmented | None, axis: str, index: int, window: str) -> list[str | None]:

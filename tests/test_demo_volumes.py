@@ -38,7 +38,7 @@ def test_the_bundled_example_is_offered_with_the_volume_model(volumes: Volumes) 
 
 
 def test_the_example_is_scored_per_class_and_its_labels_lie_on_the_input(example) -> None:
-    shown, note, rows, label_file, csv_file, plot, surface, target, slider, _, *views = example
+    shown, note, rows, label_file, csv_file, surface, target, _, slider, plot, *views = example
     assert [row[0] for row in rows] == ["Anterior", "Posterior"]
     dice = {row[0]: row[1] for row in rows}
     assert dice == pytest.approx({"Anterior": 0.857, "Posterior": 0.878}, abs=0.01)  # README
@@ -64,8 +64,9 @@ def test_moving_the_axis_opens_on_its_busiest_slice_and_redraws_without_the_mode
 ) -> None:
     shown = example[0]
     monkeypatch.setattr(volumes, "model", None)  # a redraw must not need it
-    slider, *views = moved(shown, "sagittal", "bone")
+    slider, plot, *views = moved(shown, "sagittal", "bone")
     assert slider["value"] == busiest_slice(shown, "sagittal") and slider["maximum"] == 33
+    assert Path(plot).is_file()  # the Dice per slice, now along the sagittal axis
     assert Image.open(views[2]).size != Image.open(example[-2]).size  # another plane
     assert view_files(None, "axial", 0, "bone") == [None] * 4  # nothing segmented yet
 
@@ -75,12 +76,12 @@ def test_moving_the_axis_opens_on_its_busiest_slice_and_redraws_without_the_mode
 def test_a_ct_series_for_an_mri_model_is_shown_with_a_warning_and_its_true_aspect(
     volumes: Volumes,
 ) -> None:
-    shown, note, rows, *_, target_surface, _, window, image, _, _, _ = volumes.run(
+    shown, note, rows, _, _, _, target_surface, window, _, plot, image, *_ = volumes.run(
         MODEL, str(CT_SERIES), None, "", "coronal"
     )
     assert "512 x 512 x 20 voxels of 0.98 x 0.98 x 2.00 mm, CT" in note  # positions, not 3 mm
     assert "trained on MR" in note and window == "soft tissue"
-    assert rows[0][1] == "" and target_surface is None  # no target: volumes only
+    assert rows[0][1] == "" and target_surface is None and plot is None  # no target: volumes
     width, height = Image.open(image).size
     assert height / width == pytest.approx(20 * 2.0 / (512 * 0.9765625), abs=0.01)
     lung, bone = (Image.open(view_files(shown, "axial", 10, w)[0]) for w in ("lung", "bone"))
