@@ -207,6 +207,7 @@ def volume_tab(volumes: Volumes) -> None:
             model = gr.Dropdown(
                 choices, value=choices[0] if choices else None, label="Volume model"
             )
+            card = gr.Markdown(volumes.card(choices[0] if choices else None))
             about = "Volume: NIfTI (.nii, .nii.gz), NRRD, MHA, or a zip of a DICOM series"
             volume = gr.File(label=about, type="filepath", elem_id="volume-file")
             target = gr.File(
@@ -256,6 +257,7 @@ def volume_tab(volumes: Volumes) -> None:
     index.change(view_files, [shown, axis, index, window], views, **PRIVATE)
     window.change(view_files, [shown, axis, index, window], views, **PRIVATE)
     axis.change(moved, [shown, axis, window], [index, plot, *views], **PRIVATE)
+    model.change(volumes.card, model, card, **PRIVATE)
 
 
 def predict_endpoint(segmenter: Segmenter) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,8 +73,6 @@ class Segmented:
 
 def volume_models(settings: Settings) -> dict[str, str]:
     """Label -> folder of each bundled or local volume model (its config holds "volume")."""
-    import json
-
     found = {}
     for kind, root in (("bundled", settings.bundled), ("run", settings.runs)):
         for weights in sorted(root.glob("*/model.safetensors")):
@@ -108,6 +107,31 @@ class Volumes:
         self.choices = volume_models(settings)
         self.examples = volume_examples(settings.examples, self.choices)
         self._lock = threading.Lock()  # one volume predicted at a time: memory stays bounded
+
+    def card(self, choice: str | None) -> str:
+        """What a volume model is: its data set and spacing, its test figures per class (from
+        the summary.json beside it), and what it is not for."""
+        if choice not in self.choices:
+            return ""
+        folder = Path(self.choices[choice])
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        volume = config["volume"]
+        spacing = " x ".join(f"{v:g}" for v in volume["target_spacing"])
+        lines = [
+            f"**{choice}**: {config['model']}, {volume.get('modality') or 'any modality'} at "
+            f"{spacing} mm; classes {', '.join(config.get('classes', [])[1:])}."
+        ]
+        for path in (folder / "summary.json", folder / "eval" / "summary.json"):
+            if path.is_file():
+                summary = json.loads(path.read_text(encoding="utf-8"))
+                dice = ", ".join(
+                    f"{name} {scores['dice']['mean']:.3f}"
+                    for name, scores in summary["classes"].items()
+                )
+                lines.append(f"Test ({summary['cases']} cases): mean Dice {dice}.")
+                break
+        lines.append(f"Not for: {config.get('limitations') or 'volumes unlike its training data.'}")
+        return "  \n".join(lines)
 
     @functools.lru_cache(maxsize=2)  # noqa: B019 (the page's one instance lives as long as it)
     def model(self, choice: str) -> zoo.SegmentationModel:

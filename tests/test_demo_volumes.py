@@ -33,8 +33,13 @@ def example(volumes: Volumes) -> tuple:
     return volumes.run(MODEL, str(EXAMPLE), str(TARGET), "", "axial")
 
 
-def test_the_bundled_example_is_offered_with_the_volume_model(volumes: Volumes) -> None:
+def test_the_bundled_example_is_offered_with_the_volume_model_and_its_card(
+    volumes: Volumes,
+) -> None:
     assert volumes.examples == [[MODEL, str(EXAMPLE), str(TARGET), "", "axial"]]
+    card = volumes.card(MODEL)
+    assert "MR at 1 x 1 x 1 mm" in card and "Anterior 0.869, Posterior 0.853" in card
+    assert "Not for: anything but MRI crops around the hippocampus" in card
 
 
 def test_the_example_is_scored_per_class_and_its_labels_lie_on_the_input(example) -> None:

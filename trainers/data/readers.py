@@ -45,6 +45,10 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I": 32-bit, va
 _PROCESS_LIMIT: int | None = None  # set_pixel_limit's, where a server set one
 
 
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+"""Files that hold volumes (`trainers.volumes`), never read as 2D images."""
+
+
 def read_image(path: str | Path, *, max_pixels: int | None = None) -> np.ndarray:
     """Read an image as float32 H x W x C in [0, 1], C = 1 (grey) or 3 (colour).
 
@@ -60,6 +64,11 @@ def read_decoded(path: str | Path, *, index: int = 0, max_pixels: int | None = N
     """Frame, page or plane `index` of an image file, with the physical size of a pixel and
     the number of frames when the file states them (DICOM, TIFF, OME-TIFF)."""
     path, limit = _checked_file(path), _max_pixels(max_pixels)
+    if path.name.lower().endswith(VOLUME_SUFFIXES):
+        raise DataError(
+            f"{path}: a volume (NIfTI, NRRD, MHA), not a 2D image: open it as a volume (the "
+            "demo's Volumes tab; a volume model for trainers.predict)"
+        )
     with decoding(path):
         if is_dicom(path):
             return read_dicom(path, index=index, max_pixels=limit)

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from trainers.data.errors import DataError
+from trainers.data.readers import VOLUME_SUFFIXES
 
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 CANONICAL = "LPS"  # SimpleITK's orientation code of the identity direction
 MAX_VOXELS = 512 * 512 * 1024  # a command line's default limit, checked before decoding
 
