@@ -468,3 +468,11 @@ def test_a_folder_of_volumes_trains_a_3d_plugin_then_predicts_in_its_geometry(
     assert labels.shape == image.shape and labels.dtype == np.uint8
     written = nib.load(write_labels(labels, image, tmp_path / "c0_seg.nii.gz"))
     np.testing.assert_allclose(written.affine, AFFINE, atol=1e-5)
+
+
+def test_a_volume_given_to_the_2d_reader_is_refused_saying_where_to_open_it(tmp_path) -> None:
+    from trainers.data.readers import read_decoded
+
+    path = nifti(tmp_path / "scan.nii.gz", np.zeros((4, 4, 4), np.float32))
+    with pytest.raises(DataError, match=r"scan\.nii\.gz: a volume .* not a 2D image: open it"):
+        read_decoded(path)
