@@ -342,6 +342,10 @@ def test_where_no_3d_width_trains_enough_steps_the_plan_falls_back_to_slices() -
 
     plan = make_volume_plan(_fingerprint(), Hardware(threads=2), timer, allowance=1200)
     assert plan["model"] == "slices/unet" and plan["patch"] == [1, 64, 48]
+    short = make_volume_plan(_fingerprint(), Hardware(threads=2), lambda *a: 1.0, allowance=60)
+    assert short["model"] == "unet3d"  # neither trains enough in a minute: 3D stays, narrowest
+    assert short["model_kwargs"]["base_channels"] == 16 and short["steps"] == 48
+    assert "the narrowest: none trains 2000 steps" in short["reasons"][-1]
     assert plan["batch"] == 64  # 64 * 96 * 96 voxels hold more slices of 64 x 48 than that
     assert any("no 3D width trains 2000 steps" in line for line in plan["reasons"])
 

@@ -136,14 +136,18 @@ def make_volume_plan(
     shape = volume_shape(f, hardware, model) if wants_3d else slice_shape(f, hardware, model)
     found = _search(shape, hardware, timer, share, fixed, reasons)
     if found is None and wants_3d and not model:
-        reasons.append(f"no 3D width trains {MIN_STEPS} steps here: 2D on slices instead")
-        shape = slice_shape(f, hardware, None)
-        found = _search(shape, hardware, timer, share, fixed, reasons)
+        slices = slice_shape(f, hardware, None)
+        if in_2d := _search(slices, hardware, timer, share, fixed, reasons):
+            reasons.append(f"no 3D width trains {MIN_STEPS} steps here: 2D on slices instead")
+            shape, found = slices, in_2d
+    why = f"the widest that trains {MIN_STEPS} steps in the share"
+    if found is None:
+        why = f"the narrowest: none trains {MIN_STEPS} steps in the share"
     kwargs, precision, seconds = found or _slowest_fallback(shape, hardware, timer, fixed)
     steps = int(fixed.get("steps") or max(1, share / seconds))
     reasons.append(
         f"chose {shape.describe()}, width {kwargs.get('base_channels', 'default')}, {precision}: "
-        f"the widest that trains {MIN_STEPS} steps in the share; {steps} steps fill it"
+        f"{why}; {steps} steps fill it"
     )
     return {
         "model": shape.model,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,36 @@ def run_volumes(args: argparse.Namespace) -> Path:
         [label.array for _, label in train_cases],
         modalities,
     )
+    plan = _plan(args, source, train_cases, intensity)
+    recipe = VolumeRecipe(
+        tuple(plan["target_spacing"]),
+        tuple(plan["patch"]),
+        intensity,
+        source.modality,
+        source.channel_names,
+    )
+    train_ready = [
+        prepare(image, label, recipe.target_spacing, intensity) for image, label in train_cases
+    ]
+    val_ready = [
+        prepare(image, label, recipe.target_spacing, intensity) for image, label in val_cases
+    ]
+    del train_cases, val_cases
+    # the time allowed counts from the command: what reading and planning took comes off it
+    plan["time_budget"] = max(plan["time_budget"] - (time.monotonic() - started), 60.0)
+    write_json(run_dir / "plan.json", plan)
+    write_json(run_dir / "split.json", source.split_listing())
+    model = _train(run_dir, plan, recipe, source, train_ready, val_ready, getattr(args, "seed", 0))
+    if getattr(args, "evaluate", True) and source.cases.get("test"):
+        _evaluate(run_dir, source)
+    del model
+    print(f"run folder: {run_dir} ({(time.monotonic() - started) / 60:.1f} min from the command)")
+    return run_dir
+
+
+def _plan(args: argparse.Namespace, source: VolumeSource, train_cases, intensity) -> dict:
+    """The plan of the training cases' fingerprint on this machine (the user's flags kept),
+    its reasons printed."""
     fingerprint = VolumeFingerprint(
         tuple(image.spacing for image, _ in train_cases),
         tuple(image.shape for image, _ in train_cases),
@@ -72,35 +104,45 @@ def run_volumes(args: argparse.Namespace) -> Path:
     plan["reasons"].append(f"intensity: {intensity.describe()}")
     for line in plan["reasons"]:
         print(f"plan: {line}")
-    recipe = VolumeRecipe(
-        tuple(plan["target_spacing"]),
-        tuple(plan["patch"]),
-        intensity,
-        source.modality,
-        source.channel_names,
+    return plan
+
+
+def _evaluate(run_dir: Path, source: VolumeSource) -> None:
+    """The best weights scored on the test cases (in float32, as trainers.evaluate scores)."""
+    best = zoo.from_pretrained(run_dir)
+    summary = evaluate_cases(
+        best, source.cases["test"], source.class_names, output=run_dir / "eval"
     )
-    train_ready = [
-        prepare(image, label, recipe.target_spacing, intensity) for image, label in train_cases
-    ]
-    val_ready = [
-        prepare(image, label, recipe.target_spacing, intensity) for image, label in val_cases
-    ]
-    del train_cases, val_cases
-    # the time allowed counts from the command: what reading and planning took comes off it
-    plan["time_budget"] = max(plan["time_budget"] - (time.monotonic() - started), 60.0)
-    write_json(run_dir / "plan.json", plan)
-    write_json(run_dir / "split.json", source.split_listing())
-    model = _train(run_dir, plan, recipe, source, train_ready, val_ready, getattr(args, "seed", 0))
-    if getattr(args, "evaluate", True) and source.cases.get("test"):
-        best = zoo.from_pretrained(run_dir)
-        summary = evaluate_cases(  # in float32, as trainers.evaluate scores it
-            best, source.cases["test"], source.class_names, output=run_dir / "eval"
+    for line in summary_lines(summary):
+        print(f"test: {line}")
+
+
+@dataclass
+class Record:
+    """What a run keeps as it goes: each interval's row in metrics.csv (and on the console), and
+    the weights whenever the validation Dice is the best so far (`save_best`)."""
+
+    path: Path
+    batch: int
+    save_best: Callable[[], None]
+    best: float = -1.0
+    losses: list[torch.Tensor] = field(default_factory=list)
+    since: float = field(default_factory=time.perf_counter)
+
+    def interval(self, step: int, lr: float, scores: tuple[float, float], left: str) -> None:
+        """Close an interval at `step` with its validation Dice and IoU."""
+        (dice, iou), seconds = scores, time.perf_counter() - self.since
+        loss = torch.stack(self.losses).mean().item()
+        row = {"step": step, "lr": f"{lr:.3g}", "train_loss": f"{loss:.5f}"}
+        row |= {"val_dice": f"{dice:.5f}", "val_iou": f"{iou:.5f}", "seconds": f"{seconds:.1f}"}
+        append_csv(
+            self.path, row | {"images_per_s": f"{len(self.losses) * self.batch / seconds:.2f}"}
         )
-        for line in summary_lines(summary):
-            print(f"test: {line}")
-    del model
-    print(f"run folder: {run_dir} ({(time.monotonic() - started) / 60:.1f} min from the command)")
-    return run_dir
+        print(f"step {step}: loss {loss:.4f}, validation Dice {dice:.4f}, {left} left")
+        if dice > self.best or math.isnan(dice):
+            self.best = dice
+            self.save_best()
+        self.losses, self.since = [], time.perf_counter()
 
 
 def _train(
@@ -114,60 +156,44 @@ def _train(
 ) -> zoo.SegmentationModel:
     """The loop: steps until the budget ends, validated every `val_every` steps, the best kept."""
     torch.manual_seed(seed)
-    classes = len(source.class_names)
+    classes, channels = len(source.class_names), len(source.channel_names)
     model = zoo.create_model(
-        plan["model"],
-        num_classes=classes,
-        in_channels=len(source.channel_names),
-        **plan["model_kwargs"],
+        plan["model"], num_classes=classes, in_channels=channels, **plan["model_kwargs"]
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=plan["lr"], weight_decay=3e-5)
     sampler = PatchSampler(train_ready, plan["patch"], plan["batch"], tuple(plan["in_plane"]), seed)
     loss_fn = DiceIoULoss(check_values=False, batch=True)
-    budget = Budget(plan["steps"], plan["time_budget"])
-    best, step, since, losses = -1.0, 0, time.perf_counter(), []
-
-    def save_best() -> None:
-        zoo.save_pretrained(
-            model,
-            run_dir,
-            input_size=list(plan["patch"]),
-            classes=list(source.class_names),
-            dataset=source.kind,
-            volume=recipe.to_config(),
-        )
-
+    budget, step = Budget(plan["steps"], plan["time_budget"]), 0
+    saved = {"input_size": list(plan["patch"]), "classes": list(source.class_names)}
+    saved |= {"dataset": source.kind, "volume": recipe.to_config()}
+    record = Record(
+        run_dir / "metrics.csv", plan["batch"], lambda: zoo.save_pretrained(model, run_dir, **saved)
+    )
     budget.start()
     while not budget.over(step):
         warm = min(1.0, (step + 1) / plan["warmup"])
         for group in optimizer.param_groups:
             group["lr"] = plan["lr"] * cosine(budget.progress(step)) * warm
         images, labels = sampler.batch()
-        losses.append(
-            train_step(model, images, labels, loss_fn, optimizer, None, plan["precision"])
-        )
+        loss = train_step(model, images, labels, loss_fn, optimizer, None, plan["precision"])
+        record.losses.append(loss)
         step += 1
         if step % plan["val_every"] == 0 or budget.over(step):
-            seconds = time.perf_counter() - since
-            dice, iou = validate(model, val_ready, recipe.patch, classes, plan["precision"])
-            append_csv(
-                run_dir / "metrics.csv",
-                {
-                    "step": step,
-                    "lr": f"{optimizer.param_groups[0]['lr']:.3g}",
-                    "train_loss": f"{torch.stack(losses).mean().item():.5f}",
-                    "val_dice": f"{dice:.5f}",
-                    "val_iou": f"{iou:.5f}",
-                    "images_per_s": f"{len(losses) * plan['batch'] / seconds:.2f}",
-                    "seconds": f"{seconds:.1f}",
-                },
-            )
-            loss = torch.stack(losses).mean().item()
-            print(f"step {step}: loss {loss:.4f}, validation Dice {dice:.4f}, {budget.left()} left")
-            if dice > best or math.isnan(dice):
-                best = dice
-                save_best()
-            losses, since = [], time.perf_counter()
+            scores = validate(model, val_ready, recipe.patch, classes, plan["precision"])
+            record.interval(step, optimizer.param_groups[0]["lr"], scores, budget.left())
+    _write_note(run_dir, plan, source, budget, step, record.best)
+    return model
+
+
+def _write_note(
+    run_dir: Path,
+    plan: dict[str, Any],
+    source: VolumeSource,
+    budget: Budget,
+    step: int,
+    best: float,
+) -> None:
+    """train_config.json: the settings (plan.json has the reasons) and how the run ended."""
     note = {
         "ended_by": budget.ended_by(step),
         "steps": step,
@@ -175,7 +201,7 @@ def _train(
         "training_seconds": round(training_seconds(run_dir), 1),
         "best_val_dice": best,
     }
-    settings = {key: value for key, value in plan.items() if key != "reasons"}  # plan.json has them
+    settings = {key: value for key, value in plan.items() if key != "reasons"}
     write_json(
         run_dir / "train_config.json",
         {"data": f"{source.kind}:{source.root}", **settings, "note": note},
@@ -185,7 +211,6 @@ def _train(
         f"({note['training_seconds']:.0f} s of them training, validation excluded); best "
         f"validation Dice {best:.4f}"
     )
-    return model
 
 
 @torch.inference_mode()
