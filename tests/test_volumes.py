@@ -480,3 +480,29 @@ def test_a_volume_given_to_the_2d_reader_is_refused_saying_where_to_open_it(tmp_
     path = nifti(tmp_path / "scan.nii.gz", np.zeros((4, 4, 4), np.float32))
     with pytest.raises(DataError, match=r"scan\.nii\.gz: a volume .* not a 2D image: open it"):
         read_decoded(path)
+
+
+def test_the_record_counts_training_seconds_without_validation_and_keeps_the_best(
+    tmp_path,
+) -> None:
+    import csv
+    import time
+
+    from trainers.volumes.train import Record
+
+    saved: list[int] = []
+    record = Record(tmp_path / "metrics.csv", 2, lambda: saved.append(1))
+
+    def slow_validation() -> tuple[float, float]:
+        time.sleep(0.3)
+        return 0.7, 0.5
+
+    record.losses.append(torch.tensor(0.5))
+    record.interval(10, 1e-3, slow_validation, "1:00")
+    record.losses.append(torch.tensor(0.4))
+    record.interval(20, 1e-3, lambda: (0.6, 0.4), "0:30")  # worse: not saved
+    with (tmp_path / "metrics.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["val_dice"] for row in rows] == ["0.70000", "0.60000"]
+    assert float(rows[0]["seconds"]) < 0.2  # the 0.3 s of validation are not training time
+    assert saved == [1]

@@ -11,6 +11,7 @@ train_config.json with the loop's training seconds, config.json and model.safete
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -129,9 +130,13 @@ class Record:
     losses: list[torch.Tensor] = field(default_factory=list)
     since: float = field(default_factory=time.perf_counter)
 
-    def interval(self, step: int, lr: float, scores: tuple[float, float], left: str) -> None:
-        """Close an interval at `step` with its validation Dice and IoU."""
-        (dice, iou), seconds = scores, time.perf_counter() - self.since
+    def interval(
+        self, step: int, lr: float, validate: Callable[[], tuple[float, float]], left: str
+    ) -> None:
+        """Close an interval at `step`: its training seconds counted, then `validate` run for
+        the validation Dice and IoU (its time outside the interval's)."""
+        seconds = time.perf_counter() - self.since
+        dice, iou = validate()
         loss = torch.stack(self.losses).mean().item()
         row = {"step": step, "lr": f"{lr:.3g}", "train_loss": f"{loss:.5f}"}
         row |= {"val_dice": f"{dice:.5f}", "val_iou": f"{iou:.5f}", "seconds": f"{seconds:.1f}"}
@@ -179,7 +184,9 @@ def _train(
         record.losses.append(loss)
         step += 1
         if step % plan["val_every"] == 0 or budget.over(step):
-            scores = validate(model, val_ready, recipe.patch, classes, plan["precision"])
+            scores = functools.partial(
+                validate, model, val_ready, recipe.patch, classes, plan["precision"]
+            )
             record.interval(step, optimizer.param_groups[0]["lr"], scores, budget.left())
     _write_note(run_dir, plan, source, budget, step, record.best)
     return model
