@@ -22,6 +22,7 @@ from demo.overlays import CLASS_COLOURS
 
 SMOOTHING = 0.8  # voxels: the Gaussian the mask is blurred by before its 0.5 surface is taken
 MAX_VOXELS_FULL_DETAIL = 8_000_000  # above this, marching cubes steps over voxels
+GLTF_MAGIC, JSON_CHUNK, BIN_CHUNK = 0x46546C67, 0x4E4F534A, 0x004E4942  # "glTF", "JSON", "BIN"
 
 
 def surfaces(
@@ -55,62 +56,65 @@ def write_glb(
     found = surfaces(labels, spacing, classes)
     if not found:
         return None
-    binary, views, accessors, primitives, materials = bytearray(), [], [], [], []
-    for index, (c, points, triangles) in enumerate(found):
-        for array, kind, target in ((points, "VEC3", 34962), (triangles.ravel(), "SCALAR", 34963)):
-            views.append(
-                {
-                    "buffer": 0,
-                    "byteOffset": len(binary),
-                    "byteLength": array.nbytes,
-                    "target": target,
-                }
-            )
-            binary += array.tobytes()
-            binary += b"\0" * (-len(binary) % 4)
-            accessor = {
-                "bufferView": len(views) - 1,
-                "componentType": 5126 if kind == "VEC3" else 5125,  # float32, uint32
-                "count": len(array),
-                "type": kind,
-            }
-            if kind == "VEC3":
-                accessor |= {"min": points.min(0).tolist(), "max": points.max(0).tolist()}
-            accessors.append(accessor)
-        red, green, blue = (v / 255 for v in CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)])
-        materials.append(
-            {
-                "name": classes[c],
-                "pbrMetallicRoughness": {
-                    "baseColorFactor": [red, green, blue, 1.0],
-                    "metallicFactor": 0.0,
-                    "roughnessFactor": 0.7,
-                },
-                "doubleSided": True,
-            }
-        )
-        primitives.append(
-            {"attributes": {"POSITION": 2 * index}, "indices": 2 * index + 1, "material": index}
-        )
+    binary, views, accessors = bytearray(), [], []
+    for _, points, triangles in found:  # each class: its positions, then its triangles
+        for array in (points, triangles.ravel()):
+            views.append(_append(binary, array))
+            accessors.append(_accessor(len(views) - 1, array))
     document = {
         "asset": {"version": "2.0", "generator": "bioseg"},
         "scene": 0,
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0}],
-        "meshes": [{"primitives": primitives}],
-        "materials": materials,
+        "meshes": [
+            {
+                "primitives": [
+                    {"attributes": {"POSITION": 2 * i}, "indices": 2 * i + 1, "material": i}
+                    for i in range(len(found))
+                ]
+            }
+        ],
+        "materials": [_material(classes[c], c) for c, _, _ in found],
         "accessors": accessors,
         "bufferViews": views,
         "buffers": [{"byteLength": len(binary)}],
     }
     text = json.dumps(document, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 4)
-    chunks = (
-        struct.pack("<II", len(text), 0x4E4F534A)
-        + text
-        + struct.pack("<II", len(binary), 0x004E4942)
-        + bytes(binary)
-    )
+    chunks = struct.pack("<II", len(text), JSON_CHUNK) + text
+    chunks += struct.pack("<II", len(binary), BIN_CHUNK) + bytes(binary)
     path = Path(path)
-    path.write_bytes(struct.pack("<III", 0x46546C67, 2, 12 + len(chunks)) + chunks)
+    path.write_bytes(struct.pack("<III", GLTF_MAGIC, 2, 12 + len(chunks)) + chunks)
     return path
+
+
+def _append(binary: bytearray, array: np.ndarray) -> dict:
+    """`array`'s bytes appended to the buffer (padded to 4 bytes); its buffer view."""
+    vertices = array.ndim == 2
+    view = {"buffer": 0, "byteOffset": len(binary), "byteLength": array.nbytes}
+    binary += array.tobytes() + b"\0" * (-array.nbytes % 4)
+    return view | {"target": 34962 if vertices else 34963}  # vertex or index data
+
+
+def _accessor(view: int, array: np.ndarray) -> dict:
+    """How glTF reads a view: N x 3 float32 positions (with their bounds), or uint32 indices."""
+    if array.ndim == 2:
+        bounds = {"min": array.min(0).tolist(), "max": array.max(0).tolist()}
+        return {
+            "bufferView": view,
+            "componentType": 5126,
+            "count": len(array),
+            "type": "VEC3",
+        } | bounds
+    return {"bufferView": view, "componentType": 5125, "count": len(array), "type": "SCALAR"}
+
+
+def _material(name: str, c: int) -> dict:
+    """Class `c`'s colour, as the 2D overlays draw it, matte and seen from both sides."""
+    red, green, blue = (v / 255 for v in CLASS_COLOURS[(c - 1) % len(CLASS_COLOURS)])
+    roughness = {"metallicFactor": 0.0, "roughnessFactor": 0.7}
+    return {
+        "name": name,
+        "pbrMetallicRoughness": {"baseColorFactor": [red, green, blue, 1.0], **roughness},
+        "doubleSided": True,
+    }

@@ -239,6 +239,10 @@ def test_a_zip_of_a_series_reads_as_its_folder_and_a_zip_without_one_is_refused(
         archive.writestr("readme.txt", "no images here")
     with pytest.raises(DataError, match=r"notes\.zip: no DICOM image series"):
         read_volume(tmp_path / "notes.zip")
+    with zipfile.ZipFile(tmp_path / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("slice.dcm", bytes(80 * 1024**2))  # 80 MB of zeros, a few kB zipped
+    with pytest.raises(DataError, match=r"bomb\.zip: 1 files, 84 MB unpacked: over the limits"):
+        read_volume(tmp_path / "bomb.zip", max_voxels=1000)  # 64 MB + 4 kB allowed
 
 
 @pytest.mark.skipif(not SERIES.is_dir(), reason=f"DICOM series not found at {SERIES}")

@@ -24,7 +24,9 @@ import numpy as np
 
 from trainers.data.errors import DataError
 
-MAX_ZIP_BYTES = 2 * 1024**3  # a zip's files, uncompressed
+MAX_ZIP_BYTES = 2 * 1024**3  # a zip's files, uncompressed, at most
+BYTES_PER_VOXEL = 4  # a series' slices, headers included, hold no more than this a voxel
+HEADROOM = 64 * 1024**2  # and this for the files that are not slices
 MAX_ZIP_FILES = 5000
 GAP_FACTOR = 1.5  # a step between slices this much above the usual one is a missing slice
 
@@ -67,7 +69,8 @@ def read_series(path: str | Path, *, series: str | None = None, max_voxels: int)
     """The SimpleITK image of one series in a folder or a zip, and its modality; `series` names
     it by UID (or the start of one) where there are several."""
     path = Path(path)
-    with _unpacked(path) as folder:
+    limit = min(MAX_ZIP_BYTES, max_voxels * BYTES_PER_VOXEL + HEADROOM)
+    with _unpacked(path, limit) as folder:
         chosen = choose_series(path, list_series(folder), series)
         return _decoded(path, chosen, max_voxels), chosen.modality
 
@@ -185,7 +188,7 @@ def _decoded(path: Path, series: Series, max_voxels: int):
 
 
 @contextmanager
-def _unpacked(path: Path) -> Iterator[Path]:
+def _unpacked(path: Path, max_bytes: int) -> Iterator[Path]:
     """The folder itself, or a zip's files unpacked flat into a temporary folder (names reduced
     to their last part; sizes checked before anything is written)."""
     if path.is_dir():
@@ -200,10 +203,10 @@ def _unpacked(path: Path) -> Iterator[Path]:
     with archive, tempfile.TemporaryDirectory(prefix="bioseg-series-") as folder:
         members = [info for info in archive.infolist() if not info.is_dir()]
         total = sum(info.file_size for info in members)
-        if len(members) > MAX_ZIP_FILES or total > MAX_ZIP_BYTES:
+        if len(members) > MAX_ZIP_FILES or total > max_bytes:
             raise DataError(
                 f"{path}: {len(members)} files, {total / 1e6:,.0f} MB unpacked: over the limits "
-                f"of {MAX_ZIP_FILES} files and {MAX_ZIP_BYTES / 1e6:,.0f} MB"
+                f"of {MAX_ZIP_FILES} files and {max_bytes / 1e6:,.0f} MB (from the voxel limit)"
             )
         for number, info in enumerate(members):
             target = Path(folder) / f"{number:05d}_{Path(info.filename).name[-80:]}"
