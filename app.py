@@ -260,8 +260,10 @@ def volume_tab(volumes: Volumes) -> None:
     model.change(volumes.card, model, card, **PRIVATE)
 
 
-def predict_endpoint(segmenter: Segmenter) -> None:
-    """`/predict`, the scripts' endpoint: hidden components, no part of the page."""
+def predict_endpoint(segmenter: Segmenter, volumes: Volumes) -> None:
+    """`/predict`, the scripts' endpoint: an image through an image model (its mask), a volume
+    through a volume model (its label volume, `.nii.gz`); hidden components, no part of the
+    page."""
     with gr.Row(visible=False):
         choice = gr.Textbox(label="model")
         image = gr.File(label="image", type="filepath")
@@ -271,7 +273,13 @@ def predict_endpoint(segmenter: Segmenter) -> None:
         record = gr.JSON(label="record")
         run = gr.Button()
     inputs = [choice, image, threshold, frame]
-    run.click(segmenter.predict, inputs, [mask, record], api_name="predict")
+
+    def predict(choice: str, file: str | None, threshold: float | None, frame: float | None):
+        if volumes.offers(choice):
+            return volumes.predict(choice, file)
+        return segmenter.predict(choice, file, threshold, frame)
+
+    run.click(predict, inputs, [mask, record], api_name="predict")
 
 
 def teach_tab(ui: dict, compared: dict, session: gr.State, teacher: Teacher) -> None:
@@ -337,13 +345,14 @@ def build_page(models: Models) -> gr.Blocks:
         session = gr.State(None, time_to_live=3600, delete_callback=end_session)
         with gr.Tab("Segment"):
             ui = segment_tab(page, session, segmenter)
+        volumes = Volumes(models.settings)
         with gr.Tab("Volumes (CT, MRI)"):
-            volume_tab(Volumes(models.settings))
+            volume_tab(volumes)
         with gr.Tab("Compare two models"):
             compared = compare_tab(session, segmenter)
         with gr.Tab("Teach it your images"):
             teach_tab(ui, compared, session, Teacher(segmenter, models.catalogue.entries))
-        predict_endpoint(segmenter)
+        predict_endpoint(segmenter, volumes)
     return page.queue(default_concurrency_limit=2, max_size=64)
 
 

@@ -133,11 +133,22 @@ class Volumes:
         lines.append(f"Not for: {config.get('limitations') or 'volumes unlike its training data.'}")
         return "  \n".join(lines)
 
+    def offers(self, choice: str | None) -> bool:
+        """Whether `choice` names one of the volume models (by its label or its folder's name)."""
+        return self._location(choice) is not None
+
     @functools.lru_cache(maxsize=2)  # noqa: B019 (the page's one instance lives as long as it)
     def model(self, choice: str) -> zoo.SegmentationModel:
-        if choice not in self.choices:
+        location = self._location(choice)
+        if location is None:
             raise gr.Error(f"{choice!r} is not one of the volume models: {', '.join(self.choices)}")
-        return zoo.from_pretrained(self.choices[choice])
+        return zoo.from_pretrained(location)
+
+    def _location(self, choice: str | None) -> str | None:
+        if choice in self.choices:
+            return self.choices[choice]
+        by_name = {Path(folder).name: folder for folder in self.choices.values()}
+        return by_name.get(choice or "")
 
     def segment(
         self, choice: str, volume_file: str | None, target_file: str | None, series: str | None
@@ -145,20 +156,55 @@ class Volumes:
         """Read, predict, score: the state, a note, the table rows, the label volume and CSV
         files, and the surfaces of the prediction and of the target (`.glb`; None where there
         is none)."""
-        if not volume_file:
-            raise gr.Error(
-                "Upload a volume: NIfTI (.nii, .nii.gz), NRRD, MHA, or a zip of a DICOM series"
-            )
+        volume, target = _read(volume_file, target_file, series)
+        recipe, shown = self._predicted(choice, volume, target)
         name = _visible_name(volume_file)
-        try:
-            volume = read_volume(volume_file, series=series or None, max_voxels=MAX_VOXELS)
-            target = (
-                read_label_volume(target_file, volume, max_voxels=MAX_VOXELS)
-                if target_file
-                else None
+        folder = answer_folder("volume")
+        label_file = str(write_labels(shown.prediction, volume, folder / f"{name}_seg.nii.gz"))
+        rows = table_rows(shown)
+        csv_file = _write_csv(rows, folder / f"{name}_classes.csv")
+        surfaces = [
+            write_glb(labels, volume.spacing, shown.classes, folder / f"{name}_{kind}.glb")
+            for kind, labels in (("prediction", shown.prediction), ("target", shown.target))
+            if labels is not None
+        ]
+        note = _note(volume, recipe, name)
+        return (shown, note, rows, label_file, csv_file, *surfaces, *[None] * (2 - len(surfaces)))
+
+    def predict(self, choice: str, volume_file: str | None, series: str | None = None) -> tuple:
+        """For scripts (`/predict` with a volume model): the label volume (`.nii.gz`, the
+        input's geometry) and what it holds: the model, the classes, the size (x, y, z), the
+        spacing in mm, the modality, each class's volume in mL, and a warning where the
+        volume's modality is not the model's."""
+        volume, _ = _read(volume_file, None, series)
+        recipe, shown = self._predicted(choice, volume, None)
+        name = _visible_name(volume_file)
+        label_file = write_labels(
+            shown.prediction, volume, answer_folder(name) / f"{name}_seg.nii.gz"
+        )
+        volumes_ml = class_volumes_ml(shown.prediction, volume.spacing, len(shown.classes))
+        record = {
+            "model": choice,
+            "classes": shown.classes,
+            "size": list(reversed(volume.shape)),
+            "spacing_mm": [round(s, 4) for s in reversed(volume.spacing)],
+            "modality": volume.modality or None,  # DICOM says it; a NIfTI does not
+            "volumes_ml": {
+                c: round(float(ml), 3) for c, ml in zip(shown.classes[1:], volumes_ml, strict=True)
+            },
+            "mask": label_file.name,
+        }
+        if volume.modality and recipe.modality and volume.modality != recipe.modality:
+            record["warning"] = (
+                f"a {volume.modality} volume; the model was trained on {recipe.modality}"
             )
-        except DataError as error:
-            raise gr.Error(_named(str(error), volume_file, target_file)) from None
+        return str(label_file), record
+
+    def _predicted(
+        self, choice: str, volume: Volume, target: Volume | None
+    ) -> tuple[VolumeRecipe, Segmented]:
+        """The model's recipe and what the views are drawn from: the volume, its prediction
+        (one volume predicted at a time) and its target."""
         model = self.model(choice)
         recipe = VolumeRecipe.of(model)
         with self._lock:
@@ -174,25 +220,7 @@ class Volumes:
             classes,
             volume.modality,
         )
-        folder = answer_folder("volume")
-        label_file = str(write_labels(prediction, volume, folder / f"{name}_seg.nii.gz"))
-        rows = table_rows(shown)
-        csv_file = _write_csv(rows, folder / f"{name}_classes.csv")
-        note = _note(volume, recipe, name)
-        surfaces = [
-            write_glb(labels, volume.spacing, classes, folder / f"{name}_{kind}.glb")
-            for kind, labels in (("prediction", prediction), ("target", shown.target))
-            if labels is not None
-        ]
-        return (
-            shown,
-            note,
-            rows,
-            label_file,
-            csv_file,
-            *surfaces,
-            *[None] * (2 - len(surfaces)),
-        )
+        return recipe, shown
 
     def run(
         self, choice: str, volume_file: str | None, target_file: str | None, series: str, axis: str
@@ -341,6 +369,25 @@ def _at_aspect(view: np.ndarray, row_mm: float, column_mm: float) -> np.ndarray:
     scale = DISPLAY / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return np.asarray(Image.fromarray(view).resize(size, Image.Resampling.NEAREST))
+
+
+def _read(
+    volume_file: str | None, target_file: str | None, series: str | None
+) -> tuple[Volume, Volume | None]:
+    """The uploaded volume and its optional target, under the page's voxel limit; a reader's
+    message names the uploaded files, not the server's copies."""
+    if not volume_file:
+        raise gr.Error(
+            "Upload a volume: NIfTI (.nii, .nii.gz), NRRD, MHA, or a zip of a DICOM series"
+        )
+    try:
+        volume = read_volume(volume_file, series=series or None, max_voxels=MAX_VOXELS)
+        target = (
+            read_label_volume(target_file, volume, max_voxels=MAX_VOXELS) if target_file else None
+        )
+    except DataError as error:
+        raise gr.Error(_named(str(error), volume_file, target_file)) from None
+    return volume, target
 
 
 def _visible_name(path: str) -> str:

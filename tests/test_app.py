@@ -15,6 +15,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
@@ -166,6 +167,36 @@ def test_api_returns_the_mask_and_metrics_that_match_it(client, drive_pair) -> N
     for view in (target_view, predicted, errors, *slider):  # the slider: image | prediction
         assert Image.open(view).size == (565, 584)
     assert "vessel" in note
+
+
+def test_the_scripts_predict_answers_an_image_with_its_mask_and_a_volume_with_its_labels(
+    client, examples: Path
+) -> None:
+    from gradio_client import handle_file
+
+    image = examples / "dsb2018" / "fluorescence-98a46348.png"
+    mask_file, record = client.predict(
+        "dsb2018-unet (bundled)", handle_file(str(image)), None, 0, api_name="/predict"
+    )
+    mask = np.asarray(Image.open(mask_file))
+    width, height = Image.open(image).size
+    assert mask.shape == (height, width) and set(np.unique(mask)) <= {0, 255}
+    assert record["size"] == [width, height] and record["classes"] == ["background", "nucleus"]
+    assert record["mask"] == Path(mask_file).name and 0 < record["threshold"] < 1
+    volume = examples / "hippocampus" / "hippocampus_084.nii.gz"
+    label_file, record = client.predict(
+        "hippocampus-unet3d", handle_file(str(volume)), None, 0, api_name="/predict"
+    )  # a volume model, named by its folder
+    written, given = nib.load(label_file), nib.load(volume)
+    assert written.shape == given.shape == (34, 52, 37) and record["size"] == [34, 52, 37]
+    np.testing.assert_allclose(written.affine, given.affine, atol=1e-5)
+    labels = np.asarray(written.dataobj)
+    assert record["classes"] == ["background", "Anterior", "Posterior"]
+    # 1 mm voxels: a class's mL is its voxel count / 1000
+    expected = {"Anterior": (labels == 1).sum() / 1000, "Posterior": (labels == 2).sum() / 1000}
+    assert record["volumes_ml"] == pytest.approx(expected, abs=1e-3)
+    assert record["spacing_mm"] == [1.0, 1.0, 1.0] and record["modality"] is None  # NIfTI
+    assert "warning" not in record and min(expected.values()) > 0.5  # the structures were found
 
 
 def test_compare_shows_two_models_side_by_side_with_their_metrics(client, drive_pair) -> None:
@@ -668,7 +699,6 @@ def test_browser_dsb_example_then_a_painted_target(app_url, tmp_path) -> None:
 def test_browser_a_hippocampus_example_scrolled_turned_and_its_label_volume_taken_home(
     app_url, tmp_path: Path
 ) -> None:
-    import nibabel as nib
 
     example = REPO / "examples" / "hippocampus" / "hippocampus_084.nii.gz"
     with app_page(app_url) as page:

@@ -37,6 +37,8 @@ def test_the_bundled_example_is_offered_with_the_volume_model_and_its_card(
     volumes: Volumes,
 ) -> None:
     assert volumes.examples == [[MODEL, str(EXAMPLE), str(TARGET), "", "axial"]]
+    assert volumes.offers(MODEL) and volumes.offers("hippocampus-unet3d")  # label or folder
+    assert not volumes.offers("drive-unet (bundled)") and not volumes.offers(None)
     card = volumes.card(MODEL)
     assert "MR at 1 x 1 x 1 mm" in card and "Anterior 0.869, Posterior 0.853" in card
     assert "Not for: anything but MRI crops around the hippocampus" in card
