@@ -1,7 +1,9 @@
-"""The README's screenshot: the demo on the DSB 2018 histology example (CC0; never DRIVE or
-ISBI 2012 images), taken in Debian's Chromium through Playwright.
+"""The README's screenshots: the demo on the DSB 2018 histology example (CC0; never DRIVE or
+ISBI 2012 images), and its Volumes tab on the hippocampus example (MSD, CC-BY-SA 4.0), taken in
+Debian's Chromium through Playwright.
 
     python benchmarks/screenshot.py docs/demo.png
+    python benchmarks/screenshot.py docs/demo-volume.png --volume
 """
 
 from __future__ import annotations
@@ -19,7 +21,24 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--no-first-run"]  # fmt: skip
 
 
-def main(output: Path) -> None:
+def image_example(page) -> None:
+    """The histology example, segmented; the page scrolled back to its top."""
+    page.get_by_text("histology-a08166d9_mask.png").first.click(timeout=60_000)
+    page.get_by_text("true positive").wait_for(timeout=180_000)
+    page.locator("table", has_text="nucleus").first.wait_for(timeout=60_000)
+    time.sleep(2)  # the images finish loading
+    page.evaluate("window.scrollTo(0, 0)")  # the example's click scrolled to the table
+
+
+def volume_example(page) -> None:
+    """The Volumes tab's hippocampus example, segmented, scrolled to its views."""
+    page.get_by_role("tab", name="Volumes (CT, MRI)").click()
+    page.get_by_text("hippocampus_084_seg.nii.gz").first.click(timeout=60_000)
+    page.locator("#volume-metrics", has_text="Posterior").wait_for(timeout=180_000)
+    time.sleep(4)  # the views and the 3D surfaces finish loading
+
+
+def main(output: Path, volume: bool = False) -> None:
     from playwright.sync_api import sync_playwright
 
     with socket.socket() as sock:
@@ -37,13 +56,9 @@ def main(output: Path) -> None:
                 time.sleep(0.5)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1250})
+            page = browser.new_page(viewport={"width": 1400, "height": 1500 if volume else 1250})
             page.goto(url, wait_until="load", timeout=120_000)
-            page.get_by_text("histology-a08166d9_mask.png").first.click(timeout=60_000)
-            page.get_by_text("true positive").wait_for(timeout=180_000)
-            page.locator("table", has_text="nucleus").first.wait_for(timeout=60_000)
-            time.sleep(2)  # the images finish loading
-            page.evaluate("window.scrollTo(0, 0)")  # the example's click scrolled to the table
+            (volume_example if volume else image_example)(page)
             time.sleep(1)
             page.screenshot(path=str(output), full_page=False)
             browser.close()
@@ -53,4 +68,4 @@ def main(output: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), "--volume" in sys.argv[2:])
