@@ -98,15 +98,18 @@ def evaluate(
                 summary.pop("curve"), output / "pr_curve.png", title=f"{config['model']} on {split}"
             )
     else:  # each foreground class on its own, beside the mean over all of them
-        summary["per_class"] = {
-            source.class_names[c]: metrics.summarize(
-                rows_without_ids([row for row in rows if row["class"] == c])
-            )
-            for c in range(1, model.num_classes)
-        }
+        summary["per_class"] = per_class(rows, source.class_names, model.num_classes)
     error_grid(shown, output / "grid.png", binary=binary)
     write_json(output / "summary.json", json_safe(summary))
     return summary
+
+
+def per_class(rows: list[dict], names: list[str], num_classes: int) -> dict[str, dict]:
+    """Each foreground class's summary over the images, by its name."""
+    return {
+        names[c]: metrics.summarize(rows_without_ids([row for row in rows if row["class"] == c]))
+        for c in range(1, num_classes)
+    }
 
 
 def check_classes(model: zoo.SegmentationModel, source: Any, weights: str, data: str) -> bool:

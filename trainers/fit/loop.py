@@ -17,6 +17,7 @@ import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +163,7 @@ class Run:
     budget: Budget
     val_every: int
     main_process: bool
-    save_best: Any
+    save_best: Callable[[], None]
 
 
 def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -> Path:
@@ -183,18 +184,7 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
     model = build_model(config, spec, num_classes, config.pretrained and not resume, device)
     optimizer = make_optimizer(config, model)
 
-    def save_best() -> None:  # the best weights, ready for from_pretrained and the Hub
-        zoo.save_pretrained(
-            model,
-            run_dir,
-            input_size=[config.image_size, config.image_size],
-            threshold=config.threshold or 0.5,
-            classes=list(source.class_names),
-            dataset=source.kind,
-            objects=config.objects,
-            **({"object_width": config.object_width} if config.object_width else {}),
-        )
-
+    save_best = best_saver(config, model, run_dir, source)
     state = restore(run_dir, model, optimizer, rank == 0, save_best) if resume else RunState()
     per_pass = steps_per_pass(len(train_set), config.batch_size, world)
     total = run_length(config, per_pass)
@@ -227,21 +217,47 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
     if world > 1:
         dist.destroy_process_group()
     if run.main_process:
-        note = {
-            "ended_by": run.budget.ended_by(state.step),
-            "steps": state.step,
-            "seconds": round(run.budget.elapsed(), 1),
-            "training_seconds": round(training_seconds(run_dir), 1),
-        }
-        write_settings(run_dir, config, note=note)
-        print(
-            f"ended by the {note['ended_by']} after {state.step} steps, {note['seconds']:.0f} s "
-            f"({note['training_seconds']:.0f} s of them training, validation excluded)"
-        )
+        write_note(run, state)
         if num_classes == 1 and (run_dir / "config.json").is_file():
             tune_threshold(run_dir, val_set, precision, config.threshold)
         finish(config, run_dir, source)
     return run_dir
+
+
+def best_saver(
+    config: TrainConfig, model: zoo.SegmentationModel, run_dir: Path, source: Any
+) -> Callable[[], None]:
+    """What saves the best weights so far, ready for from_pretrained and the Hub."""
+
+    def save_best() -> None:
+        zoo.save_pretrained(
+            model,
+            run_dir,
+            input_size=[config.image_size, config.image_size],
+            threshold=config.threshold or 0.5,
+            classes=list(source.class_names),
+            dataset=source.kind,
+            objects=config.objects,
+            **({"object_width": config.object_width} if config.object_width else {}),
+        )
+
+    return save_best
+
+
+def write_note(run: Run, state: RunState) -> None:
+    """What ended the run, its steps and seconds (training alone, validation excluded): kept in
+    train_config.json and printed."""
+    note = {
+        "ended_by": run.budget.ended_by(state.step),
+        "steps": state.step,
+        "seconds": round(run.budget.elapsed(), 1),
+        "training_seconds": round(training_seconds(run.run_dir), 1),
+    }
+    write_settings(run.run_dir, run.config, note=note)
+    print(
+        f"ended by the {note['ended_by']} after {state.step} steps, {note['seconds']:.0f} s "
+        f"({note['training_seconds']:.0f} s of them training, validation excluded)"
+    )
 
 
 def train_steps(run: Run, loader: DataLoader, state: RunState) -> RunState:

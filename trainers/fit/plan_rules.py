@@ -149,16 +149,7 @@ def make_plan(
     steps = fixed.get("steps", steps)
     val_every = max(1, round(steps / VALIDATIONS))
     expected = steps * step_seconds if step_seconds else None
-    reasons.append(
-        f"{steps} steps, validated and checkpointed every {val_every}"
-        + (
-            f": about {_duration(expected)} of training here, {expected / allowed:.0%} of the "
-            f"{_duration(allowed)} allowed"
-            if expected
-            else ""
-        )
-        + ("" if seconds else f" (no --time-budget: the plan allows itself {_duration(allowed)})")
-    )
+    reasons.append(_length_reason(steps, val_every, expected, allowed, budgeted=bool(seconds)))
     workers = min(8, hardware.threads) if hardware.gpu else (1 if hardware.threads <= 4 else 2)
     reasons += [
         f"{workers} loader worker(s): images are decoded once and cropped before augmenting, "
@@ -185,6 +176,21 @@ def make_plan(
     if seconds or "steps" not in fixed:  # --steps alone: those steps, however long they take
         settings["time_budget"] = f"{allowed:g}s"  # the end, should the steps be slower than timed
     return settings | _objects(f, fixed, reasons) | _grounds(f, fixed, reasons), reasons
+
+
+def _length_reason(
+    steps: int, val_every: int, expected: float | None, allowed: float, budgeted: bool
+) -> str:
+    """The run's length as the plan prints it: steps, validations, the time they take here."""
+    reason = f"{steps} steps, validated and checkpointed every {val_every}"
+    if expected:
+        reason += (
+            f": about {_duration(expected)} of training here, {expected / allowed:.0%} of the "
+            f"{_duration(allowed)} allowed"
+        )
+    if not budgeted:
+        reason += f" (no --time-budget: the plan allows itself {_duration(allowed)})"
+    return reason
 
 
 def _objects(f: Fingerprint, fixed: dict[str, Any], reasons: list[str]) -> dict[str, Any]:

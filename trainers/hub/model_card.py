@@ -139,6 +139,25 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
+def _volume_rows(volume: dict[str, Any]) -> list[tuple[str, str]]:
+    """A volume model's rows: its modality, spacing and patch, and how intensities are set."""
+    spacing = " x ".join(f"{v:g}" for v in volume["target_spacing"])
+    intensities = (
+        "CT: clipped to the training foreground's 0.5-99.5 percentiles, z-scored"
+        if scheme["scheme"] == "ct"
+        else "z-scored per volume"
+        for scheme in volume["normalization"]
+    )
+    return [
+        (
+            "volumes",
+            f"3D, {volume.get('modality') or 'any modality'}; resampled to "
+            f"{spacing} mm (D x H x W), patches of {'x'.join(map(str, volume['patch']))}",
+        ),
+        ("intensities", ", ".join(intensities)),
+    ]
+
+
 def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
     n = config["num_classes"]
     rows = [
@@ -176,26 +195,7 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
             )
         )
     if volume := config.get("volume"):
-        spacing = " x ".join(f"{v:g}" for v in volume["target_spacing"])
-        rows.append(
-            (
-                "volumes",
-                f"3D, {volume.get('modality') or 'any modality'}; resampled to "
-                f"{spacing} mm (D x H x W), patches of {'x'.join(map(str, volume['patch']))}",
-            )
-        )
-        schemes = [scheme["scheme"] for scheme in volume["normalization"]]
-        rows.append(
-            (
-                "intensities",
-                ", ".join(
-                    "CT: clipped to the training foreground's 0.5-99.5 percentiles, z-scored"
-                    if scheme == "ct"
-                    else "z-scored per volume"
-                    for scheme in schemes
-                ),
-            )
-        )
+        rows += _volume_rows(volume)
     if config["model_kwargs"]:
         options = ", ".join(f"{k}={_cell(v)}" for k, v in config["model_kwargs"].items())
         rows.append(("options", f"`{options}`"))
