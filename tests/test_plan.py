@@ -337,7 +337,9 @@ def test_objects_too_large_for_a_crop_are_trained_at_a_reduced_resolution(
     assert settings["patches_per_image"] == expected  # crops cover the image at that scale
 
 
-def test_a_dataset_at_half_resolution_keeps_labels_and_region(tmp_path: Path) -> None:
+def test_a_dataset_at_half_or_1_5_times_the_resolution_keeps_labels_and_region(
+    tmp_path: Path,
+) -> None:
     data = squares_dataset(tmp_path)
     samples = parse_spec(f"folder:{data}").splits()["train"]
     half = SegmentationDataset(samples, _eval(), scale=0.5)
@@ -345,7 +347,11 @@ def test_a_dataset_at_half_resolution_keeps_labels_and_region(tmp_path: Path) ->
     assert item["image"].shape == (3, 30, 40) and item["mask"].shape == item["roi"].shape
     assert set(item["mask"].unique().tolist()) == {0, 1}  # labels by nearest, never blended
     assert item["mask"].sum() == 125  # the 10x10 and 20x20 squares: 25 + 100 pixels
-    with pytest.raises(ValueError, match=r"scale must be a number in \(0, 1\], got 0"):
+    enlarged = SegmentationDataset(samples, _eval(), scale=1.5)[0]
+    assert enlarged["image"].shape == (3, 90, 120) and enlarged["roi"].shape == (90, 120)
+    assert set(enlarged["mask"].unique().tolist()) == {0, 1}
+    assert enlarged["mask"].sum() == 15**2 + 30**2  # the squares 1.5 times as wide
+    with pytest.raises(ValueError, match=r"scale must be a number in \(0, 1.5\], got 0"):
         SegmentationDataset(samples, _eval(), scale=0)
 
 
@@ -377,7 +383,7 @@ def test_a_model_with_a_scale_answers_at_the_input_size_and_keeps_its_scale(
     assert zoo.from_pretrained(tmp_path / "half").scale == 0.5
     config = json.loads((tmp_path / "half" / "config.json").read_text())
     (tmp_path / "half" / "config.json").write_text(json.dumps({**config, "scale": 2}))
-    with pytest.raises(ValueError, match=r"half/config.json: the scale must be .* got 2"):
+    with pytest.raises(ValueError, match=r"half/config.json: the scale must be .*1.5\], got 2"):
         zoo.from_pretrained(tmp_path / "half")
 
 
@@ -621,7 +627,8 @@ def test_a_fine_tune_on_fewer_than_five_pairs_trains_on_all_and_says_so(pairs, h
     ("base_width", "base_scale", "width", "scale"),
     [
         (12.6, 1.0, 12.6 * 1.7, 0.59),  # DRIVE's vessels seen 1.7 times wider: 12.6 / 21.42
-        (12.6, 1.0, 6.3, 1.0),  # narrower ones: never above the images' resolution
+        (12.6, 1.0, 9.0, 1.4),  # narrower ones: enlarged (12.6 / 9.0)
+        (12.6, 1.0, 6.3, 1.5),  # ... at most 1.5 times
         (40.0, 0.5, 40.0, 0.5),  # a base trained at half resolution: the same objects, the same
         (12.6, 1.0, 500.0, 0.25),  # at least a quarter
         (None, 0.5, 40.0, 0.5),  # a base with no object width keeps its scale, and says so

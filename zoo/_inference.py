@@ -59,7 +59,7 @@ def sliding_window_predict(
     plus one batch of `batch_size` tiles. An image no larger than one tile is predicted in one
     pass. `predict` maps a batch to probabilities (default `model.predict_normalized`; an engine's,
     from `zoo.engine_predict`, for speed). `progress(done, total)` is called after each batch.
-    A model with a `scale` below 1 is run on the image resized by it (tiles of `tile` pixels at
+    A model with a `scale` other than 1 is run on the image resized by it (tiles of `tile` pixels at
     that resolution), and the answer is resized back to the image's size.
     """
     dims = model.spec.spatial_dims

@@ -76,11 +76,17 @@ def normalize(image: Tensor, mean: Sequence[float], std: Sequence[float], axis: 
     )
 
 
+MAX_SCALE = 1.5  # the most an image is enlarged: beyond, detail is invented and work grows as
+# the square (a fine-tune whose new objects are narrower than those its base learned wants > 1)
+
+
 def check_scale(scale: object, source: str = "scale") -> float:
-    """`scale` as a float in (0, 1]: the resolution a model is trained and run at, relative to
-    its images'; a ValueError naming `source` otherwise."""
-    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale <= 1:
-        raise ValueError(f"{source}: the scale must be a number in (0, 1], got {scale!r}")
+    """`scale` as a float in (0, MAX_SCALE]: the resolution a model is trained and run at,
+    relative to its images'; a ValueError naming `source` otherwise."""
+    if isinstance(scale, bool) or not isinstance(scale, int | float) or not 0 < scale <= MAX_SCALE:
+        raise ValueError(
+            f"{source}: the scale must be a number in (0, {MAX_SCALE:g}], got {scale!r}"
+        )
     return float(scale)
 
 

@@ -36,9 +36,9 @@ class SegmentationDataset(Dataset[dict[str, Tensor | str]]):
     RGB, RGB averaged to grey). With ``patches_per_image`` > 1 every sample appears that many
     times, each index a fresh random crop (`balance_grounds` repeats the rarer ground's). Files
     are read on first use; the last ``cache_size`` decoded samples are kept, and `keep_all` keeps
-    every sample decoded for the whole run. With ``scale`` below 1 each sample is resized by it
-    as it is read (the image antialiased, mask and roi by nearest neighbour), for models trained
-    at a reduced resolution.
+    every sample decoded for the whole run. With a ``scale`` other than 1 each sample is resized
+    by it as it is read (the image antialiased, mask and roi by nearest neighbour), for models
+    trained at another resolution.
     """
 
     def __init__(

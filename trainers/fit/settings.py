@@ -89,7 +89,9 @@ class TrainConfig:
     weight_decay: float = setting(0.0, "the optimizer's weight decay")
     image_size: int = setting(256, "side of the square training crops, pixels")
     patches_per_image: int = setting(1, "random crops per image and pass over the data")
-    scale: float = setting(1.0, "train and predict at this fraction of the images' resolution")
+    scale: float = setting(
+        1.0, "train and predict at this multiple of the images' resolution (at most 1.5)"
+    )
     object_width: float = setting(
         0.0,
         "the training images' typical object width in pixels at full resolution, saved with the "

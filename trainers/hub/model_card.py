@@ -191,7 +191,7 @@ def _model_section(config: dict[str, Any], spec: zoo.ModelSpec) -> str:
             (
                 "resolution",
                 f"run at {config['scale']:g} of the image's size by "
-                "`predict` (resized down, answered at full size)",
+                "`predict` (resized, answered at the full size)",
             )
         )
     if volume := config.get("volume"):
