@@ -627,8 +627,7 @@ def test_a_fine_tune_on_fewer_than_five_pairs_trains_on_all_and_says_so(pairs, h
     ("base_width", "base_scale", "width", "scale"),
     [
         (12.6, 1.0, 12.6 * 1.7, 0.59),  # DRIVE's vessels seen 1.7 times wider: 12.6 / 21.42
-        (12.6, 1.0, 9.0, 1.4),  # narrower ones: enlarged (12.6 / 9.0)
-        (12.6, 1.0, 6.3, 1.5),  # ... at most 1.5 times
+        (12.6, 1.0, 6.3, 1.0),  # narrower ones: never enlarged (measured worse on DSB 2018)
         (40.0, 0.5, 40.0, 0.5),  # a base trained at half resolution: the same objects, the same
         (12.6, 1.0, 500.0, 0.25),  # at least a quarter
         (None, 0.5, 40.0, 0.5),  # a base with no object width keeps its scale, and says so
