@@ -5,8 +5,9 @@ class by marching cubes (scikit-image) in millimetres, lightly smoothed, in the 
 
 Coordinates are glTF's (metres are not assumed: one unit is one millimetre), y up: x is the
 patient's left, y superior, z anterior, centred on the volume. Each class is one primitive with
-its own material; a class absent from the volume is left out. Large surfaces are sampled more
-coarsely (marching cubes' step) so the file stays small enough to load quickly.
+its own material; a class absent from the volume is left out. Large volumes and surfaces
+of many triangles (a speckled prediction) are sampled more coarsely (marching cubes' step) so
+the file stays near MAX_TRIANGLES, small enough to load quickly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from demo.overlays import CLASS_COLOURS
 
 SMOOTHING = 0.8  # voxels: the Gaussian the mask is blurred by before its 0.5 surface is taken
 MAX_VOXELS_FULL_DETAIL = 8_000_000  # above this, marching cubes steps over voxels
+MAX_TRIANGLES = 200_000  # a file's triangles (about 4 MB): a speckled surface is sampled coarser
 GLTF_MAGIC, JSON_CHUNK, BIN_CHUNK = 0x46546C67, 0x4E4F534A, 0x004E4942  # "glTF", "JSON", "BIN"
 
 
@@ -35,13 +37,18 @@ def surfaces(
 
     step = max(1, round((labels.size / MAX_VOXELS_FULL_DETAIL) ** (1 / 3)))
     centre = (np.asarray(labels.shape) - 1) / 2 * np.asarray(spacing)
+    present = [c for c in range(1, len(classes)) if (labels == c).any()]
     found = []
-    for c in range(1, len(classes)):
-        mask = labels == c
-        if not mask.any():
-            continue
-        field = gaussian_filter(np.pad(mask, 1).astype(np.float32), SMOOTHING)
-        vertices, faces, _, _ = marching_cubes(field, 0.5, spacing=tuple(spacing), step_size=step)
+    for c in present:
+        field = gaussian_filter(np.pad(labels == c, 1).astype(np.float32), SMOOTHING)
+        coarser = step
+        while True:  # the class's share of the triangles, or the coarsest sampling that gives it
+            vertices, faces, _, _ = marching_cubes(
+                field, 0.5, spacing=tuple(spacing), step_size=coarser
+            )
+            if len(faces) <= MAX_TRIANGLES / len(present) or coarser >= min(field.shape) // 4:
+                break
+            coarser *= 2
         d, h, w = (vertices - np.asarray(spacing) - centre).T  # mm from the centre; D, H, W
         # canonical LPS: W points left, H posterior, D superior -> glTF x left, y up, z anterior
         points = np.stack([w, d, -h], axis=1).astype(np.float32)

@@ -140,3 +140,13 @@ def test_surfaces_are_written_as_glb_in_millimetres_in_the_class_colours(tmp_pat
         write_glb(np.zeros((4, 4, 4), np.uint8), (1, 1, 1), ["background", "a"], tmp_path / "x.glb")
         is None
     )
+
+
+def test_a_speckled_prediction_s_surface_is_sampled_coarser_to_stay_small(monkeypatch) -> None:
+    from demo import meshes
+
+    speckle = (np.random.default_rng(0).random((48, 48, 48)) > 0.5).astype(np.uint8)
+    fine = len(meshes.surfaces(speckle, (1.0, 1.0, 1.0), ["background", "a"])[0][2])
+    monkeypatch.setattr(meshes, "MAX_TRIANGLES", fine // 3)
+    coarse = len(meshes.surfaces(speckle, (1.0, 1.0, 1.0), ["background", "a"])[0][2])
+    assert 0 < coarse <= fine // 3  # a step of 2 or more: a quarter of the triangles or fewer
