@@ -194,7 +194,7 @@ class Volumes:
             },
             "mask": label_file.name,
         }
-        if volume.modality and recipe.modality and volume.modality != recipe.modality:
+        if _other_modality(volume, recipe):
             record["warning"] = (
                 f"a {volume.modality} volume; the model was trained on {recipe.modality}"
             )
@@ -402,12 +402,17 @@ def _named(message: str, *paths: str | None) -> str:
     return message
 
 
+def _other_modality(volume: Volume, recipe: VolumeRecipe) -> bool:
+    """Whether the volume says it is another modality than the model was trained on."""
+    return bool(volume.modality and recipe.modality and volume.modality != recipe.modality)
+
+
 def _note(volume: Volume, recipe: VolumeRecipe, name: str) -> str:
     spacing = " x ".join(f"{s:.2f}" for s in reversed(volume.spacing))
     depth, height, width = volume.shape
     modality = volume.modality or "modality not stated"
     note = f"**{name}**: {width} x {height} x {depth} voxels of {spacing} mm, {modality}."
-    if volume.modality and recipe.modality and volume.modality != recipe.modality:
+    if _other_modality(volume, recipe):
         note += (
             f" **Warning:** this volume is {volume.modality}; the model was trained on "
             f"{recipe.modality}, so its prediction here is not to be trusted."
