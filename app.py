@@ -242,7 +242,7 @@ def volume_tab(volumes: Volumes) -> None:
     outputs = [shown, note, table, label_file, csv_file, surface, target_surface, window]
     outputs += [index, plot, *views]
     inputs = [model, volume, target, series, axis]
-    run.click(volumes.run, inputs, outputs, api_name="segment_volume")
+    run.click(volumes.run, inputs, outputs, api_name="segment_volume", show_progress="minimal")
     if volumes.examples:
         with examples:
             gr.Examples(

@@ -8,9 +8,10 @@ The volume: a smooth MRI-like background (1 mm voxels, int16) with the bundled h
 example (`examples/hippocampus/hippocampus_084`, its target beside it) set in its centre. In this
 process, after a warm-up on the example: `read_volume` and `predict_volume` (the model's own
 inference, as the page runs it: bf16 where the CPU has it). Then `python app.py` on a free port
-and Debian's Chromium through Playwright: the example clicked once (the model loaded), the
+and, at the lowest CPU priority (`nice 19`: a visitor's browser runs on their own machine, not on
+the Space's two cores), Debian's Chromium through Playwright: the example clicked once (the model loaded), the
 volume and its target uploaded and segmented, timed from the upload to the first slice's image
-on the page; the slider moved 5 times, each timed until the prediction's view is redrawn; the
+on the page and to the table (the second answer, with the surfaces); the slider moved 5 times, each timed until the prediction's view is redrawn; the
 server's resident memory before and after the volume (VmRSS) and its peak (VmHWM); the `.glb`
 surfaces the page loads. Bounds (issue 38): first slice at most 1.3x the inference, a redraw at
 most 0.3 s, a mesh at most 5 MB.
@@ -88,13 +89,19 @@ def resident_mb(pid: int) -> float:
     return float("nan")
 
 
-def changed(image, before: str | None, timeout: float = 600) -> float:
-    """Seconds until the `img`'s source is no longer `before`."""
+def source(page, selector: str) -> str | None:
+    """The source of the `img` at `selector`, or None where there is none (a view cleared)."""
+    return page.evaluate("s => document.querySelector(s)?.getAttribute('src') ?? null", selector)
+
+
+def changed(page, selector: str, before: str | None, timeout: float = 600) -> float:
+    """Seconds until the `img` at `selector` shows a source other than `before` (a view
+    cleared on the way counts as not yet drawn)."""
     started = time.perf_counter()
-    while image.get_attribute("src") == before:
+    while (src := source(page, selector)) is None or src == before:
         if time.perf_counter() - started > timeout:
             raise SystemExit("the view was not drawn in time")
-        time.sleep(0.02)
+        time.sleep(0.05)
     return time.perf_counter() - started
 
 
@@ -109,29 +116,30 @@ def page_figures(url: str, server: subprocess.Popen, volume: Path, target: Path)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(url, wait_until="load", timeout=120_000)
         page.get_by_role("tab", name="Volumes (CT, MRI)").click()
-        shown = page.locator("#volume-image img")
+        shown = "#volume-prediction img"
         page.get_by_text(TARGET.name).first.click(timeout=60_000)
-        changed(shown, None)
+        changed(page, shown, None)
         found["rss_before"] = resident_mb(server.pid)
-        before = shown.get_attribute("src")
+        before = source(page, shown)
         started = time.perf_counter()
         for box, path in (("#volume-file", volume), ("#volume-target", target)):
             page.locator(f"{box} button[aria-label='Clear']").first.click()  # the example's
             page.locator(f"{box} input[type='file']").set_input_files(str(path))
         page.locator("#volume-target").get_by_text(target.name).wait_for(timeout=120_000)
         page.get_by_role("button", name="Segment the volume").click()
-        changed(shown, before)
+        changed(page, shown, before)
         found["first_slice"] = time.perf_counter() - started
         found["rss_after"] = resident_mb(server.pid)
-        prediction = page.locator("#volume-prediction img")
         number = page.locator("#volume-slice input[type='number']")
         moves = []
         for step in range(5):
-            before = prediction.get_attribute("src")
+            before = source(page, shown)
             number.fill(str(int(number.input_value()) + (1 if step % 2 else -1) * (step + 1)))
             number.press("Enter")
-            moves.append(changed(prediction, before, timeout=30))
+            moves.append(changed(page, shown, before, timeout=30))
         found["redraw"] = statistics.median(moves)
+        page.locator("#volume-metrics").get_by_text("Anterior").wait_for(timeout=120_000)
+        found["table"] = time.perf_counter() - started
         browser.close()
     return found
 
@@ -151,6 +159,7 @@ def main() -> None:
             [sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        os.nice(19)  # the browser from here on: a visitor's runs on their machine, not the Space's
         try:
             url = f"http://127.0.0.1:{port}/"
             _client(url, server)  # up
@@ -165,6 +174,7 @@ def main() -> None:
     ratio = found["first_slice"] / inference
     rows = [
         (f"{size}: upload to the first slice shown", f"{found['first_slice']:.1f} s", ""),
+        (f"{size}: upload to the table and the surfaces", f"{found['table']:.1f} s", ""),
         ("the model's own inference over it (this process)", f"{inference:.1f} s", ""),
         ("first slice / inference", f"{ratio:.2f}", "1.3"),
         ("a slider move redrawn (median of 5)", f"{found['redraw'] * 1000:.0f} ms", "300 ms"),

@@ -3,7 +3,8 @@ and its optional target read on the server by the trainers' readers, segmented b
 model, scored as a radiologist reads it, and shown slice by slice.
 
     volumes = Volumes(settings)                          # the volume models, none loaded yet
-    shown = volumes.segment(choice, "case.nii.gz", "case_seg.nii.gz", "")   # the model runs once
+    _, first, last = volumes.run(choice, "case.nii.gz", "case_seg.nii.gz", "", "axial")  # once
+    shown = first[0]                                     # the volume, its prediction and target
     views = render(shown, "coronal", 20, "bone")         # a slice redrawn: no model run
 
 What a visitor uploads is read with the page's voxel limit checked from the header before
@@ -18,6 +19,7 @@ import csv
 import functools
 import json
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,15 +152,9 @@ class Volumes:
         by_name = {Path(folder).name: folder for folder in self.choices.values()}
         return by_name.get(choice or "")
 
-    def segment(
-        self, choice: str, volume_file: str | None, target_file: str | None, series: str | None
-    ) -> tuple:
-        """Read, predict, score: the state, a note, the table rows, the label volume and CSV
-        files, and the surfaces of the prediction and of the target (`.glb`; None where there
-        is none)."""
-        volume, target = _read(volume_file, target_file, series)
-        recipe, shown = self._predicted(choice, volume, target)
-        name = _visible_name(volume_file)
+    def results(self, shown: Segmented, volume: Volume, name: str) -> tuple:
+        """What follows the slices: the table rows, the label volume and CSV files, and the
+        surfaces of the prediction and of the target (`.glb`; None where there is none)."""
         folder = answer_folder("volume")
         label_file = str(write_labels(shown.prediction, volume, folder / f"{name}_seg.nii.gz"))
         rows = table_rows(shown)
@@ -168,8 +164,7 @@ class Volumes:
             for kind, labels in (("prediction", shown.prediction), ("target", shown.target))
             if labels is not None
         ]
-        note = _note(volume, recipe, name)
-        return (shown, note, rows, label_file, csv_file, *surfaces, *[None] * (2 - len(surfaces)))
+        return (rows, label_file, csv_file, *surfaces, *[None] * (2 - len(surfaces)))
 
     def predict(self, choice: str, volume_file: str | None, series: str | None = None) -> tuple:
         """For scripts (`/predict` with a volume model): the label volume (`.nii.gz`, the
@@ -177,7 +172,7 @@ class Volumes:
         spacing in mm, the modality, each class's volume in mL, and a warning where the
         volume's modality is not the model's."""
         volume, _ = _read(volume_file, None, series)
-        recipe, shown = self._predicted(choice, volume, None)
+        recipe, shown = VolumeRecipe.of(self.model(choice)), self._predicted(choice, volume, None)
         name = _visible_name(volume_file)
         label_file = write_labels(
             shown.prediction, volume, answer_folder(name) / f"{name}_seg.nii.gz"
@@ -200,11 +195,9 @@ class Volumes:
             )
         return str(label_file), record
 
-    def _predicted(
-        self, choice: str, volume: Volume, target: Volume | None
-    ) -> tuple[VolumeRecipe, Segmented]:
-        """The model's recipe and what the views are drawn from: the volume, its prediction
-        (one volume predicted at a time) and its target."""
+    def _predicted(self, choice: str, volume: Volume, target: Volume | None) -> Segmented:
+        """What the views are drawn from: the volume, its prediction (one volume predicted at
+        a time) and its target."""
         model = self.model(choice)
         recipe = VolumeRecipe.of(model)
         with self._lock:
@@ -212,7 +205,7 @@ class Volumes:
                 model, volume, recipe, precision="bf16" if zoo.cpu_has_bf16() else "fp32"
             )
         classes = list(model.pretrained_config.get("classes") or ["background", "foreground"])
-        shown = Segmented(
+        return Segmented(
             volume.array[0],
             volume.spacing,
             prediction,
@@ -220,16 +213,43 @@ class Volumes:
             classes,
             volume.modality,
         )
-        return recipe, shown
 
     def run(
         self, choice: str, volume_file: str | None, target_file: str | None, series: str, axis: str
-    ) -> tuple:
-        """The Segment button: `segment`'s answers, the window (a CT preset for a CT), then
-        `moved`'s: the slider, the Dice-per-slice plot and the four views."""
-        found = self.segment(choice, volume_file, target_file, series)
-        window = "soft tissue" if found[0].modality == "CT" else AUTO
-        return (*found, window, *moved(found[0], axis, window))
+    ) -> Iterator[tuple]:
+        """The Segment button, in three answers. Once the volume is read: its note, and the
+        last volume's answers cleared (its surfaces would keep a visitor's browser drawing
+        while this one is predicted). As soon as the model has predicted: the state, the
+        window (a CT preset for a CT), the slider on the busiest slice and its views. Then
+        `results` and the Dice-per-slice plot (3.5 s of a 256 x 256 x 200 volume), leaving
+        the slider, window and views as the visitor has moved them meanwhile."""
+        volume, target = _read(volume_file, target_file, series)
+        name = _visible_name(volume_file)
+        note = _note(volume, VolumeRecipe.of(self.model(choice)), name)
+        cleared = (None, f"{note} Segmenting ...", [], *[None] * 4)
+        yield (*cleared, gr.skip(), gr.skip(), None, *[None] * 4)
+        shown = self._predicted(choice, volume, target)
+        window = "soft tissue" if shown.modality == "CT" else AUTO
+        slider, *views = opened(shown, axis, window)
+        pending = ([], None, None, None, None)
+        yield (shown, f"{note} Scoring and meshing ...", *pending, window, slider, None, *views)
+        kept = [gr.skip()] * 7  # the window, the slider, the plot's place, the four views
+        kept[2] = per_slice_plot(shown, axis)
+        yield (shown, note, *self.results(shown, volume, name), *kept)
+
+
+def opened(shown: Segmented, axis: str, window: str) -> tuple:
+    """The slider over the slices along `axis`, on the busiest one, and that slice's views."""
+    index = busiest_slice(shown, axis)
+    maximum = shown.image.shape[AXES.index(axis)] - 1
+    return (gr.update(maximum=maximum, value=index), *view_files(shown, axis, index, window))
+
+
+def per_slice_plot(shown: Segmented, axis: str) -> str | None:
+    """The Dice per slice along `axis` (a PNG), with a target; None without."""
+    if shown.target is None:
+        return None
+    return dice_plot(shown, axis, answer_folder("plot") / "dice_per_slice.png")
 
 
 def moved(shown: Segmented | None, axis: str, window: str) -> tuple:
@@ -237,13 +257,8 @@ def moved(shown: Segmented | None, axis: str, window: str) -> tuple:
     it (with a target), and the views."""
     if shown is None:
         return (gr.update(), None, *[None] * 4)
-    index = busiest_slice(shown, axis)
-    maximum = shown.image.shape[AXES.index(axis)] - 1
-    plot = None
-    if shown.target is not None:
-        plot = dice_plot(shown, axis, answer_folder("plot") / "dice_per_slice.png")
-    slider = gr.update(maximum=maximum, value=index)
-    return (slider, plot, *view_files(shown, axis, index, window))
+    slider, *views = opened(shown, axis, window)
+    return (slider, per_slice_plot(shown, axis), *views)
 
 
 def view_files(shown: Segmented | None, axis: str, index: int, window: str) -> list[str | None]:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from demo.settings import Settings
-from demo.volumes import MAX_VOXELS, Volumes, busiest_slice, moved, view_files
+from demo.volumes import AUTO, MAX_VOXELS, Volumes, busiest_slice, moved, view_files
 from tests.conftest import REPO, SHARED_DATA
 
 EXAMPLE = REPO / "examples" / "hippocampus" / "hippocampus_084.nii.gz"
@@ -30,7 +30,8 @@ def volumes() -> Volumes:
 
 @pytest.fixture(scope="module")
 def example(volumes: Volumes) -> tuple:
-    return volumes.run(MODEL, str(EXAMPLE), str(TARGET), "", "axial")
+    """The Segment button's answers on the example: the note, the slices, then the rest."""
+    return tuple(volumes.run(MODEL, str(EXAMPLE), str(TARGET), "", "axial"))
 
 
 def test_the_bundled_example_is_offered_with_the_volume_model_and_its_card(
@@ -44,8 +45,21 @@ def test_the_bundled_example_is_offered_with_the_volume_model_and_its_card(
     assert "Not for: anything but MRI crops around the hippocampus" in card
 
 
+def test_the_slices_come_first_then_the_scores_leaving_what_the_visitor_moved(example) -> None:
+    cleared, first, last = example
+    assert cleared[0] is None and "Segmenting" in cleared[1] and "34 x 52 x 37" in cleared[1]
+    assert cleared[5:7] == (None, None) and cleared[-4:] == (None,) * 4  # the last volume's
+    shown, note, rows, label_file, _, _, _, window, slider, plot, *views = first
+    assert rows == [] and label_file is None and plot is None and "Scoring" in note
+    assert window == AUTO and all(Path(view).is_file() for view in views)
+    assert last[0] is shown and "Scoring" not in last[1]
+    assert last[7:9] == (gr.skip(), gr.skip()) and last[-4:] == (gr.skip(),) * 4  # kept as moved
+
+
 def test_the_example_is_scored_per_class_and_its_labels_lie_on_the_input(example) -> None:
-    shown, note, rows, label_file, csv_file, surface, target, _, slider, plot, *views = example
+    _, first, last = example
+    shown, note, rows, label_file, csv_file, surface, target, _, _, plot, *_ = last
+    slider, views = first[8], first[-4:]
     assert [row[0] for row in rows] == ["Anterior", "Posterior"]
     dice = {row[0]: row[1] for row in rows}
     assert dice == pytest.approx({"Anterior": 0.857, "Posterior": 0.878}, abs=0.01)  # README
@@ -69,12 +83,12 @@ def test_the_example_is_scored_per_class_and_its_labels_lie_on_the_input(example
 def test_moving_the_axis_opens_on_its_busiest_slice_and_redraws_without_the_model(
     example, volumes: Volumes, monkeypatch
 ) -> None:
-    shown = example[0]
+    shown = example[1][0]
     monkeypatch.setattr(volumes, "model", None)  # a redraw must not need it
     slider, plot, *views = moved(shown, "sagittal", "bone")
     assert slider["value"] == busiest_slice(shown, "sagittal") and slider["maximum"] == 33
     assert Path(plot).is_file()  # the Dice per slice, now along the sagittal axis
-    assert Image.open(views[2]).size != Image.open(example[-2]).size  # another plane
+    assert Image.open(views[2]).size != Image.open(example[1][-2]).size  # another plane
     assert view_files(None, "axial", 0, "bone") == [None] * 4  # nothing segmented yet
 
 
@@ -83,9 +97,9 @@ def test_moving_the_axis_opens_on_its_busiest_slice_and_redraws_without_the_mode
 def test_a_ct_series_for_an_mri_model_is_shown_with_a_warning_and_its_true_aspect(
     volumes: Volumes,
 ) -> None:
-    shown, note, rows, _, _, _, target_surface, window, _, plot, image, *_ = volumes.run(
-        MODEL, str(CT_SERIES), None, "", "coronal"
-    )
+    _, first, last = volumes.run(MODEL, str(CT_SERIES), None, "", "coronal")
+    shown, note, _, _, _, _, _, window, _, _, image, *_ = first
+    rows, target_surface, plot = last[2], last[6], last[9]
     assert "512 x 512 x 20 voxels of 0.98 x 0.98 x 2.00 mm, CT" in note  # positions, not 3 mm
     assert "trained on MR" in note and window == "soft tissue"
     assert rows[0][1] == "" and target_surface is None and plot is None  # no target: volumes
@@ -99,18 +113,18 @@ def test_bad_uploads_are_refused_naming_the_file(volumes: Volumes, tmp_path) -> 
     png = tmp_path / "photo.png"
     Image.new("L", (8, 8)).save(png)
     with pytest.raises(gr.Error, match=r"photo\.png: not a volume file"):
-        volumes.run(MODEL, str(png), None, "", "axial")
+        next(volumes.run(MODEL, str(png), None, "", "axial"))
     other = tmp_path / "other.nii.gz"
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), other)
     with pytest.raises(gr.Error, match=r"other\.nii\.gz: the label volume does not lie on"):
-        volumes.run(MODEL, str(EXAMPLE), str(other), "", "axial")
+        next(volumes.run(MODEL, str(EXAMPLE), str(other), "", "axial"))
     big = tmp_path / "big.nii"  # a header alone, declaring more voxels than the limit
     header = nib.Nifti1Header()
     header.set_data_dtype(np.uint8)
     header.set_data_shape((4096, 4096, MAX_VOXELS // 4096**2 + 1))
     big.write_bytes(header.binaryblock + b"\0" * 4)
     with pytest.raises(gr.Error, match=r"big\.nii: .* voxels, over the limit"):
-        volumes.run(MODEL, str(big), None, "", "axial")
+        next(volumes.run(MODEL, str(big), None, "", "axial"))
     for message in ("photo.png", "other.nii.gz"):
         assert str(tmp_path) not in message
 
