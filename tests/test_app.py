@@ -696,6 +696,18 @@ def test_browser_dsb_example_then_a_painted_target(app_url, tmp_path) -> None:
 
 
 @browser_test
+def test_browser_the_2d_and_volume_examples_are_on_the_first_screen_at_1280x800(app_url) -> None:
+    with app_page(app_url, 1280, 800) as page:
+        for tab, example in ((None, "fluorescence-98a46348_mask.png"),
+                             ("Volumes (CT, MRI)", "hippocampus_084_seg.nii.gz")):  # fmt: skip
+            if tab:
+                page.get_by_role("tab", name=tab).click()
+            box = page.get_by_text(example).first.bounding_box(timeout=60_000)
+            assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 800, box
+            assert page.evaluate("window.scrollY") == 0  # seen before any scrolling
+
+
+@browser_test
 def test_browser_a_hippocampus_example_scrolled_turned_and_its_label_volume_taken_home(
     app_url, tmp_path: Path
 ) -> None:
@@ -856,12 +868,12 @@ def test_first_answers_at_once_share_one_output_folder_that_stays(run_python) ->
 
 
 @contextlib.contextmanager
-def app_page(app_url: str) -> Iterator:
+def app_page(app_url: str, width: int = 1400, height: int = 1100) -> Iterator:
     """A page of the app in headless Chromium, closed with its browser afterwards."""
     playwright = pytest.importorskip("playwright.sync_api")
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page = browser.new_page(viewport={"width": width, "height": height})
         page.goto(app_url, wait_until="load", timeout=120_000)
         try:
             yield page
