@@ -8,13 +8,14 @@ The volume: a smooth MRI-like background (1 mm voxels, int16) with the bundled h
 example (`examples/hippocampus/hippocampus_084`, its target beside it) set in its centre. In this
 process, after a warm-up on the example: `read_volume` and `predict_volume` (the model's own
 inference, as the page runs it: bf16 where the CPU has it). Then `python app.py` on a free port
-and, at the lowest CPU priority (`nice 19`: a visitor's browser runs on their own machine, not on
-the Space's two cores), Debian's Chromium through Playwright: the example clicked once (the model loaded), the
-volume and its target uploaded and segmented, timed from the upload to the first slice's image
-on the page and to the table (the second answer, with the surfaces); the slider moved 5 times, each timed until the prediction's view is redrawn; the
-server's resident memory before and after the volume (VmRSS) and its peak (VmHWM); the `.glb`
-surfaces the page loads. Bounds (issue 38): first slice at most 1.3x the inference, a redraw at
-most 0.3 s, a mesh at most 5 MB.
+and, at the lowest CPU priority (`nice 19`: a visitor's browser runs on their own machine, not
+on the Space's two cores), Debian's Chromium through Playwright: the example clicked once (the
+model loaded), the volume and its target uploaded and segmented, timed from the upload to the
+prediction's first slice on the page and to the table (the last answer, with the surfaces); the
+slider moved 5 times, each timed until the prediction's view is redrawn; the server's resident
+memory before and after the volume (VmRSS) and its peak (VmHWM); the `.glb` surfaces the page
+loads. Bounds (issue 38): first slice at most 1.3x the inference, a redraw at most 0.3 s, a mesh
+at most 5 MB.
 """
 
 from __future__ import annotations

@@ -703,7 +703,7 @@ def test_browser_the_2d_and_volume_examples_are_on_the_first_screen_at_1280x800(
             if tab:
                 page.get_by_role("tab", name=tab).click()
             box = page.get_by_text(example).first.bounding_box(timeout=60_000)
-            assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 800, box
+            assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 800, box
             assert page.evaluate("window.scrollY") == 0  # seen before any scrolling
 
 
