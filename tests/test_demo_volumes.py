@@ -49,7 +49,7 @@ def test_the_slices_come_first_then_the_scores_leaving_what_the_visitor_moved(ex
     cleared, first, last = example
     assert cleared[0] is None and "Segmenting" in cleared[1] and "34 x 52 x 37" in cleared[1]
     assert cleared[5:7] == (None, None) and cleared[-4:] == (None,) * 4  # the last volume's
-    shown, note, rows, label_file, _, _, _, window, slider, plot, *views = first
+    shown, note, rows, label_file, _, _, _, window, _, plot, *views = first
     assert rows == [] and label_file is None and plot is None and "Scoring" in note
     assert window == AUTO and all(Path(view).is_file() for view in views)
     assert last[0] is shown and "Scoring" not in last[1]
