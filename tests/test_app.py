@@ -733,6 +733,9 @@ def test_browser_a_hippocampus_example_scrolled_turned_and_its_label_volume_take
         moved = shown.get_attribute("src")
         page.get_by_label("sagittal").check()
         wait_for_change(shown, moved)
+        index = int(number.input_value())  # the busiest sagittal slice, shown now
+        view = page.request.get(urllib.parse.urljoin(app_url, shown.get_attribute("src")))
+        (tmp_path / "view.png").write_bytes(view.body())
         link = page.locator("#volume-labels a[href*='_seg.nii.gz']").first
         href = link.get_attribute("href", timeout=30_000)
         (tmp_path / "labels.nii.gz").write_bytes(
@@ -741,7 +744,26 @@ def test_browser_a_hippocampus_example_scrolled_turned_and_its_label_volume_take
     written, given = nib.load(tmp_path / "labels.nii.gz"), nib.load(example)
     assert written.shape == given.shape
     np.testing.assert_allclose(written.affine, given.affine, atol=1e-5)
-    assert set(np.unique(np.asarray(written.dataobj))) == {0, 1, 2}
+    labels = np.asarray(written.dataobj)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    # The shown sagittal slice (canonical LPS; the example is stored RAS: x reversed) holds the
+    # classes the view shows, in the same proportions (the view is resized by nearest only).
+    plane = labels[labels.shape[0] - 1 - index]
+    shown_fractions = class_fractions_in_view(tmp_path / "view.png")
+    assert set(shown_fractions) == set(np.unique(plane)) - {0}
+    for c, fraction in shown_fractions.items():
+        assert fraction == pytest.approx((plane == c).mean(), abs=0.01)
+
+
+def class_fractions_in_view(view: Path) -> dict[int, float]:
+    """The fraction of a prediction view's pixels tinted by each class: a tint over grey keeps
+    its colour's direction away from grey (the first two classes: gold, R > B; cyan, B > R)."""
+    rgb = np.asarray(Image.open(view).convert("RGB"), dtype=np.float32)
+    chroma = rgb - rgb.mean(axis=-1, keepdims=True)
+    tinted = np.linalg.norm(chroma, axis=-1) > 40  # half a class colour's chroma is about 95
+    gold = tinted & (chroma[..., 0] > chroma[..., 2])
+    found = {1: gold.mean(), 2: (tinted & ~gold).mean()}
+    return {c: float(f) for c, f in found.items() if f > 0}
 
 
 @pytest.mark.slow  # the CT's 20 slices through the 3D model's windows, and a NIfTI: about 1 min
