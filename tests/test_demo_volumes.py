@@ -21,6 +21,7 @@ EXAMPLE = REPO / "examples" / "hippocampus" / "hippocampus_084.nii.gz"
 TARGET = REPO / "examples" / "hippocampus" / "hippocampus_084_seg.nii.gz"
 MODEL = "hippocampus-unet3d (bundled)"
 CT_SERIES = SHARED_DATA / "CT-sample" / "example_ct_dicom"
+DICOM_SERIES = SHARED_DATA / "MSD-Hippocampus" / "dicom-series"
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,33 @@ def test_a_ct_series_for_an_mri_model_is_shown_with_a_warning_and_its_true_aspec
     assert height / width == pytest.approx(20 * 2.0 / (512 * 0.9765625), abs=0.01)
     lung, bone = (Image.open(view_files(shown, "axial", 10, w)[0]) for w in ("lung", "bone"))
     assert np.asarray(lung).mean() > np.asarray(bone).mean()  # a wider, lower window: brighter
+
+
+@pytest.mark.skipif(not DICOM_SERIES.is_dir(), reason=f"DICOM series not found at {DICOM_SERIES}")
+def test_a_dicom_zip_s_patient_name_and_id_are_in_no_answer_and_no_file(
+    volumes: Volumes, tmp_path
+) -> None:
+    import zipfile
+
+    import pydicom
+
+    upload = tmp_path / "scan.zip"
+    with zipfile.ZipFile(upload, "w") as archive:
+        for path in sorted(DICOM_SERIES.glob("Study1*/*.dcm")):
+            header = pydicom.dcmread(path)
+            header.PatientName, header.PatientID = "Doe^Jane", "ID-7731"
+            header.save_as(tmp_path / path.name)
+            archive.write(tmp_path / path.name, path.name)
+    answers = list(volumes.run(MODEL, str(upload), None, "", "axial"))
+    files = [
+        Path(v) for answer in answers for v in answer if isinstance(v, str) and Path(v).is_file()
+    ]
+    assert len(files) >= 6  # four views, the label volume, the CSV, a surface
+    for text in [str(answer[1]) for answer in answers] + [str(answers[-1][2])]:
+        assert "Doe" not in text and "7731" not in text
+    for path in files:
+        assert b"Doe" not in path.read_bytes() and b"7731" not in path.read_bytes(), path
+        assert "Doe" not in path.name and "7731" not in path.name
 
 
 def test_bad_uploads_are_refused_naming_the_file(volumes: Volumes, tmp_path) -> None:
