@@ -146,6 +146,10 @@ class Volumes:
             raise gr.Error(f"{choice!r} is not one of the volume models: {', '.join(self.choices)}")
         return zoo.from_pretrained(location)
 
+    def recipe(self, choice: str) -> VolumeRecipe:
+        """How the model `choice` reads a volume: its modality, spacing, patch, intensities."""
+        return VolumeRecipe.of(self.model(choice))
+
     def _location(self, choice: str | None) -> str | None:
         if choice in self.choices:
             return self.choices[choice]
@@ -172,7 +176,7 @@ class Volumes:
         spacing in mm, the modality, each class's volume in mL, and a warning where the
         volume's modality is not the model's."""
         volume, _ = _read(volume_file, None, series)
-        recipe, shown = VolumeRecipe.of(self.model(choice)), self._predicted(choice, volume, None)
+        recipe, shown = self.recipe(choice), self._predicted(choice, volume, None)
         name = _visible_name(volume_file)
         label_file = write_labels(
             shown.prediction, volume, answer_folder(name) / f"{name}_seg.nii.gz"
@@ -199,10 +203,12 @@ class Volumes:
         """What the views are drawn from: the volume, its prediction (one volume predicted at
         a time) and its target."""
         model = self.model(choice)
-        recipe = VolumeRecipe.of(model)
         with self._lock:
             prediction = predict_volume(
-                model, volume, recipe, precision="bf16" if zoo.cpu_has_bf16() else "fp32"
+                model,
+                volume,
+                self.recipe(choice),
+                precision="bf16" if zoo.cpu_has_bf16() else "fp32",
             )
         classes = list(model.pretrained_config.get("classes") or ["background", "foreground"])
         return Segmented(
@@ -221,11 +227,11 @@ class Volumes:
         last volume's answers cleared (its surfaces would keep a visitor's browser drawing
         while this one is predicted). As soon as the model has predicted: the state, the
         window (a CT preset for a CT), the slider on the busiest slice and its views. Then
-        `results` and the Dice-per-slice plot (3.5 s of a 256 x 256 x 200 volume), leaving
+        `results` and the Dice-per-slice plot (4 s more for a 256 x 256 x 200 volume), leaving
         the slider, window and views as the visitor has moved them meanwhile."""
         volume, target = _read(volume_file, target_file, series)
         name = _visible_name(volume_file)
-        note = _note(volume, VolumeRecipe.of(self.model(choice)), name)
+        note = _note(volume, self.recipe(choice), name)
         cleared = (None, f"{note} Segmenting ...", [], *[None] * 4)
         yield (*cleared, gr.skip(), gr.skip(), None, *[None] * 4)
         shown = self._predicted(choice, volume, target)
@@ -233,9 +239,16 @@ class Volumes:
         slider, *views = opened(shown, axis, window)
         pending = ([], None, None, None, None)
         yield (shown, f"{note} Scoring and meshing ...", *pending, window, slider, None, *views)
-        kept = [gr.skip()] * 7  # the window, the slider, the plot's place, the four views
-        kept[2] = per_slice_plot(shown, axis)
-        yield (shown, note, *self.results(shown, volume, name), *kept)
+        plot, unmoved = per_slice_plot(shown, axis), gr.skip()  # the visitor's window and slices
+        yield (
+            shown,
+            note,
+            *self.results(shown, volume, name),
+            unmoved,
+            unmoved,
+            plot,
+            *[unmoved] * 4,
+        )
 
 
 def opened(shown: Segmented, axis: str, window: str) -> tuple:
