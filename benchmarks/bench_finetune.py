@@ -14,7 +14,8 @@
   test images resized alike.
 
 Each runs `python -m trainers.train --finetune BASE --data folder:PAIRS --time-budget 90s` (the
-code path the demo's Teach tab runs; `--lr` passes a learning rate through), prints the
+code path the demo's Teach tab runs; `--lr` and `--ema` pass a learning rate and a weight
+average's decay through), prints the
 fine-tune plan's lines and a Markdown table of mean Dice per image (`trainers.evaluate`).
 """
 
@@ -95,9 +96,13 @@ def dsb_case(args: argparse.Namespace, work: Path) -> None:
     write_pairs(train, work / "train")
     write_pairs(scored, work / "test")
     base = WEIGHTS / "dsb2018-unet"
-    flags = ("--lr", args.lr) if args.lr else ()
+    flags = [
+        flag
+        for name in ("lr", "ema")
+        if getattr(args, name)
+        for flag in (f"--{name}", getattr(args, name))
+    ]
     tuned = finetune(base, work, args.output / "tuned", args.budget, *flags)
-    before = dice_of(base, work, args.output / "eval-base")
     after = dice_of(tuned, work, args.output / "eval")
     ids = ", ".join(sample.id[:8] for sample in train)
     print(
@@ -105,7 +110,8 @@ def dsb_case(args: argparse.Namespace, work: Path) -> None:
         f"{args.split} images, fine-tuned for {args.budget}\n"
     )
     print(f"| model | brightfield {args.split} Dice (mean per image) |\n| --- | ---: |")
-    print(f"| dsb2018-unet (bundled) | {before:.3f} |")
+    if args.zero_shot:
+        print(f"| dsb2018-unet (bundled) | {dice_of(base, work, args.output / 'eval-base'):.3f} |")
     print(f"| + {len(train)} brightfield images, {args.budget} | {after:.3f} |")
 
 
@@ -139,6 +145,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--budget", default="90s")
     parser.add_argument("--lr", help="a learning rate instead of the plan's")
+    parser.add_argument("--ema", help="a weight average's decay instead of the plan's")
+    parser.add_argument(
+        "--zero-shot",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="score the bundled model too (--no-zero-shot: repeats skip it)",
+    )
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--output", type=Path, default=Path("runs/bench-finetune"))
     args = parser.parse_args()

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 import zoo
 from tests.conftest import REPO
 from trainers.fit import checkpoint
+from trainers.fit.average import WeightAverage
 from trainers.fit.settings import PRESETS, TrainConfig, build_parser, load_config_file, resolve
 from trainers.hub.model_card import run_card
 from trainers.train import main
@@ -150,6 +151,58 @@ def test_resume_with_more_steps_extends_a_finished_run(tmp_path: Path) -> None:
     a, _ = checkpoint.load_checkpoint(straight)
     b, _ = checkpoint.load_checkpoint(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_weight_average_follows_the_model_with_a_warmed_up_decay() -> None:
+    """Decay 0.9, warmed up as min(0.9, (1 + n) / (10 + n)): the average of a weight at 0 moving
+    to 1 is 1 - 2/11 after one update and 1 - (2/11)(3/12) after two; BatchNorm's integer
+    count is copied, not averaged."""
+    model = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    torch.nn.init.zeros_(model[0].weight)
+    average = WeightAverage(model, decay=0.9)
+    model[0].weight.data.fill_(1.0)
+    model[1].num_batches_tracked.fill_(7)
+    average.update()
+    assert average.model[0].weight.item() == pytest.approx(1 - 2 / 11)
+    assert average.model[1].num_batches_tracked.item() == 7
+    average.update()
+    assert average.model[0].weight.item() == pytest.approx(1 - (2 / 11) * (3 / 12))
+    assert model[0].weight.item() == 1.0  # the model itself is untouched
+    with pytest.raises(ValueError, match="decay must be in"):
+        WeightAverage(model, decay=1.0)
+
+
+def test_an_ema_run_validates_and_saves_the_average_and_resumes_it(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """With --ema, validation scores the average (no gradients) and the best weights are the
+    average, not the last step's (kept in the checkpoint); a run resumed after step 1 ends with
+    the same average as a 2-step run. Validation is scripted to improve every time."""
+    import trainers.fit.loop as loop
+
+    scored, scores = [], iter(np.linspace(0.1, 0.9, 9))
+
+    def improving(model, *args):
+        scored.append(model)
+        return float(next(scores)), 0.0
+
+    monkeypatch.setattr(loop, "validate", improving)
+    data = disc_dataset(tmp_path / "data")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    common = ("--val-every", "1", "--no-evaluate", "--ema", "0.9", "--lr", "0.05")
+    main(run_args(data, straight, "--steps", "2", *common))
+    main(run_args(data, resumed, "--steps", "1", *common))
+    main(["--resume", str(resumed), "--steps", "2"])
+    assert len(scored) == 4
+    assert not any(p.requires_grad for model in scored for p in model.parameters())
+    last, state = checkpoint.load_checkpoint(straight)
+    averaged = state["average"]["weights"]
+    assert state["average"]["updates"] == 2
+    assert any(not torch.equal(averaged[k], last[k]) for k in last)
+    best_straight = load_file(straight / "model.safetensors")
+    best_resumed = load_file(resumed / "model.safetensors")
+    assert all(torch.equal(best_straight[k], averaged[k]) for k in best_straight)
+    assert all(torch.equal(best_straight[k], best_resumed[k]) for k in best_straight)
 
 
 def test_the_config_file_sits_between_the_preset_and_the_flags(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ import zoo
 from trainers import ranks
 from trainers.data import SegmentationDataset
 from trainers.data.sampling import steps_per_pass
+from trainers.fit.average import WeightAverage
 from trainers.fit.budget import Budget, cosine, parse_duration
 from trainers.fit.checkpoint import load_checkpoint, save_checkpoint, trim_metrics, write_json
 from trainers.fit.losses import DiceIoULoss, check_target_values
@@ -128,14 +129,19 @@ def append_csv(path: Path, row: dict[str, Any]) -> None:
         writer.writerow(row)
 
 
-def restore(run_dir: Path, model, optimizer, main_process: bool, save_best) -> RunState:
-    """Load the last checkpoint into `model` and `optimizer`; the state to go on from. What a
-    killed run may have left is tidied: log lines, temporary files, best weights not written."""
+def restore(
+    run_dir: Path, model, optimizer, average: WeightAverage | None, main_process: bool, save_best
+) -> RunState:
+    """Load the last checkpoint into `model`, `optimizer` and the weights' `average`; the state
+    to go on from. What a killed run may have left is tidied: log lines, temporary files, best
+    weights not written."""
     weights, saved = load_checkpoint(run_dir)
     if "best_step" not in saved:
         raise ValueError(f"{run_dir} was trained by epochs with an older bioseg; start a new run")
     model.load_state_dict(weights)
     optimizer.load_state_dict(saved["optimizer"])
+    if average is not None and "average" in saved:
+        average.load_state_dict(saved["average"])
     state = RunState(saved["step"], saved["elapsed"], saved["best_dice"], saved["best_step"])
     if main_process:
         trim_metrics(run_dir / "metrics.csv", state.step)
@@ -150,13 +156,15 @@ def restore(run_dir: Path, model, optimizer, main_process: bool, save_best) -> R
 @dataclasses.dataclass
 class Run:
     """What the loop works with: the settings, the model (and the network it trains through,
-    compiled or distributed), the data, and how the run is measured and ends."""
+    compiled or distributed; the average of its weights with --ema), the data, and how the run
+    is measured and ends."""
 
     config: TrainConfig
     run_dir: Path
     model: zoo.SegmentationModel
     net: nn.Module
     optimizer: torch.optim.Optimizer
+    average: WeightAverage | None
     val_set: SegmentationDataset
     num_classes: int
     precision: str
@@ -164,6 +172,11 @@ class Run:
     val_every: int
     main_process: bool
     save_best: Callable[[], None]
+
+    @property
+    def scored(self) -> zoo.SegmentationModel:
+        """The weights validated and saved: the average with --ema, else the model's own."""
+        return self.average.model if self.average else self.model
 
 
 def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -> Path:
@@ -183,9 +196,12 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
     train_set, val_set, num_classes, source = make_datasets(config, spec, rank)
     model = build_model(config, spec, num_classes, config.pretrained and not resume, device)
     optimizer = make_optimizer(config, model)
+    average = WeightAverage(model, config.ema) if config.ema else None
 
-    save_best = best_saver(config, model, run_dir, source)
-    state = restore(run_dir, model, optimizer, rank == 0, save_best) if resume else RunState()
+    save_best = best_saver(config, average.model if average else model, run_dir, source)
+    state = (
+        restore(run_dir, model, optimizer, average, rank == 0, save_best) if resume else RunState()
+    )
     per_pass = steps_per_pass(len(train_set), config.batch_size, world)
     total = run_length(config, per_pass)
     seconds = parse_duration(config.time_budget) if config.time_budget else None
@@ -197,6 +213,7 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
         model,
         net,
         optimizer,
+        average,
         val_set,
         num_classes,
         precision,
@@ -300,6 +317,8 @@ def train_steps(run: Run, loader: DataLoader, state: RunState) -> RunState:
         if config.compile and state.step == 0:  # the first step compiles: not charged
             run.budget.exclude(time.perf_counter() - started)
             print(f"compiled in {time.perf_counter() - started:.1f} s (not charged to the budget)")
+        if run.average:
+            run.average.update()
         interval["loss"] += loss * len(images)
         interval["seen"] += len(images)
         state.step += 1
@@ -322,7 +341,7 @@ def end_of_interval(run: Run, state: RunState, interval: dict[str, Any], bar: tq
         [interval["seen"], interval["loss"].item()], interval["loss"].device
     )
     threshold = run.config.threshold or 0.5
-    val_dice, val_iou = validate(run.model, run.val_set, run.precision, run.num_classes, threshold)
+    val_dice, val_iou = validate(run.scored, run.val_set, run.precision, run.num_classes, threshold)
     state.seconds = run.budget.elapsed()
     if run.main_process:
         bar.set_postfix(
@@ -359,6 +378,7 @@ def end_of_interval(run: Run, state: RunState, interval: dict[str, Any], bar: tq
                 "elapsed": state.seconds,
                 "best_dice": state.best_dice,
                 "best_step": state.best_step,
+                **({"average": run.average.state_dict()} if run.average else {}),
             },
         )
         if improved:

@@ -10,8 +10,9 @@ choice (explicit flags still win):
 - **crops**: enough per image and pass to cover each image (at most MAX_PATCHES);
 - **learning rate** FINETUNE_LR after WARMUP_STEPS of linear warm-up: chosen on the brightfield
   training images of DSB 2018 not fine-tuned on (3 pairs, 90 s, the Dice of 10 images: 1e-4
-  0.165, 3e-4 0.180, 1e-3 0.627, 3e-3 0.719, 1e-2 0.644; `benchmarks/bench_finetune.py --dsb
-  ... --split val --lr X`): a short run far from the base's domain needs large steps;
+  0.165, 3e-4 0.180, 1e-3 0.627, 3e-3 0.719, 1e-2 0.644; repeated: 3e-3 0.776, 0.714, 0.699,
+  1e-3 0.197, 0.253, 0.221; `benchmarks/bench_finetune.py --dsb ... --split val --lr X`): a
+  short run far from the base's domain needs large steps;
 - **scale**: the new images brought to the object size the base learned (its `object_width`
   at its scale, saved in its config.json, against the new masks' median object width), as
   nnU-Net resamples to a target spacing; never enlarged (`--scale` up to 1.5 does that): on DSB

@@ -86,6 +86,11 @@ class TrainConfig:
     optimizer: str = setting("adam", "adam or adamw")
     lr: float = setting(1e-3, "the peak learning rate, decayed to 0 by a cosine over the run")
     warmup: int = setting(0, "steps of linear learning-rate warm-up from 0 to --lr")
+    ema: float = setting(
+        0.0,
+        "decay of an exponential moving average of the weights, validated and saved in place of "
+        "the last step's (e.g. 0.99; 0: none)",
+    )
     weight_decay: float = setting(0.0, "the optimizer's weight decay")
     image_size: int = setting(256, "side of the square training crops, pixels")
     patches_per_image: int = setting(1, "random crops per image and pass over the data")
@@ -166,6 +171,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0) or (name == "lr" and value == 0):
                 raise ValueError(f"{name} must be a finite number >= 0 (lr > 0), got {value!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be a decay in [0, 1), 0 for none, got {self.ema!r}")
         if not 0 <= self.invert <= 1:
             raise ValueError(f"invert must be a probability in [0, 1], got {self.invert!r}")
         check_loss_weights(self.dice_weight, self.iou_weight)
