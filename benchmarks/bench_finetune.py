@@ -14,8 +14,8 @@
   test images resized alike.
 
 Each runs `python -m trainers.train --finetune BASE --data folder:PAIRS --time-budget 90s` (the
-code path the demo's Teach tab runs; `--lr` and `--ema` pass a learning rate and a weight
-average's decay through), prints the
+code path the demo's Teach tab runs; flags this script does not know, such as `--lr 1e-3` or
+`--no-batch-dice`, go to each fine-tune), prints the
 fine-tune plan's lines and a Markdown table of mean Dice per image (`trainers.evaluate`).
 """
 
@@ -96,13 +96,7 @@ def dsb_case(args: argparse.Namespace, work: Path) -> None:
     write_pairs(train, work / "train")
     write_pairs(scored, work / "test")
     base = WEIGHTS / "dsb2018-unet"
-    flags = [
-        flag
-        for name in ("lr", "ema")
-        if getattr(args, name)
-        for flag in (f"--{name}", getattr(args, name))
-    ]
-    tuned = finetune(base, work, args.output / "tuned", args.budget, *flags)
+    tuned = finetune(base, work, args.output / "tuned", args.budget, *args.flags)
     after = dice_of(tuned, work, args.output / "eval")
     ids = ", ".join(sample.id[:8] for sample in train)
     print(
@@ -120,8 +114,10 @@ def drive_case(args: argparse.Namespace, work: Path) -> None:
     write_pairs(splits["train"][: args.pairs], work / "train", FINER)
     write_pairs(splits["test"], work / "test", FINER)
     base = WEIGHTS / "drive-unet"
-    planned = finetune(base, work, args.output / "planned", args.budget)
-    kept = finetune(base, work, args.output / "base-scale", args.budget, "--scale", "1")
+    planned = finetune(base, work, args.output / "planned", args.budget, *args.flags)
+    kept = finetune(
+        base, work, args.output / "base-scale", args.budget, "--scale", "1", *args.flags
+    )
     rows = {
         "drive-unet (bundled), zero-shot": dice_of(base, work, args.output / "eval-base"),
         f"+ {args.pairs} images, at the base's scale (1)": dice_of(
@@ -144,8 +140,6 @@ def main() -> None:
     case.add_argument("--drive", type=Path, help="the DRIVE folder: the 1.7x case")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--budget", default="90s")
-    parser.add_argument("--lr", help="a learning rate instead of the plan's")
-    parser.add_argument("--ema", help="a weight average's decay instead of the plan's")
     parser.add_argument(
         "--zero-shot",
         action=argparse.BooleanOptionalAction,
@@ -154,7 +148,8 @@ def main() -> None:
     )
     parser.add_argument("--split", choices=["test", "val"], default="test")
     parser.add_argument("--output", type=Path, default=Path("runs/bench-finetune"))
-    args = parser.parse_args()
+    args, flags = parser.parse_known_args()
+    args.flags = flags  # the flags this script does not know go to each fine-tune
     work = Path(tempfile.mkdtemp(prefix="finetune-"))
     try:
         (dsb_case if args.dsb else drive_case)(args, work)

@@ -621,6 +621,7 @@ def test_a_fine_tune_on_fewer_than_five_pairs_trains_on_all_and_says_so(pairs, h
     assert settings["val_fraction"] == held_back
     assert ("none is held back" in "\n".join(reasons)) == (pairs < 5)
     assert settings["lr"] == FINETUNE_LR and settings["warmup"] == WARMUP_STEPS > 0
+    assert settings["batch_dice"] is True  # a few images' crops: most hold little foreground
 
 
 @pytest.mark.parametrize(

@@ -205,6 +205,21 @@ def test_an_ema_run_validates_and_saves_the_average_and_resumes_it(
     assert all(torch.equal(best_straight[k], best_resumed[k]) for k in best_straight)
 
 
+def test_batch_dice_pools_the_loss_over_the_batch(tmp_path: Path, monkeypatch) -> None:
+    """--batch-dice gives the loop the loss pooled over the batch (its values are checked by
+    hand in test_losses), --no-batch-dice the loss of each crop."""
+    import trainers.fit.loop as loop
+
+    pooled, real = [], loop.DiceIoULoss
+    monkeypatch.setattr(
+        loop, "DiceIoULoss", lambda *a, **k: pooled.append(k["batch"]) or real(*a, **k)
+    )
+    data = disc_dataset(tmp_path / "data")
+    for flag in ("--no-batch-dice", "--batch-dice"):
+        main(run_args(data, tmp_path / flag, "--steps", "1", "--no-evaluate", flag))
+    assert pooled == [False, True]
+
+
 def test_the_config_file_sits_between_the_preset_and_the_flags(tmp_path: Path) -> None:
     settings = tmp_path / "mine.json"
     settings.write_text(json.dumps({"lr": 0.01, "batch_size": 4, "epochs": 7}))

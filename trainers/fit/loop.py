@@ -282,8 +282,11 @@ def train_steps(run: Run, loader: DataLoader, state: RunState) -> RunState:
     `run.val_every` steps and at the end. The loss stays on the device and is read once per
     interval; the clock is shared between ranks every CHECK_EVERY steps."""
     config, device = run.config, next(run.model.parameters()).device
-    loss_fn = DiceIoULoss(  # the object target's thin classes: scored over the batch
-        config.dice_weight, config.iou_weight, check_values=False, batch=config.objects
+    loss_fn = DiceIoULoss(  # the object target's thin classes are always scored over the batch
+        config.dice_weight,
+        config.iou_weight,
+        check_values=False,
+        batch=config.batch_dice or config.objects,
     )
     scaler = grad_scaler(run.precision, device)
     rank = dist.get_rank() if dist.is_initialized() else 0

@@ -72,7 +72,13 @@ def finetune_plan(
         f"learning rate {FINETUNE_LR:g} after {WARMUP_STEPS} steps of warm-up: in a short run "
         "far from the base's images, large steps taught it most (measured, docs/training.md)"
     )
+    reasons.append(
+        "the loss pooled over the batch (batch Dice): most crops of a few new images hold "
+        "little or no foreground, and a crop scored alone then barely penalizes what is "
+        "predicted in it (measured, docs/training.md)"
+    )
     settings = {
+        "batch_dice": True,
         "scale": scale,
         "object_width": round(_width(f), 2),
         "patches_per_image": patches,

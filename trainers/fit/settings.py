@@ -119,6 +119,12 @@ class TrainConfig:
         "as many training crops; the plan turns it on where the images have both grounds",
     )
     dice_weight: float = setting(0.5, "loss = dice_weight * Dice loss + iou_weight * IoU loss")
+    batch_dice: bool = setting(
+        False,
+        "pool the loss's sums over the batch (nnU-Net's batch Dice) rather than score each crop: "
+        "crops without foreground then still penalize what is predicted in them; always on for "
+        "the object target, and in fine-tunes (their plan)",
+    )
     iou_weight: float = setting(0.5, "the IoU loss's weight (see --dice-weight)")
     val_fraction: float = setting(0.2, "fraction held out for validation without a val split")
     threshold: float = setting(
