@@ -121,7 +121,7 @@ class TrainConfig:
     dice_weight: float = setting(0.5, "loss = dice_weight * Dice loss + iou_weight * IoU loss")
     batch_dice: bool = setting(
         False,
-        "pool the loss's sums over the batch (nnU-Net's batch Dice) rather than score each crop: "
+        "pool the loss's sums over the batch (batch Dice) rather than score each crop: "
         "crops without foreground then still penalize what is predicted in them; always on for "
         "the object target, and in fine-tunes (their plan)",
     )
