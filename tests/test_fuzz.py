@@ -106,6 +106,7 @@ def broken_rules(values: dict) -> list[str]:
     broken += ["val_fraction"] * (not 0 <= c["val_fraction"] < 1)
     broken += ["threshold"] * (not 0 <= c["threshold"] < 1)
     broken += ["invert"] * (not 0 <= c["invert"] <= 1)  # a probability
+    broken += ["ema"] * (not 0 <= c["ema"] < 1)  # a decay, 0 for none
     broken += ["optimizer"] * (c["optimizer"] not in ("adam", "adamw"))
     broken += ["precision"] * (c["precision"] not in ("auto", "bf16", "fp16", "fp32"))
     if (c["mean"] or c["std"]) and not (

@@ -79,6 +79,8 @@ def test_settings_precedence_and_rejection(tmp_path: Path) -> None:
         load_config_file(bad)
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match=r"ema must be a decay in \[0, 1\), 0 for none, got 1.0"):
+        TrainConfig(ema=1.0)
     with pytest.raises(SystemExit):
         parser.parse_args(["--no-such-flag", "1"])
 
