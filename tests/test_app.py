@@ -786,8 +786,8 @@ def test_browser_a_zipped_ct_series_and_a_nifti_show_their_spacing_windows_and_a
         note = page.locator("#volume-note")
         note.get_by_text("0.98 x 0.98 x 2.00 mm").wait_for(timeout=240_000)  # the positions' 2 mm
         assert "CT" in note.inner_text() and "trained on MR" in note.inner_text()
-        shown = page.locator("#volume-image img")
-        before = shown.get_attribute("src", timeout=60_000)
+        shown = page.locator("#volume-image img")  # drawn once the model has predicted:
+        before = shown.get_attribute("src", timeout=240_000)  # 14-29 s here, >60 s in CI
         for preset in ("lung", "bone"):
             page.locator("#volume-window input").fill(preset)
             page.get_by_role("option", name=preset).click()
