@@ -215,6 +215,21 @@ def test_the_default_run_is_planned_and_saves_its_plan_threshold_and_how_it_ende
     assert config["threshold_from"] == "validation" and 0.01 <= config["threshold"] <= 0.99
 
 
+def test_a_planned_run_without_steps_is_ended_by_its_clock_not_a_count(
+    tmp_path: Path, capsys
+) -> None:
+    data = disc_dataset(tmp_path / "data")
+    run = tmp_path / "run"
+    main(["--data", f"folder:{data}", "--output", str(run), "--workers", "0", "--no-evaluate",
+          "--model-kwargs", '{"base_channels": 4}', "--image-size", "32", "--val-fraction",
+          "0.25", "--time-budget", "4s"])  # fmt: skip
+    assert "steps until the 4s are spent in" in capsys.readouterr().out
+    settings = json.loads((run / "train_config.json").read_text())
+    assert settings["steps"] == 0 and settings["time_budget"] == "4s"
+    note = settings["note"]
+    assert note["ended_by"] == "time budget" and note["seconds"] >= 4 and note["steps"] > 0
+
+
 def test_an_explicit_threshold_wins_and_the_tuned_one_is_reported(tmp_path: Path, capsys) -> None:
     data = disc_dataset(tmp_path / "data")
     run = tmp_path / "run"
@@ -452,31 +467,37 @@ def test_the_plan_fills_its_time_with_the_largest_model_that_trains_the_steps_wa
     precision: str,
 ) -> None:  # fmt: skip
     settings, reasons = make_plan(fingerprint_of(images, 600, 8.0), hardware, timer=timer)
-    assert settings["steps"] == steps and settings["val_every"] == round(steps / 20)
+    assert planned_steps(reasons) == steps and settings["val_every"] == round(steps / 20)
+    assert settings["steps"] == 0 and settings["time_budget"] == "1200s"  # the clock ends it
     assert settings["model_kwargs"] == model_kwargs and settings["image_size"] == crop
-    assert settings["precision"] == precision and settings["time_budget"] == "1200s"
-    assert any(
-        line.startswith(f"{steps} steps, validated and checkpointed every") for line in reasons
-    )
+    assert settings["precision"] == precision
     seconds = timer(Candidate("unet", model_kwargs, crop, settings["batch_size"]), precision)
-    assert 0.99 * 0.8 * 20 * 60 <= settings["steps"] * seconds <= 0.8 * 20 * 60
+    assert 0.99 * 0.8 * 20 * 60 <= steps * seconds <= 0.8 * 20 * 60
 
 
-def expected_training(settings: dict, timer) -> float:
+def planned_steps(reasons: list[str]) -> int:
+    """The steps the plan expects to fit its training share, from its printed length line."""
+    (line,) = [line for line in reasons if " steps, validated and checkpointed every " in line]
+    return int(line.split()[0])
+
+
+def expected_training(settings: dict, reasons: list[str], timer) -> float:
     chosen = Candidate(
         "unet", settings["model_kwargs"], settings["image_size"], settings["batch_size"]
     )
-    return settings["steps"] * timer(chosen, settings["precision"])
+    return planned_steps(reasons) * timer(chosen, settings["precision"])
 
 
 @pytest.mark.parametrize("images", [20, 500, 5000])
 def test_every_machine_fills_its_time_and_a_larger_one_never_gets_a_smaller_model(images) -> None:
     f = fingerprint_of(images, 600, 8.0)
-    plans = {
-        name: make_plan(f, hardware, timer=timer)[0] for name, (hardware, timer) in MACHINES.items()
+    made = {
+        name: make_plan(f, hardware, timer=timer) for name, (hardware, timer) in MACHINES.items()
     }
+    plans = {name: settings for name, (settings, _) in made.items()}
     for name, (_, timer) in MACHINES.items():
-        assert expected_training(plans[name], timer) >= 0.85 * 0.8 * 20 * 60, name
+        assert expected_training(*made[name], timer) >= 0.85 * 0.8 * 20 * 60, name
+        assert plans[name]["steps"] == 0  # and the clock, not the count, ends the run
     sizes = [
         Candidate("unet", plan["model_kwargs"], plan["image_size"], plan["batch_size"]).size
         for plan in plans.values()
@@ -508,8 +529,8 @@ def test_no_time_budget_means_the_allowance_and_a_budget_caps_the_steps() -> Non
     budgeted, _ = make_plan(f, CPU, timer=fake_timer(0.33), seconds=20 * 60)
     assert unbudgeted == budgeted  # no --time-budget: the plan allows itself 20 minutes
     assert "no --time-budget: the plan allows itself 20 min" in "\n".join(reasons)
-    short, _ = make_plan(f, CPU, timer=fake_timer(0.33), seconds=5 * 60)
-    assert short["steps"] == int(0.8 * 300 / 0.165) and short["time_budget"] == "300s"
+    short, reasons = make_plan(f, CPU, timer=fake_timer(0.33), seconds=5 * 60)
+    assert planned_steps(reasons) == int(0.8 * 300 / 0.165) and short["time_budget"] == "300s"
 
 
 def test_precision_bf16_where_faster_fp16_without_bf16_fp32_without_units() -> None:

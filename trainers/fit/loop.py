@@ -224,10 +224,11 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
     )
     if run.main_process:
         write_settings(run_dir, config, plan)
+        length = f"{total} steps" if total else f"steps until the {config.time_budget} are spent"
         print(
             f"data: {len(train_set)} training crops a pass ({per_pass} steps), "
-            f"{len(val_set)} validation images; {total or 'unlimited'} steps in "
-            f"{precision}, validated every {run.val_every}"
+            f"{len(val_set)} validation images; {length} in {precision}, validated every "
+            f"{run.val_every}"
         )
     loader = make_loader(train_set, config, range(state.step, total or 2**62), rank, world)
     state = train_steps(run, loader, state)

@@ -8,9 +8,10 @@ The model and crop are sized by the hardware's measured speed: `timer` times a f
 steps of each candidate (cheapest first; one whose cost, scaled from a timed one, could not fit
 is not timed), and the plan takes the largest that completes the wanted steps in the training
 share of the time it allows (`seconds`, else `ALLOWANCE`), then as many steps as that share
-holds: the run fills its time. A faster machine gets a wider net or larger crops, never fewer
-steps. `settings` are TrainConfig fields (explicit flags win over them: pass them as `fixed`);
-`reasons` say, one line per choice, why.
+holds. The clock, not that count, ends the run (`steps` 0 with the time budget): a step faster
+or slower than timed changes the steps, not the minutes, so the run fills its time. A faster
+machine gets a wider net or larger crops, never fewer steps. `settings` are TrainConfig fields
+(explicit flags win over them: pass them as `fixed`); `reasons` say, one line per choice, why.
 """
 
 from __future__ import annotations
@@ -147,9 +148,10 @@ def make_plan(
     allowed = seconds or ALLOWANCE
     chosen, steps, step_seconds = _fit(candidates, precision, wanted, allowed, timer, reasons)
     steps = fixed.get("steps", steps)
+    clocked = bool(step_seconds) and "steps" not in fixed  # timed: the clock ends the run
     val_every = max(1, round(steps / VALIDATIONS))
     expected = steps * step_seconds if step_seconds else None
-    reasons.append(_length_reason(steps, val_every, expected, allowed, budgeted=bool(seconds)))
+    reasons.append(_length_reason(steps, val_every, expected, allowed, bool(seconds), clocked))
     workers = min(8, hardware.threads) if hardware.gpu else (1 if hardware.threads <= 4 else 2)
     reasons += [
         f"{workers} loader worker(s): images are decoded once and cropped before augmenting, "
@@ -166,7 +168,7 @@ def make_plan(
         "scale": scale,
         "object_width": round(max(f.width.values(), default=0.0), 2),
         "batch_size": chosen.batch,
-        "steps": steps,
+        "steps": 0 if clocked else steps,
         "val_every": val_every,
         "precision": precision,
         "workers": workers,
@@ -179,7 +181,12 @@ def make_plan(
 
 
 def _length_reason(
-    steps: int, val_every: int, expected: float | None, allowed: float, budgeted: bool
+    steps: int,
+    val_every: int,
+    expected: float | None,
+    allowed: float,
+    budgeted: bool,
+    clocked: bool,
 ) -> str:
     """The run's length as the plan prints it: steps, validations, the time they take here."""
     reason = f"{steps} steps, validated and checkpointed every {val_every}"
@@ -190,6 +197,11 @@ def _length_reason(
         )
     if not budgeted:
         reason += f" (no --time-budget: the plan allows itself {_duration(allowed)})"
+    if clocked:
+        reason += (
+            f"; the {_duration(allowed)} end the run, not the count (steps 0), its cosine "
+            "following the clock: steps faster than timed train more of them, slower ones fewer"
+        )
     return reason
 
 
