@@ -546,6 +546,14 @@ def test_precision_bf16_where_faster_fp16_without_bf16_fp32_without_units() -> N
     assert settings["precision"] == "fp16" and "GradScaler" in "\n".join(reasons)
 
 
+def test_the_plan_averages_the_weights_unless_a_flag_says_otherwise() -> None:
+    f = fingerprint_of(16, 600, 8.0)
+    settings, reasons = make_plan(f, CPU, timer=fake_timer(0.33))
+    assert settings["ema"] == 0.999 and any(line.startswith("weights averaged") for line in reasons)
+    settings, reasons = make_plan(f, CPU, timer=fake_timer(0.33), fixed={"ema": 0.0})
+    assert "ema" not in settings and not any("averaged" in line for line in reasons)
+
+
 def test_explicit_flags_are_kept_by_the_plan() -> None:
     fixed = {"model_kwargs": {"base_channels": 8}, "image_size": 64, "batch_size": 2,
              "steps": 50, "precision": "fp32"}  # fmt: skip

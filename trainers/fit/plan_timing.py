@@ -30,6 +30,7 @@ KEPT = (
     "objects",
     "invert",
     "balance_grounds",
+    "ema",
 )
 MIN_IMAGES = 2  # one to train on and one to validate
 
