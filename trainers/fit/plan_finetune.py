@@ -14,7 +14,7 @@ choice (explicit flags still win):
   crop 3e-3 led (0.719 against 0.627 for 1e-3; then 0.776, 0.714, 0.699 against 0.197, 0.253,
   0.221); with the loss pooled over the batch, which stopped the collapse a large step had
   fought, 1e-3 leads: 0.833, 0.829 against 0.746, 0.734 for 3e-3 and 0.725, 0.635 for 1e-2
-  (bf16, 490-580 steps), 0.837 against 0.774 (fp32, 340-360 steps; 2026-12-07);
+  (bf16, 490-580 steps), 0.837, 0.839 against 0.774, 0.784 (fp32, 320-390 steps; 2026-12-07);
 - **the loss pooled over the batch** (batch Dice): a few new images give mostly empty crops,
   which, scored alone, barely penalize false positives (DSB 2018 brightfield, 90 s, the 10
   selection images: 0.778, 0.764, 0.791 pooled against 0.724, 0.258, 0.211 crop by crop);
