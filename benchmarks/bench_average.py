@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,17 +25,9 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_finetune import summary_on_test
 from trainers.fit.checkpoint import LATEST, STATE
 from zoo._hub import WEIGHTS_NAME
-
-
-def scored(weights: Path, data: str, output: Path) -> dict:
-    """Test pooled Dice and per-image Dice of the weights folder `weights`."""
-    subprocess.run([sys.executable, "-m", "trainers.evaluate", "--weights", str(weights),
-                    "--data", data, "--split", "test", "--output", str(output), "--overwrite"],
-                   check=True, capture_output=True)  # fmt: skip
-    summary = json.loads((output / "summary.json").read_text())
-    return {"pooled": summary["pooled"]["dice"], "per_image": summary["metrics"]["dice"]["mean"]}
 
 
 def weights_folder(run: Path, tensors: dict[str, torch.Tensor] | None, folder: Path) -> Path:
@@ -58,6 +49,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a run folder trained with --ema")
     args = parser.parse_args()
+    if not (args.run / "train_config.json").is_file():
+        raise SystemExit(f"{args.run} is not a run folder: it has no train_config.json")
     settings = json.loads((args.run / "train_config.json").read_text())
     if not settings.get("ema"):
         raise SystemExit(f"{args.run} was trained without --ema: it has no average to compare")
@@ -74,8 +67,9 @@ def main() -> None:
         print(f"{settings['data']}: {state['step']} steps\n")
         print("| weights | test pooled Dice | per image |\n| --- | ---: | ---: |")
         for index, (name, weights) in enumerate(rows.items()):
-            score = scored(weights, settings["data"], work / f"eval-{index}")
-            print(f"| {name} | {score['pooled']:.4f} | {score['per_image']:.4f} |")
+            summary = summary_on_test(weights, settings["data"], work / f"eval-{index}")
+            pooled, per_image = summary["pooled"]["dice"], summary["metrics"]["dice"]["mean"]
+            print(f"| {name} | {pooled:.4f} | {per_image:.4f} |")
 
 
 if __name__ == "__main__":

@@ -66,11 +66,16 @@ def write_pairs(samples, folder: Path, magnify: float = 1.0) -> None:
         mask.save(folder / "masks" / f"{sample.id}.png")
 
 
-def dice_of(weights: Path, data: Path, output: Path) -> float:
+def summary_on_test(weights: Path, data: str, output: Path) -> dict:
+    """`trainers.evaluate`'s summary.json of `weights` on the test split of `data` (KIND:PATH)."""
     subprocess.run([sys.executable, "-m", "trainers.evaluate", "--weights", str(weights),
-                    "--data", f"folder:{data}", "--split", "test", "--output", str(output),
-                    "--overwrite"], check=True, capture_output=True)  # fmt: skip
-    return json.loads((output / "summary.json").read_text())["metrics"]["dice"]["mean"]
+                    "--data", data, "--split", "test", "--output", str(output), "--overwrite"],
+                   check=True, capture_output=True)  # fmt: skip
+    return json.loads((output / "summary.json").read_text())
+
+
+def dice_of(weights: Path, data: Path, output: Path) -> float:
+    return summary_on_test(weights, f"folder:{data}", output)["metrics"]["dice"]["mean"]
 
 
 def finetune(base: Path, data: Path, output: Path, budget: str, *flags: str) -> Path:

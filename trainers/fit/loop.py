@@ -224,12 +224,7 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
     )
     if run.main_process:
         write_settings(run_dir, config, plan)
-        length = f"{total} steps" if total else f"steps until the {config.time_budget} are spent"
-        print(
-            f"data: {len(train_set)} training crops a pass ({per_pass} steps), "
-            f"{len(val_set)} validation images; {length} in {precision}, validated every "
-            f"{run.val_every}"
-        )
+        print(describe_start(run, len(train_set), per_pass, total))
     loader = make_loader(train_set, config, range(state.step, total or 2**62), rank, world)
     state = train_steps(run, loader, state)
     if world > 1:
@@ -240,6 +235,16 @@ def train(config: TrainConfig, resume: bool = False, plan: dict | None = None) -
             tune_threshold(run_dir, val_set, precision, config.threshold)
         finish(config, run_dir, source)
     return run_dir
+
+
+def describe_start(run: Run, crops: int, per_pass: int, total: int) -> str:
+    """The run's data and length, as printed at its start."""
+    budget = run.config.time_budget
+    length = f"{total} steps" if total else f"steps until the {budget} are spent"
+    return (
+        f"data: {crops} training crops a pass ({per_pass} steps), {len(run.val_set)} validation "
+        f"images; {length} in {run.precision}, validated every {run.val_every}"
+    )
 
 
 def best_saver(
